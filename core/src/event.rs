@@ -1,0 +1,491 @@
+//! Events and the streams they live in.
+//!
+//! A stream is `(aggregate type, aggregate id, origin cell)`. Only the origin
+//! cell appends to it, versions start at 1 and are contiguous. An event's id
+//! is a UUIDv5 of its `(stream, version)`, so a redelivered event has the
+//! same id in every cell and dedupes.
+//!
+//! Event type names are stable and carry a version suffix
+//! (`twincell.inventory.stock-reserved.v1`); a change of an event's shape is
+//! a new name, never an edit of an old one.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ids::{AccountId, CellId, OrderId, Sku, TransactionId};
+use crate::inventory::WriteOffReason;
+use crate::money::Money;
+use crate::quantity::Quantity;
+use crate::timestamp::Timestamp;
+
+/// The kinds of aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateType {
+    /// A payment transaction, keyed by [`TransactionId`].
+    Transaction,
+    /// The stock of one SKU, keyed by [`Sku`].
+    Inventory,
+}
+
+impl AggregateType {
+    /// The name used in keys and event ids.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transaction => "transaction",
+            Self::Inventory => "inventory",
+        }
+    }
+}
+
+/// One aggregate: its type and id. The id is valid for the type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "AggregateIdRepr")]
+pub struct AggregateId {
+    #[serde(rename = "type")]
+    kind: AggregateType,
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AggregateIdRepr {
+    #[serde(rename = "type")]
+    kind: AggregateType,
+    id: String,
+}
+
+impl TryFrom<AggregateIdRepr> for AggregateId {
+    type Error = EventError;
+    fn try_from(repr: AggregateIdRepr) -> Result<Self, Self::Error> {
+        Self::parse(repr.kind, &repr.id)
+    }
+}
+
+impl AggregateId {
+    /// The aggregate of a transaction.
+    #[must_use]
+    pub fn transaction(id: TransactionId) -> Self {
+        Self {
+            kind: AggregateType::Transaction,
+            id: id.to_string(),
+        }
+    }
+
+    /// The aggregate of one SKU's stock.
+    #[must_use]
+    pub fn inventory(sku: &Sku) -> Self {
+        Self {
+            kind: AggregateType::Inventory,
+            id: sku.as_str().to_owned(),
+        }
+    }
+
+    /// Rebuilds an aggregate id read from storage.
+    ///
+    /// # Errors
+    /// [`EventError::InvalidAggregateId`] when `id` is not valid for `kind`.
+    pub fn parse(kind: AggregateType, id: &str) -> Result<Self, EventError> {
+        match kind {
+            AggregateType::Transaction => TransactionId::parse(id)
+                .map(Self::transaction)
+                .map_err(|_| EventError::InvalidAggregateId),
+            AggregateType::Inventory => Sku::new(id)
+                .map(|sku| Self::inventory(&sku))
+                .map_err(|_| EventError::InvalidAggregateId),
+        }
+    }
+
+    /// The aggregate type.
+    #[must_use]
+    pub fn kind(&self) -> AggregateType {
+        self.kind
+    }
+
+    /// The aggregate id, as text.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A stream: one origin cell's events for one aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StreamId {
+    /// The aggregate.
+    pub aggregate: AggregateId,
+    /// The only cell that appends to this stream.
+    pub origin: CellId,
+}
+
+impl StreamId {
+    /// The stream of `aggregate` written by `origin`.
+    #[must_use]
+    pub fn new(aggregate: AggregateId, origin: CellId) -> Self {
+        Self { aggregate, origin }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/{}",
+            self.aggregate.kind.as_str(),
+            self.aggregate.id,
+            self.origin
+        )
+    }
+}
+
+/// Why a release of stock happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReleaseCause {
+    /// A client asked this cell.
+    Client,
+    /// Another cell recorded a release request for this cell's reservation.
+    Requested {
+        /// The cell that recorded the request.
+        by: CellId,
+    },
+    /// The same order was also reserved in `winner`, whose reservation wins
+    /// the tie-break, so this cell let its duplicate go.
+    Duplicate {
+        /// The cell whose reservation is kept.
+        winner: CellId,
+    },
+}
+
+/// Why a fulfilment happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FulfilCause {
+    /// A client asked this cell.
+    Client,
+    /// Another cell recorded a fulfilment request for this cell's reservation.
+    Requested {
+        /// The cell that recorded the request.
+        by: CellId,
+    },
+}
+
+/// Everything that can happen, with its stable type name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum DomainEvent {
+    /// A transaction was created in the stream's origin cell.
+    #[serde(rename = "twincell.transaction.created.v1")]
+    TransactionCreated {
+        /// Its id (deterministic when an idempotency key was given).
+        transaction_id: TransactionId,
+        /// The paying account.
+        account_id: AccountId,
+        /// Amount and currency.
+        money: Money,
+    },
+    /// Units arrived: `on_hand += quantity`.
+    #[serde(rename = "twincell.inventory.stock-received.v1")]
+    StockReceived {
+        /// Units received.
+        quantity: Quantity,
+    },
+    /// Units were written off from the available stock.
+    #[serde(rename = "twincell.inventory.stock-written-off.v1")]
+    StockWrittenOff {
+        /// Units written off.
+        quantity: Quantity,
+        /// Why.
+        reason: WriteOffReason,
+    },
+    /// Units were reserved for an order.
+    #[serde(rename = "twincell.inventory.stock-reserved.v1")]
+    StockReserved {
+        /// The order.
+        order_id: OrderId,
+        /// Units held.
+        quantity: Quantity,
+    },
+    /// A reservation of this cell was released.
+    #[serde(rename = "twincell.inventory.reservation-released.v1")]
+    ReservationReleased {
+        /// The order.
+        order_id: OrderId,
+        /// Units freed.
+        quantity: Quantity,
+        /// Why.
+        cause: ReleaseCause,
+    },
+    /// This cell asks `owner` to release its reservation for the order.
+    #[serde(rename = "twincell.inventory.release-requested.v1")]
+    ReleaseRequested {
+        /// The order.
+        order_id: OrderId,
+        /// The cell holding the reservation.
+        owner: CellId,
+    },
+    /// A reservation of this cell was fulfilled: the units left the building.
+    #[serde(rename = "twincell.inventory.reservation-fulfilled.v1")]
+    ReservationFulfilled {
+        /// The order.
+        order_id: OrderId,
+        /// Units shipped.
+        quantity: Quantity,
+        /// Why.
+        cause: FulfilCause,
+    },
+    /// This cell asks `owner` to fulfil its reservation for the order.
+    #[serde(rename = "twincell.inventory.fulfilment-requested.v1")]
+    FulfilmentRequested {
+        /// The order.
+        order_id: OrderId,
+        /// The cell holding the reservation.
+        owner: CellId,
+    },
+    /// Available units moved out of this cell towards `to_cell`.
+    #[serde(rename = "twincell.inventory.allocation-transferred.v1")]
+    AllocationTransferred {
+        /// The receiving cell.
+        to_cell: CellId,
+        /// Units moved.
+        quantity: Quantity,
+    },
+    /// This cell took in a transfer once it saw it in the sender's stream.
+    #[serde(rename = "twincell.inventory.allocation-received.v1")]
+    AllocationReceived {
+        /// The sending cell.
+        from_cell: CellId,
+        /// The version of the transfer in the sender's stream.
+        transfer_version: u64,
+        /// Units received.
+        quantity: Quantity,
+    },
+}
+
+impl DomainEvent {
+    /// The stable type name (the CloudEvents `type`).
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::TransactionCreated { .. } => "twincell.transaction.created.v1",
+            Self::StockReceived { .. } => "twincell.inventory.stock-received.v1",
+            Self::StockWrittenOff { .. } => "twincell.inventory.stock-written-off.v1",
+            Self::StockReserved { .. } => "twincell.inventory.stock-reserved.v1",
+            Self::ReservationReleased { .. } => "twincell.inventory.reservation-released.v1",
+            Self::ReleaseRequested { .. } => "twincell.inventory.release-requested.v1",
+            Self::ReservationFulfilled { .. } => "twincell.inventory.reservation-fulfilled.v1",
+            Self::FulfilmentRequested { .. } => "twincell.inventory.fulfilment-requested.v1",
+            Self::AllocationTransferred { .. } => "twincell.inventory.allocation-transferred.v1",
+            Self::AllocationReceived { .. } => "twincell.inventory.allocation-received.v1",
+        }
+    }
+
+    /// The aggregate type this event belongs to.
+    #[must_use]
+    pub fn aggregate_type(&self) -> AggregateType {
+        match self {
+            Self::TransactionCreated { .. } => AggregateType::Transaction,
+            _ => AggregateType::Inventory,
+        }
+    }
+}
+
+/// Why a recorded event is not well formed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Versions start at 1.
+    #[error("event versions start at 1")]
+    ZeroVersion,
+    /// The event does not belong to the stream's aggregate type.
+    #[error("a {event} event cannot be stored in a {aggregate} stream")]
+    WrongAggregate {
+        /// The event's type name.
+        event: &'static str,
+        /// The stream's aggregate type.
+        aggregate: &'static str,
+    },
+    /// The aggregate id is not valid for its type.
+    #[error("aggregate id is not valid for its type")]
+    InvalidAggregateId,
+}
+
+/// The namespace of event ids. Fixed forever: changing it would make every
+/// redelivered event look new.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2f8c_1b7e_93d4_5a60_b1c2_7d8e_4f90_a3b5);
+
+/// An event as stored: where it lives, its version, when, and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RecordedEventRepr")]
+pub struct RecordedEvent {
+    stream: StreamId,
+    version: u64,
+    recorded_at: Timestamp,
+    event: DomainEvent,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedEventRepr {
+    stream: StreamId,
+    version: u64,
+    recorded_at: Timestamp,
+    event: DomainEvent,
+}
+
+impl TryFrom<RecordedEventRepr> for RecordedEvent {
+    type Error = EventError;
+    fn try_from(r: RecordedEventRepr) -> Result<Self, Self::Error> {
+        Self::new(r.stream, r.version, r.recorded_at, r.event)
+    }
+}
+
+impl RecordedEvent {
+    /// Checks that `event` fits `stream` and that `version` is at least 1.
+    ///
+    /// # Errors
+    /// [`EventError::ZeroVersion`] or [`EventError::WrongAggregate`].
+    pub fn new(
+        stream: StreamId,
+        version: u64,
+        recorded_at: Timestamp,
+        event: DomainEvent,
+    ) -> Result<Self, EventError> {
+        if version == 0 {
+            return Err(EventError::ZeroVersion);
+        }
+        if event.aggregate_type() != stream.aggregate.kind {
+            return Err(EventError::WrongAggregate {
+                event: event.type_name(),
+                aggregate: stream.aggregate.kind.as_str(),
+            });
+        }
+        Ok(Self {
+            stream,
+            version,
+            recorded_at,
+            event,
+        })
+    }
+
+    /// The stream.
+    #[must_use]
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// The version in the stream, from 1.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When the origin cell recorded it (its clock).
+    #[must_use]
+    pub fn recorded_at(&self) -> Timestamp {
+        self.recorded_at
+    }
+
+    /// What happened.
+    #[must_use]
+    pub fn event(&self) -> &DomainEvent {
+        &self.event
+    }
+
+    /// The origin cell.
+    #[must_use]
+    pub fn origin(&self) -> &CellId {
+        &self.stream.origin
+    }
+
+    /// The deterministic id: UUIDv5 of `"{type}/{id}/{origin}/{version}"`.
+    #[must_use]
+    pub fn event_id(&self) -> Uuid {
+        let name = format!("{}/{}", self.stream, self.version);
+        Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(kind: AggregateType) -> StreamId {
+        let aggregate = match kind {
+            AggregateType::Inventory => AggregateId::inventory(&Sku::new("sku-1").unwrap()),
+            AggregateType::Transaction => AggregateId::transaction(
+                TransactionId::parse("0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b").unwrap(),
+            ),
+        };
+        StreamId::new(aggregate, CellId::new("aws").unwrap())
+    }
+
+    fn received(version: u64) -> RecordedEvent {
+        RecordedEvent::new(
+            stream(AggregateType::Inventory),
+            version,
+            Timestamp::from_unix_millis(1_000).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(5).unwrap(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn event_id_is_deterministic_per_stream_and_version() {
+        assert_eq!(received(1).event_id(), received(1).event_id());
+        assert_ne!(received(1).event_id(), received(2).event_id());
+        assert_eq!(received(1).event_id().get_version_num(), 5);
+    }
+
+    #[test]
+    fn version_zero_is_rejected() {
+        let e = RecordedEvent::new(
+            stream(AggregateType::Inventory),
+            0,
+            Timestamp::from_unix_millis(0).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(1).unwrap(),
+            },
+        );
+        assert_eq!(e, Err(EventError::ZeroVersion));
+    }
+
+    #[test]
+    fn inventory_event_in_a_transaction_stream_is_rejected() {
+        let e = RecordedEvent::new(
+            stream(AggregateType::Transaction),
+            1,
+            Timestamp::from_unix_millis(0).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(1).unwrap(),
+            },
+        );
+        assert!(matches!(e, Err(EventError::WrongAggregate { .. })));
+    }
+
+    #[test]
+    fn recorded_event_serializes_with_its_stable_type_name_and_round_trips() {
+        let e = received(3);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["event"]["type"], "twincell.inventory.stock-received.v1");
+        assert_eq!(json["event"]["type"], e.event().type_name());
+        assert_eq!(json["stream"]["aggregate"]["type"], "inventory");
+        let back: RecordedEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn deserializing_goes_through_the_checks() {
+        let mut json = serde_json::to_value(received(1)).unwrap();
+        json["version"] = 0.into();
+        assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
+        let mut json = serde_json::to_value(received(1)).unwrap();
+        json["stream"]["aggregate"]["id"] = "not a sku".into();
+        assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
+        let mut json = serde_json::to_value(received(1)).unwrap();
+        json["event"]["data"]["quantity"] = 0.into();
+        assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
+    }
+}

@@ -1,0 +1,944 @@
+//! Inventory as a per-cell escrow ledger.
+//!
+//! Every SKU has one ledger per cell, and a ledger is the fold of exactly one
+//! stream: the one its cell writes. Nothing another cell does changes a
+//! ledger directly. When a cell sees something in another cell's stream that
+//! concerns it — a transfer sent to it, a release or fulfilment request for
+//! one of its reservations, a duplicate of one of its reservations that wins
+//! the tie-break — it *reconciles*: it appends its own event
+//! (`AllocationReceived`, `ReservationReleased`, `ReservationFulfilled`).
+//!
+//! That single-writer shape is what makes the escrow invariant hold under any
+//! replication order: each ledger's `available = on_hand − reserved` is
+//! checked against that ledger's exact state at the moment its own cell
+//! appends, and any other cell only ever folds a contiguous prefix of it.
+//!
+//! The duplicate tie-break: of two reservations of one order in different
+//! cells, the one with the earlier `(reserved_at, cell)` wins; the loser's
+//! cell releases its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{DomainEvent, FulfilCause, RecordedEvent, ReleaseCause};
+use crate::ids::{CellId, OrderId, Sku};
+use crate::quantity::Quantity;
+use crate::timestamp::Timestamp;
+use crate::topology::Topology;
+
+const REASON_MAX_CHARS: usize = 200;
+
+/// Why stock was written off: 1–200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WriteOffReason(String);
+
+/// Why a string is not a [`WriteOffReason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteOffReasonError {
+    /// Empty or longer than 200 characters.
+    #[error("must be 1 to {REASON_MAX_CHARS} characters long")]
+    Length,
+    /// Holds a control character (newline, tab, ...).
+    #[error("must not contain control characters")]
+    ControlCharacter,
+}
+
+impl WriteOffReason {
+    /// Checks length and characters.
+    ///
+    /// # Errors
+    /// [`WriteOffReasonError`].
+    pub fn new(value: impl Into<String>) -> Result<Self, WriteOffReasonError> {
+        let value = value.into();
+        if value.is_empty() || value.chars().count() > REASON_MAX_CHARS {
+            return Err(WriteOffReasonError::Length);
+        }
+        if value.chars().any(char::is_control) {
+            return Err(WriteOffReasonError::ControlCharacter);
+        }
+        Ok(Self(value))
+    }
+
+    /// The reason.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for WriteOffReason {
+    type Error = WriteOffReasonError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<WriteOffReason> for String {
+    fn from(value: WriteOffReason) -> String {
+        value.0
+    }
+}
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// The units are held.
+    Held,
+    /// The units went back to available stock.
+    Released,
+    /// The units were shipped.
+    Fulfilled,
+}
+
+/// One reservation in one cell's ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationState {
+    /// Units.
+    pub quantity: Quantity,
+    /// When its cell recorded it: the first half of the duplicate tie-break.
+    pub reserved_at: Timestamp,
+    /// Where it stands.
+    pub status: ReservationStatus,
+}
+
+/// What a cell asked another cell to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RequestKind {
+    /// Release the reservation.
+    Release,
+    /// Fulfil the reservation.
+    Fulfil,
+}
+
+/// Why an event cannot be folded into a ledger. For the cell's own ledger
+/// this means corrupt storage; for another cell's it stops the fold there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// Not an inventory event.
+    #[error("{0} is not an inventory event")]
+    NotInventory(&'static str),
+    /// The event would take available stock below zero.
+    #[error("needs {requested} units but {available} are available")]
+    Insufficient {
+        /// Units the event takes.
+        requested: u64,
+        /// Units available before it.
+        available: u64,
+    },
+    /// A counter would overflow.
+    #[error("stock counter overflow")]
+    Overflow,
+    /// The order already has a reservation in this ledger.
+    #[error("order {0} is already reserved in this ledger")]
+    DuplicateReservation(OrderId),
+    /// The event refers to a reservation that is not held, or with another quantity.
+    #[error("order {0} has no held reservation of that quantity")]
+    NotHeld(OrderId),
+    /// The event names its own cell where another is required.
+    #[error("a cell cannot transfer to, receive from or request from itself")]
+    SelfReference,
+    /// The same transfer was received twice.
+    #[error("transfer {1} from {0} was already received")]
+    DuplicateTransfer(CellId, u64),
+}
+
+/// One cell's ledger for one SKU: the fold of that cell's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellLedger {
+    cell: CellId,
+    version: u64,
+    on_hand: u64,
+    reserved: u64,
+    received: u64,
+    written_off: u64,
+    shipped: u64,
+    transferred_out: u64,
+    transferred_in: u64,
+    reservations: BTreeMap<OrderId, ReservationState>,
+    requests: BTreeSet<(OrderId, CellId, RequestKind)>,
+    transfers_out: BTreeMap<u64, (CellId, Quantity)>,
+    transfers_in: BTreeSet<(CellId, u64)>,
+    stalled: Option<(u64, LedgerError)>,
+}
+
+fn add(a: u64, b: u64) -> Result<u64, LedgerError> {
+    a.checked_add(b).ok_or(LedgerError::Overflow)
+}
+
+fn sub(a: u64, b: u64) -> Result<u64, LedgerError> {
+    a.checked_sub(b).ok_or(LedgerError::Overflow)
+}
+
+impl CellLedger {
+    /// An empty ledger of `cell`.
+    #[must_use]
+    pub fn new(cell: CellId) -> Self {
+        Self {
+            cell,
+            version: 0,
+            on_hand: 0,
+            reserved: 0,
+            received: 0,
+            written_off: 0,
+            shipped: 0,
+            transferred_out: 0,
+            transferred_in: 0,
+            reservations: BTreeMap::new(),
+            requests: BTreeSet::new(),
+            transfers_out: BTreeMap::new(),
+            transfers_in: BTreeSet::new(),
+            stalled: None,
+        }
+    }
+
+    /// The cell.
+    #[must_use]
+    pub fn cell(&self) -> &CellId {
+        &self.cell
+    }
+
+    /// The last folded version of the cell's stream (0 when empty).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Units physically in this cell's allocation.
+    #[must_use]
+    pub fn on_hand(&self) -> u64 {
+        self.on_hand
+    }
+
+    /// Units held by reservations.
+    #[must_use]
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// `on_hand − reserved`. Never negative by construction: every event
+    /// that lowers it is checked in [`CellLedger::apply`].
+    #[must_use]
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+
+    /// Totals since the start: received, written off, shipped, transferred
+    /// out, transferred in. For audits and invariant checks.
+    #[must_use]
+    pub fn totals(&self) -> LedgerTotals {
+        LedgerTotals {
+            received: self.received,
+            written_off: self.written_off,
+            shipped: self.shipped,
+            transferred_out: self.transferred_out,
+            transferred_in: self.transferred_in,
+        }
+    }
+
+    /// Reservations by order.
+    #[must_use]
+    pub fn reservations(&self) -> &BTreeMap<OrderId, ReservationState> {
+        &self.reservations
+    }
+
+    /// Transfers this cell sent, by the version of their event.
+    #[must_use]
+    pub fn transfers_out(&self) -> &BTreeMap<u64, (CellId, Quantity)> {
+        &self.transfers_out
+    }
+
+    /// Where the fold of this ledger stopped on an event it could not apply
+    /// (its version and why). Only ever set for another cell's ledger.
+    #[must_use]
+    pub fn stalled(&self) -> Option<&(u64, LedgerError)> {
+        self.stalled.as_ref()
+    }
+
+    fn requested(&self, order: &OrderId, owner: &CellId, kind: RequestKind) -> bool {
+        self.requests
+            .contains(&(order.clone(), owner.clone(), kind))
+    }
+
+    fn held(&self, order: &OrderId) -> Option<&ReservationState> {
+        self.reservations
+            .get(order)
+            .filter(|r| r.status == ReservationStatus::Held)
+    }
+
+    fn take_held(&mut self, order: &OrderId, quantity: Quantity) -> Result<&mut ReservationState, LedgerError> {
+        self.reservations
+            .get_mut(order)
+            .filter(|r| r.status == ReservationStatus::Held && r.quantity == quantity)
+            .ok_or_else(|| LedgerError::NotHeld(order.clone()))
+    }
+
+    fn ensure_available(&self, quantity: Quantity) -> Result<(), LedgerError> {
+        if quantity.get() > self.available() {
+            return Err(LedgerError::Insufficient {
+                requested: quantity.get(),
+                available: self.available(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Folds one event of this cell's stream at `version`, recorded `at`.
+    /// Checks the event against the ledger first and changes nothing when it
+    /// does not fit.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the event does not fit the ledger.
+    pub fn apply(&mut self, version: u64, at: Timestamp, event: &DomainEvent) -> Result<(), LedgerError> {
+        match event {
+            DomainEvent::TransactionCreated { .. } => {
+                return Err(LedgerError::NotInventory(event.type_name()));
+            }
+            DomainEvent::StockReceived { quantity } => {
+                let on_hand = add(self.on_hand, quantity.get())?;
+                self.received = add(self.received, quantity.get())?;
+                self.on_hand = on_hand;
+            }
+            DomainEvent::StockWrittenOff { quantity, .. } => {
+                self.ensure_available(*quantity)?;
+                self.written_off = add(self.written_off, quantity.get())?;
+                self.on_hand = sub(self.on_hand, quantity.get())?;
+            }
+            DomainEvent::StockReserved { order_id, quantity } => {
+                if self.reservations.contains_key(order_id) {
+                    return Err(LedgerError::DuplicateReservation(order_id.clone()));
+                }
+                self.ensure_available(*quantity)?;
+                self.reserved = add(self.reserved, quantity.get())?;
+                self.reservations.insert(
+                    order_id.clone(),
+                    ReservationState {
+                        quantity: *quantity,
+                        reserved_at: at,
+                        status: ReservationStatus::Held,
+                    },
+                );
+            }
+            DomainEvent::ReservationReleased { order_id, quantity, .. } => {
+                let reserved = sub(self.reserved, quantity.get())?;
+                self.take_held(order_id, *quantity)?.status = ReservationStatus::Released;
+                self.reserved = reserved;
+            }
+            DomainEvent::ReservationFulfilled { order_id, quantity, .. } => {
+                let reserved = sub(self.reserved, quantity.get())?;
+                let on_hand = sub(self.on_hand, quantity.get())?;
+                let shipped = add(self.shipped, quantity.get())?;
+                self.take_held(order_id, *quantity)?.status = ReservationStatus::Fulfilled;
+                (self.reserved, self.on_hand, self.shipped) = (reserved, on_hand, shipped);
+            }
+            DomainEvent::ReleaseRequested { order_id, owner } => {
+                self.record_request(order_id, owner, RequestKind::Release)?;
+            }
+            DomainEvent::FulfilmentRequested { order_id, owner } => {
+                self.record_request(order_id, owner, RequestKind::Fulfil)?;
+            }
+            DomainEvent::AllocationTransferred { to_cell, quantity } => {
+                if *to_cell == self.cell {
+                    return Err(LedgerError::SelfReference);
+                }
+                self.ensure_available(*quantity)?;
+                self.transferred_out = add(self.transferred_out, quantity.get())?;
+                self.on_hand = sub(self.on_hand, quantity.get())?;
+                self.transfers_out.insert(version, (to_cell.clone(), *quantity));
+            }
+            DomainEvent::AllocationReceived {
+                from_cell,
+                transfer_version,
+                quantity,
+            } => {
+                if *from_cell == self.cell {
+                    return Err(LedgerError::SelfReference);
+                }
+                let key = (from_cell.clone(), *transfer_version);
+                if self.transfers_in.contains(&key) {
+                    return Err(LedgerError::DuplicateTransfer(key.0, key.1));
+                }
+                let on_hand = add(self.on_hand, quantity.get())?;
+                self.transferred_in = add(self.transferred_in, quantity.get())?;
+                self.on_hand = on_hand;
+                self.transfers_in.insert(key);
+            }
+        }
+        self.version = version;
+        Ok(())
+    }
+
+    fn record_request(&mut self, order: &OrderId, owner: &CellId, kind: RequestKind) -> Result<(), LedgerError> {
+        if *owner == self.cell {
+            return Err(LedgerError::SelfReference);
+        }
+        // A repeated request is harmless: the owner acts once.
+        self.requests.insert((order.clone(), owner.clone(), kind));
+        Ok(())
+    }
+}
+
+/// Lifetime totals of one ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerTotals {
+    /// Units received from suppliers.
+    pub received: u64,
+    /// Units written off.
+    pub written_off: u64,
+    /// Units shipped by fulfilments.
+    pub shipped: u64,
+    /// Units sent to other cells.
+    pub transferred_out: u64,
+    /// Units taken in from other cells.
+    pub transferred_in: u64,
+}
+
+/// Why the cell's own ledger could not be folded: its stream is corrupt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inventory stream of {cell} is corrupt at version {version}: {error}")]
+pub struct InventoryFoldError {
+    /// The cell.
+    pub cell: CellId,
+    /// The offending version.
+    pub version: u64,
+    /// What is wrong.
+    pub error: LedgerError,
+}
+
+/// What a client asks of one SKU's stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryCommand {
+    /// Units arrived.
+    Receive(Quantity),
+    /// Units are lost or damaged.
+    WriteOff(Quantity, WriteOffReason),
+    /// Hold units for an order.
+    Reserve(OrderId, Quantity),
+    /// Free an order's reservation.
+    Release(OrderId),
+    /// Ship an order's reservation.
+    Fulfil(OrderId),
+    /// Move available units to another cell.
+    Transfer(CellId, Quantity),
+    /// Only apply what other cells' streams ask of this cell.
+    Reconcile,
+}
+
+/// Why an inventory command is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    /// Not enough available stock in this cell.
+    #[error("{requested} units requested but {available} available in this cell")]
+    InsufficientStock {
+        /// Units asked for.
+        requested: u64,
+        /// Units available in this cell.
+        available: u64,
+    },
+    /// The order is already reserved with another quantity.
+    #[error("order {order_id} is already reserved with quantity {held}")]
+    ReservationMismatch {
+        /// The order.
+        order_id: OrderId,
+        /// The quantity already held.
+        held: Quantity,
+    },
+    /// The order's reservation was released or fulfilled already.
+    #[error("the reservation of order {order_id} is already {status:?}")]
+    ReservationClosed {
+        /// The order.
+        order_id: OrderId,
+        /// `Released` or `Fulfilled`.
+        status: ReservationStatus,
+    },
+    /// No cell has a reservation for the order (as far as this cell sees).
+    #[error("no reservation for order {order_id}")]
+    ReservationNotFound {
+        /// The order.
+        order_id: OrderId,
+    },
+    /// A transfer to this cell itself or to a cell outside the topology.
+    #[error("cannot transfer to {0}")]
+    InvalidTransferTarget(CellId),
+    /// A stock counter would overflow `u64`.
+    #[error("stock counter overflow")]
+    StockOverflow,
+    /// A decided event did not fit the ledger it was decided on: a bug,
+    /// never a client error.
+    #[error("decision does not fit the ledger: {0}")]
+    Inconsistent(String),
+}
+
+/// A reservation as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationView {
+    /// SKU.
+    pub sku: Sku,
+    /// Order.
+    pub order_id: OrderId,
+    /// Units held.
+    pub quantity: Quantity,
+    /// The cell holding it.
+    pub cell: CellId,
+}
+
+/// One cell's numbers in an [`InventoryView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CellView {
+    /// Units in the cell's allocation.
+    pub on_hand: u64,
+    /// Units reserved there.
+    pub reserved: u64,
+    /// `on_hand − reserved`.
+    pub available: u64,
+}
+
+/// The stock of one SKU as a cell sees it: totals plus every cell's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InventoryView {
+    /// SKU.
+    pub sku: Sku,
+    /// Sum over cells.
+    pub on_hand: u64,
+    /// Sum over cells.
+    pub reserved: u64,
+    /// Sum over cells.
+    pub available: u64,
+    /// Per cell, in cell order.
+    pub cells: BTreeMap<CellId, CellView>,
+}
+
+/// What a decided command does, for the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryOutcome {
+    /// Applied in this cell (HTTP 200 with the view).
+    Applied(InventoryView),
+    /// Recorded as a request for the owning cell (HTTP 202 with the view).
+    Requested(InventoryView),
+    /// A reservation (HTTP 201); `replayed` when it already existed.
+    Reserved {
+        /// The reservation.
+        reservation: ReservationView,
+        /// Whether this repeats an earlier reservation.
+        replayed: bool,
+    },
+}
+
+/// Events to append to this cell's stream and what they achieve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryDecision {
+    /// New events for this cell's stream, in order (may be empty).
+    pub events: Vec<DomainEvent>,
+    /// The result.
+    pub outcome: InventoryOutcome,
+}
+
+/// One SKU's stock from one cell's point of view: its own ledger in full and
+/// every other cell's ledger as far as replication has delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    sku: Sku,
+    this: CellId,
+    ledgers: BTreeMap<CellId, CellLedger>,
+}
+
+impl Inventory {
+    /// Folds every event of `sku` (all origins) as seen by `topology.this()`.
+    /// Each stream contributes its contiguous prefix from version 1; an event
+    /// another cell wrote that does not fit its ledger stops that ledger there
+    /// (see [`CellLedger::stalled`]).
+    ///
+    /// # Errors
+    /// [`InventoryFoldError`] when this cell's own stream does not fold.
+    pub fn fold(sku: &Sku, topology: &Topology, events: &[RecordedEvent]) -> Result<Self, InventoryFoldError> {
+        let mut by_origin: BTreeMap<&CellId, Vec<&RecordedEvent>> = BTreeMap::new();
+        for e in events {
+            by_origin.entry(e.origin()).or_default().push(e);
+        }
+        let mut ledgers: BTreeMap<CellId, CellLedger> = topology
+            .cells()
+            .map(|c| (c.clone(), CellLedger::new(c.clone())))
+            .collect();
+        for (origin, mut stream) in by_origin {
+            stream.sort_by_key(|e| e.version());
+            let ledger = ledgers
+                .entry(origin.clone())
+                .or_insert_with(|| CellLedger::new(origin.clone()));
+            for e in stream {
+                if e.version() != ledger.version + 1 {
+                    // A gap: later events wait for the missing one.
+                    break;
+                }
+                if let Err(error) = ledger.apply(e.version(), e.recorded_at(), e.event()) {
+                    if origin == topology.this() {
+                        return Err(InventoryFoldError {
+                            cell: origin.clone(),
+                            version: e.version(),
+                            error,
+                        });
+                    }
+                    ledger.stalled = Some((e.version(), error));
+                    break;
+                }
+            }
+        }
+        Ok(Self {
+            sku: sku.clone(),
+            this: topology.this().clone(),
+            ledgers,
+        })
+    }
+
+    /// The SKU.
+    #[must_use]
+    pub fn sku(&self) -> &Sku {
+        &self.sku
+    }
+
+    /// Every ledger this cell knows, by cell.
+    #[must_use]
+    pub fn ledgers(&self) -> &BTreeMap<CellId, CellLedger> {
+        &self.ledgers
+    }
+
+    /// This cell's own ledger.
+    #[must_use]
+    pub fn own(&self) -> Option<&CellLedger> {
+        self.ledgers.get(&self.this)
+    }
+
+    /// The API view.
+    #[must_use]
+    pub fn view(&self) -> InventoryView {
+        let mut view = InventoryView {
+            sku: self.sku.clone(),
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            cells: BTreeMap::new(),
+        };
+        for (cell, l) in &self.ledgers {
+            view.on_hand = view.on_hand.saturating_add(l.on_hand);
+            view.reserved = view.reserved.saturating_add(l.reserved);
+            view.available = view.available.saturating_add(l.available());
+            view.cells.insert(
+                cell.clone(),
+                CellView {
+                    on_hand: l.on_hand,
+                    reserved: l.reserved,
+                    available: l.available(),
+                },
+            );
+        }
+        view
+    }
+
+    fn others(&self) -> impl Iterator<Item = &CellLedger> {
+        self.ledgers.values().filter(|l| l.cell != self.this)
+    }
+
+    /// The order's reservations held in other cells, best tie-break first.
+    fn other_holders(&self, order: &OrderId) -> Vec<(&CellLedger, ReservationState)> {
+        let mut holders: Vec<_> = self
+            .others()
+            .filter_map(|l| l.held(order).map(|r| (l, *r)))
+            .collect();
+        holders.sort_by(|(a, ra), (b, rb)| (ra.reserved_at, &a.cell).cmp(&(rb.reserved_at, &b.cell)));
+        holders
+    }
+
+    /// The closed state of an order anywhere: `Fulfilled` wins over
+    /// `Released` (a released duplicate of a shipped order is shipped).
+    fn closed_status(&self, order: &OrderId) -> Option<ReservationStatus> {
+        self.ledgers
+            .values()
+            .filter_map(|l| l.reservations.get(order).map(|r| r.status))
+            .filter(|s| *s != ReservationStatus::Held)
+            .max()
+    }
+
+    /// Decides `command` in this cell at time `now`. What other cells' streams
+    /// ask of this cell is reconciled first and its events come first.
+    ///
+    /// # Errors
+    /// [`InventoryError`] when the command is refused; nothing is to be
+    /// appended then.
+    pub fn decide(&self, command: &InventoryCommand, now: Timestamp) -> Result<InventoryDecision, InventoryError> {
+        let mut next = Pending {
+            state: self.clone(),
+            events: Vec::new(),
+            now,
+        };
+        for event in self.reconcile() {
+            next.push(event)?;
+        }
+        let outcome = next.command(command)?;
+        Ok(InventoryDecision {
+            events: next.events,
+            outcome,
+        })
+    }
+
+    /// Events this cell owes to what it sees in other cells' streams:
+    /// transfers sent to it, requests for its reservations, and its own
+    /// reservations that lose the duplicate tie-break.
+    fn reconcile(&self) -> Vec<DomainEvent> {
+        let Some(own) = self.own() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for other in self.others() {
+            for (version, (to, quantity)) in &other.transfers_out {
+                if *to == own.cell && !own.transfers_in.contains(&(other.cell.clone(), *version)) {
+                    events.push(DomainEvent::AllocationReceived {
+                        from_cell: other.cell.clone(),
+                        transfer_version: *version,
+                        quantity: *quantity,
+                    });
+                }
+            }
+        }
+        for (order, mine) in own.reservations.iter().filter(|(_, r)| r.status == ReservationStatus::Held) {
+            let requested_by = |kind| {
+                self.others()
+                    .find(|o| o.requested(order, &own.cell, kind))
+                    .map(|o| o.cell.clone())
+            };
+            let winner = self
+                .others()
+                .filter_map(|o| o.reservations.get(order).map(|r| (r.reserved_at, &o.cell)))
+                .filter(|key| *key < (mine.reserved_at, &own.cell))
+                .min()
+                .map(|(_, cell)| cell.clone());
+            let event = if let Some(by) = requested_by(RequestKind::Fulfil) {
+                DomainEvent::ReservationFulfilled {
+                    order_id: order.clone(),
+                    quantity: mine.quantity,
+                    cause: FulfilCause::Requested { by },
+                }
+            } else if let Some(by) = requested_by(RequestKind::Release) {
+                DomainEvent::ReservationReleased {
+                    order_id: order.clone(),
+                    quantity: mine.quantity,
+                    cause: ReleaseCause::Requested { by },
+                }
+            } else if let Some(winner) = winner {
+                DomainEvent::ReservationReleased {
+                    order_id: order.clone(),
+                    quantity: mine.quantity,
+                    cause: ReleaseCause::Duplicate { winner },
+                }
+            } else {
+                continue;
+            };
+            events.push(event);
+        }
+        events
+    }
+}
+
+/// A decision under construction: the state with the new events applied.
+struct Pending {
+    state: Inventory,
+    events: Vec<DomainEvent>,
+    now: Timestamp,
+}
+
+impl Pending {
+    fn own(&self) -> Result<&CellLedger, InventoryError> {
+        // `fold` creates this cell's ledger from the topology, so it exists;
+        // the error keeps a broken invariant from panicking.
+        self.state
+            .own()
+            .ok_or_else(|| InventoryError::Inconsistent("no ledger for this cell".to_owned()))
+    }
+
+    fn push(&mut self, event: DomainEvent) -> Result<(), InventoryError> {
+        let this = self.state.this.clone();
+        let ledger = self
+            .state
+            .ledgers
+            .get_mut(&this)
+            .ok_or_else(|| InventoryError::Inconsistent("no ledger for this cell".to_owned()))?;
+        let version = ledger.version + 1;
+        ledger.apply(version, self.now, &event).map_err(|e| match e {
+            LedgerError::Insufficient { requested, available } => {
+                InventoryError::InsufficientStock { requested, available }
+            }
+            LedgerError::Overflow => InventoryError::StockOverflow,
+            other => InventoryError::Inconsistent(other.to_string()),
+        })?;
+        self.events.push(event);
+        Ok(())
+    }
+
+    /// Asks every other holder of `order` that this cell has not asked yet.
+    fn request_from(&mut self, order: &OrderId, owners: &[CellId], kind: RequestKind) -> Result<(), InventoryError> {
+        for owner in owners {
+            if !self.own()?.requested(order, owner, kind) {
+                let event = match kind {
+                    RequestKind::Release => DomainEvent::ReleaseRequested {
+                        order_id: order.clone(),
+                        owner: owner.clone(),
+                    },
+                    RequestKind::Fulfil => DomainEvent::FulfilmentRequested {
+                        order_id: order.clone(),
+                        owner: owner.clone(),
+                    },
+                };
+                self.push(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn applied(&self) -> InventoryOutcome {
+        InventoryOutcome::Applied(self.state.view())
+    }
+
+    fn command(&mut self, command: &InventoryCommand) -> Result<InventoryOutcome, InventoryError> {
+        match command {
+            InventoryCommand::Reconcile => Ok(self.applied()),
+            InventoryCommand::Receive(quantity) => {
+                self.push(DomainEvent::StockReceived { quantity: *quantity })?;
+                Ok(self.applied())
+            }
+            InventoryCommand::WriteOff(quantity, reason) => {
+                self.push(DomainEvent::StockWrittenOff {
+                    quantity: *quantity,
+                    reason: reason.clone(),
+                })?;
+                Ok(self.applied())
+            }
+            InventoryCommand::Transfer(to_cell, quantity) => {
+                if *to_cell == self.state.this || !self.state.ledgers.contains_key(to_cell) {
+                    return Err(InventoryError::InvalidTransferTarget(to_cell.clone()));
+                }
+                self.push(DomainEvent::AllocationTransferred {
+                    to_cell: to_cell.clone(),
+                    quantity: *quantity,
+                })?;
+                Ok(self.applied())
+            }
+            InventoryCommand::Reserve(order, quantity) => self.reserve(order, *quantity),
+            InventoryCommand::Release(order) => self.release(order),
+            InventoryCommand::Fulfil(order) => self.fulfil(order),
+        }
+    }
+
+    fn reservation(&self, order: &OrderId, quantity: Quantity, cell: &CellId, replayed: bool) -> InventoryOutcome {
+        InventoryOutcome::Reserved {
+            reservation: ReservationView {
+                sku: self.state.sku.clone(),
+                order_id: order.clone(),
+                quantity,
+                cell: cell.clone(),
+            },
+            replayed,
+        }
+    }
+
+    fn reserve(&mut self, order: &OrderId, quantity: Quantity) -> Result<InventoryOutcome, InventoryError> {
+        // Held here first, then the best holder elsewhere: a retry after a
+        // failover that replication already covered replays, not duplicates.
+        let own = self.own()?;
+        let held = own
+            .held(order)
+            .map(|r| (own.cell.clone(), r.quantity))
+            .or_else(|| {
+                self.state
+                    .other_holders(order)
+                    .first()
+                    .map(|(l, r)| (l.cell.clone(), r.quantity))
+            });
+        if let Some((cell, held)) = held {
+            if held != quantity {
+                return Err(InventoryError::ReservationMismatch {
+                    order_id: order.clone(),
+                    held,
+                });
+            }
+            return Ok(self.reservation(order, quantity, &cell, true));
+        }
+        if let Some(status) = self.state.closed_status(order) {
+            return Err(InventoryError::ReservationClosed {
+                order_id: order.clone(),
+                status,
+            });
+        }
+        self.push(DomainEvent::StockReserved {
+            order_id: order.clone(),
+            quantity,
+        })?;
+        let this = self.state.this.clone();
+        Ok(self.reservation(order, quantity, &this, false))
+    }
+
+    fn release(&mut self, order: &OrderId) -> Result<InventoryOutcome, InventoryError> {
+        let others: Vec<CellId> = self
+            .state
+            .other_holders(order)
+            .iter()
+            .map(|(l, _)| l.cell.clone())
+            .collect();
+        if let Some(mine) = self.own()?.held(order).copied() {
+            self.push(DomainEvent::ReservationReleased {
+                order_id: order.clone(),
+                quantity: mine.quantity,
+                cause: ReleaseCause::Client,
+            })?;
+            self.request_from(order, &others, RequestKind::Release)?;
+            return Ok(self.applied());
+        }
+        if !others.is_empty() {
+            self.request_from(order, &others, RequestKind::Release)?;
+            return Ok(InventoryOutcome::Requested(self.state.view()));
+        }
+        match self.state.closed_status(order) {
+            Some(ReservationStatus::Released) => Ok(self.applied()),
+            Some(status) => Err(InventoryError::ReservationClosed {
+                order_id: order.clone(),
+                status,
+            }),
+            None => Err(InventoryError::ReservationNotFound {
+                order_id: order.clone(),
+            }),
+        }
+    }
+
+    fn fulfil(&mut self, order: &OrderId) -> Result<InventoryOutcome, InventoryError> {
+        let others: Vec<CellId> = self
+            .state
+            .other_holders(order)
+            .iter()
+            .map(|(l, _)| l.cell.clone())
+            .collect();
+        if let Some(mine) = self.own()?.held(order).copied() {
+            self.push(DomainEvent::ReservationFulfilled {
+                order_id: order.clone(),
+                quantity: mine.quantity,
+                cause: FulfilCause::Client,
+            })?;
+            // Any duplicate elsewhere is no longer needed.
+            self.request_from(order, &others, RequestKind::Release)?;
+            return Ok(self.applied());
+        }
+        if let Some((winner, rest)) = others.split_first() {
+            self.request_from(order, std::slice::from_ref(winner), RequestKind::Fulfil)?;
+            self.request_from(order, rest, RequestKind::Release)?;
+            return Ok(InventoryOutcome::Requested(self.state.view()));
+        }
+        match self.state.closed_status(order) {
+            Some(ReservationStatus::Fulfilled) => Ok(self.applied()),
+            Some(status) => Err(InventoryError::ReservationClosed {
+                order_id: order.clone(),
+                status,
+            }),
+            None => Err(InventoryError::ReservationNotFound {
+                order_id: order.clone(),
+            }),
+        }
+    }
+}

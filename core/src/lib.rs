@@ -1,0 +1,95 @@
+//! # twincell-core
+//!
+//! The commerce domain twincell runs in every cell — payment transactions and
+//! a per-cell inventory escrow ledger — with no cloud, runtime or HTTP
+//! dependency. Adapters (HTTP, DynamoDB, Cosmos DB) wrap it; they never hold
+//! a business rule.
+//!
+//! - [`validation`]: untrusted JSON → typed commands, or every violation.
+//! - [`transaction`], [`inventory`]: pure `decide` / fold of the aggregates.
+//! - [`event`]: events, streams `(aggregate, id, origin cell)`, event ids.
+//! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits.
+//! - [`Service`]: load → decide → append with bounded retries.
+//! - [`InMemoryEventStore`]: the store for tests and local runs.
+//!
+//! ## Example
+//!
+//! A library user creates a transaction with an idempotency key, retries it,
+//! and reserves stock:
+//!
+//! ```
+//! use serde_json::json;
+//! use twincell_core::{
+//!     CellId, CreateTransaction, IdempotencyKey, InMemoryEventStore, InventoryOutcome,
+//!     Quantity, RandomIds, ReserveStock, Service, Sku, SystemClock, Topology,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! let topology = Topology::new(CellId::new("aws")?, [CellId::new("azure")?]);
+//! let service = Service::new(topology, InMemoryEventStore::new(), SystemClock, RandomIds);
+//!
+//! // Payloads are validated in one place; every violation is reported.
+//! let payment = CreateTransaction::from_json(&json!({
+//!     "account_id": "acct-42", "amount": "19.9", "currency": "USD"
+//! }))?;
+//! let key = IdempotencyKey::new("checkout-7f3a")?;
+//! let first = service.create_transaction(&payment, Some(&key)).await?;
+//! assert_eq!(first.transaction.view().amount, "19.90");
+//!
+//! // A retry (in this cell or the other one) is the same transaction.
+//! let retry = service.create_transaction(&payment, Some(&key)).await?;
+//! assert!(retry.replayed);
+//! assert_eq!(retry.transaction.id(), first.transaction.id());
+//!
+//! // Stock: receive 10 units, reserve 3 for an order.
+//! let sku = Sku::new("sku-blue-mug")?;
+//! service.receive(&sku, Quantity::new(10)?).await?;
+//! let order = ReserveStock::from_json(&json!({"order_id": "order-1", "quantity": 3}))?;
+//! let InventoryOutcome::Reserved { reservation, replayed } = service.reserve(&sku, order).await? else {
+//!     unreachable!("a reservation answers with the reservation");
+//! };
+//! assert_eq!((reservation.cell.as_str(), replayed), ("aws", false));
+//! assert_eq!(service.inventory(&sku).await?.available, 7);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+
+pub mod event;
+pub mod ids;
+pub mod inventory;
+pub mod memory;
+pub mod money;
+pub mod ports;
+pub mod quantity;
+pub mod service;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+pub mod timestamp;
+pub mod topology;
+pub mod transaction;
+pub mod validation;
+
+pub use event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
+pub use ids::{AccountId, CellId, IdempotencyKey, IdentifierError, OrderId, Sku, TransactionId};
+pub use inventory::{
+    Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView, ReservationView,
+    WriteOffReason,
+};
+pub use memory::InMemoryEventStore;
+pub use money::{Currency, Money};
+pub use ports::{Clock, EventStore, IdGenerator, RandomIds, ReplicatedApply, StoreError, SystemClock};
+pub use quantity::Quantity;
+pub use service::{CreatedTransaction, Service, ServiceError};
+pub use timestamp::Timestamp;
+pub use topology::Topology;
+pub use transaction::{Transaction, TransactionView};
+pub use validation::{
+    CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode, Violations,
+    WriteOffStock,
+};
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

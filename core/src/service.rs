@@ -1,0 +1,317 @@
+//! The application service: load → decide → append, with bounded retries on
+//! version conflicts, over any [`EventStore`], [`Clock`] and [`IdGenerator`].
+//!
+//! Results and errors are typed so that an HTTP adapter can map each one to a
+//! status without knowing any rule.
+
+use crate::event::{AggregateId, DomainEvent, EventError, RecordedEvent, StreamId};
+use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
+use crate::inventory::{Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView};
+use crate::ports::{Clock, EventStore, IdGenerator, ReplicatedApply, StoreError};
+use crate::quantity::Quantity;
+use crate::topology::Topology;
+use crate::transaction::{self, CreateDecision, CreateError, Transaction};
+use crate::validation::{CreateTransaction, ReserveStock, TransferStock, WriteOffStock};
+
+/// Attempts of load → decide → append before giving up with
+/// [`ServiceError::Contention`]. Every failed attempt means another writer
+/// succeeded, so this bounds the wait of one request, not the system's
+/// progress.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
+
+/// Why a service call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// An inventory rule refused the command.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// No cell has created this transaction (as far as this cell sees).
+    #[error("transaction {0} not found")]
+    TransactionNotFound(TransactionId),
+    /// The idempotency key was used with another payload.
+    #[error("the idempotency key was already used with a different payload")]
+    IdempotencyKeyReused,
+    /// Every attempt lost a version race; the caller may retry.
+    #[error("too much contention on one aggregate, retry")]
+    Contention,
+    /// The store can't be reached; the caller may retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A replicated event differs from the one stored at its version.
+    #[error("replicated event {stream} v{version} differs from the stored one")]
+    ReplicaDiverged {
+        /// The stream.
+        stream: String,
+        /// The version.
+        version: u64,
+    },
+    /// A replicated event claims to come from this cell, which never
+    /// receives its own events.
+    #[error("replicated event comes from this cell ({0})")]
+    OwnEventReplicated(String),
+    /// A bug or corrupt data; details are for logs, not for clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { .. } => Self::Contention,
+            StoreError::Diverged { stream, version } => Self::ReplicaDiverged {
+                stream: stream.to_string(),
+                version,
+            },
+            StoreError::Unavailable(reason) => Self::Unavailable(reason),
+            e @ (StoreError::InvalidBatch(_) | StoreError::TooLarge(_) | StoreError::Corrupt(_)) => {
+                Self::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<EventError> for ServiceError {
+    fn from(e: EventError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// A created (or replayed) transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTransaction {
+    /// The transaction.
+    pub transaction: Transaction,
+    /// `true` when an earlier request with the same key created it.
+    pub replayed: bool,
+}
+
+/// The service of one cell.
+#[derive(Debug)]
+pub struct Service<S, C, I> {
+    topology: Topology,
+    store: S,
+    clock: C,
+    ids: I,
+    max_attempts: u32,
+}
+
+impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
+    /// A service for `topology.this()`.
+    pub fn new(topology: Topology, store: S, clock: C, ids: I) -> Self {
+        Self {
+            topology,
+            store,
+            clock,
+            ids,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets the number of attempts per command (at least 1).
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The deployment's cells.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Whether the store answers.
+    ///
+    /// # Errors
+    /// [`ServiceError::Unavailable`] when it does not.
+    pub async fn health(&self) -> Result<(), ServiceError> {
+        Ok(self.store.check().await?)
+    }
+
+    /// Creates a transaction, or replays it when `key` was seen before with
+    /// the same payload in any cell.
+    ///
+    /// # Errors
+    /// [`ServiceError::IdempotencyKeyReused`], or store failures.
+    pub async fn create_transaction(
+        &self,
+        cmd: &CreateTransaction,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CreatedTransaction, ServiceError> {
+        let id = match key {
+            Some(key) => TransactionId::for_idempotency_key(&cmd.account_id, key),
+            None => TransactionId::from_uuid(self.ids.new_id()),
+        };
+        let aggregate = AggregateId::transaction(id);
+        let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
+        for _ in 0..self.max_attempts {
+            let events = self.store.load(&aggregate).await?;
+            let existing = transaction::merge(id, &events).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let event = match transaction::decide_create(existing.as_ref(), id, cmd) {
+                Ok(CreateDecision::Replay(transaction)) => {
+                    return Ok(CreatedTransaction {
+                        transaction,
+                        replayed: true,
+                    });
+                }
+                Ok(CreateDecision::Create(event)) => event,
+                Err(CreateError::IdempotencyKeyReused) => return Err(ServiceError::IdempotencyKeyReused),
+            };
+            let record = RecordedEvent::new(stream.clone(), 1, self.clock.now(), event)?;
+            match self.store.append(&stream, 0, std::slice::from_ref(&record)).await {
+                Ok(()) => {
+                    let transaction = transaction::merge(id, std::slice::from_ref(&record))
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?
+                        .ok_or_else(|| ServiceError::Internal("created transaction does not fold".to_owned()))?;
+                    return Ok(CreatedTransaction {
+                        transaction,
+                        replayed: false,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention)
+    }
+
+    /// The merged transaction.
+    ///
+    /// # Errors
+    /// [`ServiceError::TransactionNotFound`], or store failures.
+    pub async fn transaction(&self, id: TransactionId) -> Result<Transaction, ServiceError> {
+        let events = self.store.load(&AggregateId::transaction(id)).await?;
+        transaction::merge(id, &events)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+            .ok_or(ServiceError::TransactionNotFound(id))
+    }
+
+    async fn load_inventory(&self, sku: &Sku) -> Result<Inventory, ServiceError> {
+        let events = self.store.load(&AggregateId::inventory(sku)).await?;
+        Inventory::fold(sku, &self.topology, &events).map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// The SKU's stock as this cell sees it (all zero for an unknown SKU).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn inventory(&self, sku: &Sku) -> Result<InventoryView, ServiceError> {
+        Ok(self.load_inventory(sku).await?.view())
+    }
+
+    /// Runs one inventory command: reconciles what other cells asked of this
+    /// cell, decides, and appends to this cell's stream, retrying on version
+    /// conflicts.
+    ///
+    /// # Errors
+    /// [`ServiceError::Inventory`] for refused commands,
+    /// [`ServiceError::Contention`] after the last lost race, or store failures.
+    pub async fn execute(&self, sku: &Sku, command: &InventoryCommand) -> Result<InventoryOutcome, ServiceError> {
+        let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
+        for _ in 0..self.max_attempts {
+            let inventory = self.load_inventory(sku).await?;
+            let now = self.clock.now();
+            let decision = inventory.decide(command, now)?;
+            if decision.events.is_empty() {
+                return Ok(decision.outcome);
+            }
+            let expected = inventory.own().map_or(0, |l| l.version());
+            let records = self.records(&stream, expected, now, decision.events)?;
+            match self.store.append(&stream, expected, &records).await {
+                Ok(()) => return Ok(decision.outcome),
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention)
+    }
+
+    fn records(
+        &self,
+        stream: &StreamId,
+        after: u64,
+        now: crate::timestamp::Timestamp,
+        events: Vec<DomainEvent>,
+    ) -> Result<Vec<RecordedEvent>, ServiceError> {
+        (after.saturating_add(1)..)
+            .zip(events)
+            .map(|(version, event)| Ok(RecordedEvent::new(stream.clone(), version, now, event)?))
+            .collect()
+    }
+
+    /// `POST /inventory/{sku}/receipts`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn receive(&self, sku: &Sku, quantity: Quantity) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Receive(quantity)).await
+    }
+
+    /// `POST /inventory/{sku}/write-offs`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn write_off(&self, sku: &Sku, cmd: WriteOffStock) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::WriteOff(cmd.quantity, cmd.reason))
+            .await
+    }
+
+    /// `POST /inventory/{sku}/reservations`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn reserve(&self, sku: &Sku, cmd: ReserveStock) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Reserve(cmd.order_id, cmd.quantity))
+            .await
+    }
+
+    /// `DELETE /inventory/{sku}/reservations/{order_id}`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn release(&self, sku: &Sku, order: OrderId) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Release(order)).await
+    }
+
+    /// `POST /inventory/{sku}/reservations/{order_id}/fulfilment`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn fulfil(&self, sku: &Sku, order: OrderId) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Fulfil(order)).await
+    }
+
+    /// `POST /inventory/{sku}/transfers`.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn transfer(&self, sku: &Sku, cmd: TransferStock) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Transfer(cmd.to_cell, cmd.quantity))
+            .await
+    }
+
+    /// Stores an event another cell wrote and, for inventory, lets this cell
+    /// act on it (take in a transfer, answer a request, heal a duplicate).
+    /// Safe to call again with the same event.
+    ///
+    /// # Errors
+    /// [`ServiceError::OwnEventReplicated`], [`ServiceError::ReplicaDiverged`],
+    /// or failures of the follow-up reconcile (the event stays stored; a
+    /// redelivery runs the reconcile again).
+    pub async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, ServiceError> {
+        if event.origin() == self.topology.this() {
+            return Err(ServiceError::OwnEventReplicated(event.stream().to_string()));
+        }
+        let applied = self.store.apply_replicated(event).await?;
+        let aggregate = &event.stream().aggregate;
+        if aggregate.kind() == crate::event::AggregateType::Inventory {
+            let sku = Sku::new(aggregate.id()).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            self.execute(&sku, &InventoryCommand::Reconcile).await?;
+        }
+        Ok(applied)
+    }
+}
