@@ -440,6 +440,67 @@ mod tests {
     }
 
     #[test]
+    fn every_event_type_name_is_its_serde_tag_and_unique() {
+        use crate::ids::{AccountId, OrderId};
+        use crate::money::{Currency, Money};
+        let q = Quantity::new(1).unwrap();
+        let order = OrderId::new("o").unwrap();
+        let cell = CellId::new("azure").unwrap();
+        let all = [
+            DomainEvent::TransactionCreated {
+                transaction_id: TransactionId::parse("0193a5b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b")
+                    .unwrap(),
+                account_id: AccountId::new("a").unwrap(),
+                money: Money::parse("1", Currency::from_code("USD").unwrap()).unwrap(),
+            },
+            DomainEvent::StockReceived { quantity: q },
+            DomainEvent::StockWrittenOff {
+                quantity: q,
+                reason: WriteOffReason::new("r").unwrap(),
+            },
+            DomainEvent::StockReserved {
+                order_id: order.clone(),
+                quantity: q,
+            },
+            DomainEvent::ReservationReleased {
+                order_id: order.clone(),
+                quantity: q,
+                cause: ReleaseCause::Client,
+            },
+            DomainEvent::ReleaseRequested {
+                order_id: order.clone(),
+                owner: cell.clone(),
+            },
+            DomainEvent::ReservationFulfilled {
+                order_id: order.clone(),
+                quantity: q,
+                cause: FulfilCause::Client,
+            },
+            DomainEvent::FulfilmentRequested {
+                order_id: order,
+                owner: cell.clone(),
+            },
+            DomainEvent::AllocationTransferred {
+                to_cell: cell.clone(),
+                quantity: q,
+            },
+            DomainEvent::AllocationReceived {
+                from_cell: cell,
+                transfer_version: 1,
+                quantity: q,
+            },
+        ];
+        let mut names = std::collections::BTreeSet::new();
+        for e in all {
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["type"], e.type_name());
+            assert!(e.type_name().ends_with(".v1"));
+            assert!(names.insert(e.type_name()));
+            assert_eq!(serde_json::from_value::<DomainEvent>(json).unwrap(), e);
+        }
+    }
+
+    #[test]
     fn version_zero_is_rejected() {
         let e = RecordedEvent::new(
             stream(AggregateType::Inventory),
@@ -469,7 +530,10 @@ mod tests {
     fn recorded_event_serializes_with_its_stable_type_name_and_round_trips() {
         let e = received(3);
         let json = serde_json::to_value(&e).unwrap();
-        assert_eq!(json["event"]["type"], "twincell.inventory.stock-received.v1");
+        assert_eq!(
+            json["event"]["type"],
+            "twincell.inventory.stock-received.v1"
+        );
         assert_eq!(json["event"]["type"], e.event().type_name());
         assert_eq!(json["stream"]["aggregate"]["type"], "inventory");
         let back: RecordedEvent = serde_json::from_value(json).unwrap();

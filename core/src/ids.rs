@@ -267,6 +267,30 @@ impl fmt::Display for TransactionId {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn constructors_never_panic_and_accept_exactly_their_grammar(s in "\\PC{0,300}") {
+            let id_ok = (1..=64).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            prop_assert_eq!(Sku::new(s.as_str()).is_ok(), id_ok);
+            prop_assert_eq!(AccountId::new(s.as_str()).is_ok(), id_ok);
+            prop_assert_eq!(OrderId::new(s.as_str()).is_ok(), id_ok);
+            let key_ok = (1..=255).contains(&s.len()) && s.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            prop_assert_eq!(IdempotencyKey::new(s.as_str()).is_ok(), key_ok);
+            let _ = CellId::new(s.as_str());
+            let _ = TransactionId::parse(&s);
+        }
+
+        #[test]
+        fn valid_identifiers_round_trip_through_serde(s in "[A-Za-z0-9._-]{1,64}") {
+            let sku = Sku::new(s.as_str()).unwrap();
+            let json = serde_json::to_string(&sku).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Sku>(&json).unwrap(), sku);
+        }
+    }
+
     #[test]
     fn identifier_of_64_allowed_characters_is_accepted() {
         let id = "a".repeat(63) + "Z";

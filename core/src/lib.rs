@@ -79,15 +79,17 @@ pub use inventory::{
 };
 pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
-pub use ports::{Clock, EventStore, IdGenerator, RandomIds, ReplicatedApply, StoreError, SystemClock};
+pub use ports::{
+    Clock, EventStore, IdGenerator, RandomIds, ReplicatedApply, StoreError, SystemClock,
+};
 pub use quantity::Quantity;
 pub use service::{CreatedTransaction, Service, ServiceError};
 pub use timestamp::Timestamp;
 pub use topology::Topology;
 pub use transaction::{Transaction, TransactionView};
 pub use validation::{
-    CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode, Violations,
-    WriteOffStock,
+    CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode,
+    Violations, WriteOffStock,
 };
 
 #[cfg(doctest)]

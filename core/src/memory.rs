@@ -68,22 +68,35 @@ impl InMemoryEventStore {
     fn ensure_available(&self) -> Result<(), StoreError> {
         #[cfg(any(test, feature = "test-util"))]
         if self.unavailable.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("in-memory store switched off".to_owned()));
+            return Err(StoreError::Unavailable(
+                "in-memory store switched off".to_owned(),
+            ));
         }
         Ok(())
     }
 
-    fn append_now(&self, stream: &StreamId, expected_version: u64, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    fn append_now(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
         self.ensure_available()?;
         if events.is_empty() {
             return Err(StoreError::InvalidBatch("no events".to_owned()));
         }
         for (offset, e) in (1u64..).zip(events) {
             if e.stream() != stream {
-                return Err(StoreError::InvalidBatch(format!("event of {} in batch for {stream}", e.stream())));
+                return Err(StoreError::InvalidBatch(format!(
+                    "event of {} in batch for {stream}",
+                    e.stream()
+                )));
             }
             if Some(e.version()) != expected_version.checked_add(offset) {
-                return Err(StoreError::InvalidBatch(format!("version {} out of sequence", e.version())));
+                return Err(StoreError::InvalidBatch(format!(
+                    "version {} out of sequence",
+                    e.version()
+                )));
             }
         }
         let mut streams = self.lock();
@@ -133,7 +146,12 @@ impl InMemoryEventStore {
 }
 
 impl EventStore for InMemoryEventStore {
-    async fn append(&self, stream: &StreamId, expected_version: u64, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
         self.append_now(stream, expected_version, events)
     }
 

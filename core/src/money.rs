@@ -105,7 +105,10 @@ pub enum AmountError {
     #[error("must be a decimal number in plain notation, such as \"19.99\"")]
     InvalidFormat,
     /// More than 12 digits before the decimal point.
-    #[error("must have at most {} digits before the decimal point", MAX_INTEGER_DIGITS)]
+    #[error(
+        "must have at most {} digits before the decimal point",
+        MAX_INTEGER_DIGITS
+    )]
     TooLarge,
     /// More digits after the point than the currency has minor units.
     #[error("must have at most {max} digits after the decimal point for this currency")]
@@ -132,8 +135,7 @@ pub fn check_amount(amount: &str, max_scale: Option<u32>) -> Result<(), AmountEr
         None => (amount, None),
     };
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || (int.len() > 1 && int.starts_with('0')) || frac.is_some_and(|f| !digits(f))
-    {
+    if !digits(int) || (int.len() > 1 && int.starts_with('0')) || frac.is_some_and(|f| !digits(f)) {
         return Err(AmountError::InvalidFormat);
     }
     if int.len() > MAX_INTEGER_DIGITS {
@@ -256,28 +258,50 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(codes, sorted);
-        for (code, units) in [("USD", 2), ("EUR", 2), ("JPY", 0), ("BHD", 3), ("KWD", 3), ("CLF", 4)] {
-            assert_eq!(Currency::from_code(code).map(Currency::minor_units), Ok(units), "{code}");
+        for (code, units) in [
+            ("USD", 2),
+            ("EUR", 2),
+            ("JPY", 0),
+            ("BHD", 3),
+            ("KWD", 3),
+            ("CLF", 4),
+        ] {
+            assert_eq!(
+                Currency::from_code(code).map(Currency::minor_units),
+                Ok(units),
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn lower_case_or_wrong_length_currency_is_a_format_error() {
         for bad in ["usd", "US", "USDD", "", "U$D"] {
-            assert_eq!(Currency::from_code(bad), Err(CurrencyError::InvalidFormat), "{bad}");
+            assert_eq!(
+                Currency::from_code(bad),
+                Err(CurrencyError::InvalidFormat),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn withdrawn_or_unitless_currency_is_unknown() {
         for code in ["HRK", "XAU", "XXX", "XDR", "ABC"] {
-            assert_eq!(Currency::from_code(code), Err(CurrencyError::Unknown), "{code}");
+            assert_eq!(
+                Currency::from_code(code),
+                Err(CurrencyError::Unknown),
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn amount_renders_with_exactly_the_currency_minor_units() {
-        assert_eq!(Money::parse("19.9", usd()).unwrap().amount_string(), "19.90");
+        assert_eq!(
+            Money::parse("19.9", usd()).unwrap().amount_string(),
+            "19.90"
+        );
         assert_eq!(Money::parse("19", usd()).unwrap().amount_string(), "19.00");
         let jpy = Currency::from_code("JPY").unwrap();
         assert_eq!(Money::parse("1500", jpy).unwrap().amount_string(), "1500");
@@ -296,33 +320,54 @@ mod tests {
     #[test]
     fn any_fraction_is_rejected_for_jpy() {
         let jpy = Currency::from_code("JPY").unwrap();
-        assert_eq!(Money::parse("1.0", jpy), Err(AmountError::TooManyDecimals { max: 0 }));
+        assert_eq!(
+            Money::parse("1.0", jpy),
+            Err(AmountError::TooManyDecimals { max: 0 })
+        );
     }
 
     #[test]
     fn non_plain_decimal_notation_is_rejected() {
-        for bad in ["", ".5", "5.", "+5", "-5", "05", "00.1", "1e3", "1,00", " 1", "1 ", "1..0", "١"] {
-            assert_eq!(Money::parse(bad, usd()), Err(AmountError::InvalidFormat), "{bad:?}");
+        for bad in [
+            "", ".5", "5.", "+5", "-5", "05", "00.1", "1e3", "1,00", " 1", "1 ", "1..0", "١",
+        ] {
+            assert_eq!(
+                Money::parse(bad, usd()),
+                Err(AmountError::InvalidFormat),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn zero_in_any_notation_is_not_positive() {
         for zero in ["0", "0.0", "0.00"] {
-            assert_eq!(Money::parse(zero, usd()), Err(AmountError::NotPositive), "{zero}");
+            assert_eq!(
+                Money::parse(zero, usd()),
+                Err(AmountError::NotPositive),
+                "{zero}"
+            );
         }
     }
 
     #[test]
     fn twelve_integer_digits_are_allowed_and_thirteen_are_too_large() {
         assert!(Money::parse("999999999999.99", usd()).is_ok());
-        assert_eq!(Money::parse("1000000000000", usd()), Err(AmountError::TooLarge));
+        assert_eq!(
+            Money::parse("1000000000000", usd()),
+            Err(AmountError::TooLarge)
+        );
     }
 
     #[test]
     fn minor_units_are_exact() {
         assert_eq!(Money::parse("0.1", usd()).unwrap().minor_units(), 10);
-        assert_eq!(Money::parse("999999999999.99", usd()).unwrap().minor_units(), 99_999_999_999_999);
+        assert_eq!(
+            Money::parse("999999999999.99", usd())
+                .unwrap()
+                .minor_units(),
+            99_999_999_999_999
+        );
     }
 
     #[test]

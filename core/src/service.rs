@@ -6,7 +6,9 @@
 
 use crate::event::{AggregateId, DomainEvent, EventError, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
-use crate::inventory::{Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView};
+use crate::inventory::{
+    Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
+};
 use crate::ports::{Clock, EventStore, IdGenerator, ReplicatedApply, StoreError};
 use crate::quantity::Quantity;
 use crate::topology::Topology;
@@ -63,7 +65,8 @@ impl From<StoreError> for ServiceError {
                 version,
             },
             StoreError::Unavailable(reason) => Self::Unavailable(reason),
-            e @ (StoreError::InvalidBatch(_) | StoreError::TooLarge(_) | StoreError::Corrupt(_)) => {
+            e
+            @ (StoreError::InvalidBatch(_) | StoreError::TooLarge(_) | StoreError::Corrupt(_)) => {
                 Self::Internal(e.to_string())
             }
         }
@@ -150,7 +153,8 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
         for _ in 0..self.max_attempts {
             let events = self.store.load(&aggregate).await?;
-            let existing = transaction::merge(id, &events).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let existing = transaction::merge(id, &events)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
             let event = match transaction::decide_create(existing.as_ref(), id, cmd) {
                 Ok(CreateDecision::Replay(transaction)) => {
                     return Ok(CreatedTransaction {
@@ -159,14 +163,22 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
                     });
                 }
                 Ok(CreateDecision::Create(event)) => event,
-                Err(CreateError::IdempotencyKeyReused) => return Err(ServiceError::IdempotencyKeyReused),
+                Err(CreateError::IdempotencyKeyReused) => {
+                    return Err(ServiceError::IdempotencyKeyReused);
+                }
             };
             let record = RecordedEvent::new(stream.clone(), 1, self.clock.now(), event)?;
-            match self.store.append(&stream, 0, std::slice::from_ref(&record)).await {
+            match self
+                .store
+                .append(&stream, 0, std::slice::from_ref(&record))
+                .await
+            {
                 Ok(()) => {
                     let transaction = transaction::merge(id, std::slice::from_ref(&record))
                         .map_err(|e| ServiceError::Internal(e.to_string()))?
-                        .ok_or_else(|| ServiceError::Internal("created transaction does not fold".to_owned()))?;
+                        .ok_or_else(|| {
+                            ServiceError::Internal("created transaction does not fold".to_owned())
+                        })?;
                     return Ok(CreatedTransaction {
                         transaction,
                         replayed: false,
@@ -192,7 +204,8 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
 
     async fn load_inventory(&self, sku: &Sku) -> Result<Inventory, ServiceError> {
         let events = self.store.load(&AggregateId::inventory(sku)).await?;
-        Inventory::fold(sku, &self.topology, &events).map_err(|e| ServiceError::Internal(e.to_string()))
+        Inventory::fold(sku, &self.topology, &events)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     /// The SKU's stock as this cell sees it (all zero for an unknown SKU).
@@ -210,7 +223,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     /// # Errors
     /// [`ServiceError::Inventory`] for refused commands,
     /// [`ServiceError::Contention`] after the last lost race, or store failures.
-    pub async fn execute(&self, sku: &Sku, command: &InventoryCommand) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn execute(
+        &self,
+        sku: &Sku,
+        command: &InventoryCommand,
+    ) -> Result<InventoryOutcome, ServiceError> {
         let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
         for _ in 0..self.max_attempts {
             let inventory = self.load_inventory(sku).await?;
@@ -247,15 +264,24 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn receive(&self, sku: &Sku, quantity: Quantity) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &InventoryCommand::Receive(quantity)).await
+    pub async fn receive(
+        &self,
+        sku: &Sku,
+        quantity: Quantity,
+    ) -> Result<InventoryOutcome, ServiceError> {
+        self.execute(sku, &InventoryCommand::Receive(quantity))
+            .await
     }
 
     /// `POST /inventory/{sku}/write-offs`.
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn write_off(&self, sku: &Sku, cmd: WriteOffStock) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn write_off(
+        &self,
+        sku: &Sku,
+        cmd: WriteOffStock,
+    ) -> Result<InventoryOutcome, ServiceError> {
         self.execute(sku, &InventoryCommand::WriteOff(cmd.quantity, cmd.reason))
             .await
     }
@@ -264,7 +290,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn reserve(&self, sku: &Sku, cmd: ReserveStock) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn reserve(
+        &self,
+        sku: &Sku,
+        cmd: ReserveStock,
+    ) -> Result<InventoryOutcome, ServiceError> {
         self.execute(sku, &InventoryCommand::Reserve(cmd.order_id, cmd.quantity))
             .await
     }
@@ -273,7 +303,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn release(&self, sku: &Sku, order: OrderId) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn release(
+        &self,
+        sku: &Sku,
+        order: OrderId,
+    ) -> Result<InventoryOutcome, ServiceError> {
         self.execute(sku, &InventoryCommand::Release(order)).await
     }
 
@@ -281,7 +315,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn fulfil(&self, sku: &Sku, order: OrderId) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn fulfil(
+        &self,
+        sku: &Sku,
+        order: OrderId,
+    ) -> Result<InventoryOutcome, ServiceError> {
         self.execute(sku, &InventoryCommand::Fulfil(order)).await
     }
 
@@ -289,7 +327,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     ///
     /// # Errors
     /// As [`Service::execute`].
-    pub async fn transfer(&self, sku: &Sku, cmd: TransferStock) -> Result<InventoryOutcome, ServiceError> {
+    pub async fn transfer(
+        &self,
+        sku: &Sku,
+        cmd: TransferStock,
+    ) -> Result<InventoryOutcome, ServiceError> {
         self.execute(sku, &InventoryCommand::Transfer(cmd.to_cell, cmd.quantity))
             .await
     }
@@ -302,16 +344,232 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     /// [`ServiceError::OwnEventReplicated`], [`ServiceError::ReplicaDiverged`],
     /// or failures of the follow-up reconcile (the event stays stored; a
     /// redelivery runs the reconcile again).
-    pub async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, ServiceError> {
+    pub async fn apply_replicated(
+        &self,
+        event: &RecordedEvent,
+    ) -> Result<ReplicatedApply, ServiceError> {
         if event.origin() == self.topology.this() {
             return Err(ServiceError::OwnEventReplicated(event.stream().to_string()));
         }
         let applied = self.store.apply_replicated(event).await?;
         let aggregate = &event.stream().aggregate;
         if aggregate.kind() == crate::event::AggregateType::Inventory {
-            let sku = Sku::new(aggregate.id()).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            let sku =
+                Sku::new(aggregate.id()).map_err(|e| ServiceError::Internal(e.to_string()))?;
             self.execute(&sku, &InventoryCommand::Reconcile).await?;
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{AccountId, CellId};
+    use crate::memory::InMemoryEventStore;
+    use crate::money::{Currency, Money};
+    use crate::testing::{ManualClock, SequentialIds, block_on};
+    use crate::timestamp::Timestamp;
+
+    type Svc = Service<InMemoryEventStore, ManualClock, SequentialIds>;
+
+    fn service(this: &str) -> Svc {
+        let topology = Topology::new(
+            CellId::new(this).unwrap(),
+            [CellId::new("aws").unwrap(), CellId::new("azure").unwrap()],
+        );
+        Service::new(
+            topology,
+            InMemoryEventStore::new(),
+            ManualClock::new(Timestamp::from_unix_millis(1_000).unwrap(), 1),
+            SequentialIds::default(),
+        )
+    }
+
+    fn payment(amount: &str) -> CreateTransaction {
+        CreateTransaction {
+            account_id: AccountId::new("acct").unwrap(),
+            money: Money::parse(amount, Currency::from_code("USD").unwrap()).unwrap(),
+        }
+    }
+
+    fn sku() -> Sku {
+        Sku::new("sku").unwrap()
+    }
+
+    #[test]
+    fn transaction_without_key_takes_the_generated_id() {
+        let s = service("aws");
+        let created = block_on(s.create_transaction(&payment("1"), None)).unwrap();
+        assert_eq!(
+            created.transaction.id().to_string(),
+            "00000000-0000-7000-8000-000000000001"
+        );
+        assert!(!created.replayed);
+        assert_eq!(
+            block_on(s.transaction(created.transaction.id())),
+            Ok(created.transaction)
+        );
+    }
+
+    #[test]
+    fn retry_with_the_same_key_replays_and_another_payload_is_refused() {
+        let s = service("aws");
+        let key = IdempotencyKey::new("k").unwrap();
+        let first = block_on(s.create_transaction(&payment("1"), Some(&key))).unwrap();
+        let again = block_on(s.create_transaction(&payment("1.00"), Some(&key))).unwrap();
+        assert!(again.replayed);
+        assert_eq!(again.transaction, first.transaction);
+        assert_eq!(
+            block_on(s.create_transaction(&payment("2"), Some(&key))),
+            Err(ServiceError::IdempotencyKeyReused)
+        );
+        assert_eq!(s.store().len(), 1, "nothing doubled");
+    }
+
+    #[test]
+    fn unknown_transaction_is_not_found() {
+        let id = TransactionId::from_uuid(uuid::Uuid::nil());
+        assert_eq!(
+            block_on(service("aws").transaction(id)),
+            Err(ServiceError::TransactionNotFound(id))
+        );
+    }
+
+    #[test]
+    fn an_unreachable_store_is_unavailable_and_nothing_is_written() {
+        let s = service("aws");
+        s.store().set_available(false);
+        assert!(matches!(
+            block_on(s.health()),
+            Err(ServiceError::Unavailable(_))
+        ));
+        assert!(matches!(
+            block_on(s.receive(&sku(), Quantity::new(1).unwrap())),
+            Err(ServiceError::Unavailable(_))
+        ));
+        s.store().set_available(true);
+        assert_eq!(block_on(s.health()), Ok(()));
+        assert!(s.store().is_empty());
+    }
+
+    #[test]
+    fn replicated_events_apply_once_and_a_different_replay_is_reported() {
+        let aws = service("aws");
+        let azure = service("azure");
+        block_on(aws.receive(&sku(), Quantity::new(3).unwrap())).unwrap();
+        let event = aws
+            .store()
+            .events_from(&CellId::new("aws").unwrap())
+            .remove(0);
+        assert_eq!(
+            block_on(azure.apply_replicated(&event)),
+            Ok(ReplicatedApply::Stored)
+        );
+        assert_eq!(
+            block_on(azure.apply_replicated(&event)),
+            Ok(ReplicatedApply::AlreadyPresent)
+        );
+
+        let forged = RecordedEvent::new(
+            event.stream().clone(),
+            1,
+            event.recorded_at(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(300).unwrap(),
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            block_on(azure.apply_replicated(&forged)),
+            Err(ServiceError::ReplicaDiverged { version: 1, .. })
+        ));
+        assert_eq!(
+            block_on(azure.inventory(&sku())).unwrap().on_hand,
+            3,
+            "never overwritten"
+        );
+    }
+
+    #[test]
+    fn a_cell_refuses_its_own_events_as_replicated() {
+        let aws = service("aws");
+        block_on(aws.receive(&sku(), Quantity::new(3).unwrap())).unwrap();
+        let event = aws
+            .store()
+            .events_from(&CellId::new("aws").unwrap())
+            .remove(0);
+        assert!(matches!(
+            block_on(aws.apply_replicated(&event)),
+            Err(ServiceError::OwnEventReplicated(_))
+        ));
+    }
+
+    #[test]
+    fn a_transfer_arrives_when_the_receiver_gets_the_event() {
+        let aws = service("aws");
+        let azure = service("azure");
+        block_on(aws.receive(&sku(), Quantity::new(5).unwrap())).unwrap();
+        let to_azure = TransferStock {
+            to_cell: CellId::new("azure").unwrap(),
+            quantity: Quantity::new(2).unwrap(),
+        };
+        block_on(aws.transfer(&sku(), to_azure)).unwrap();
+        for event in aws.store().events_from(&CellId::new("aws").unwrap()) {
+            block_on(azure.apply_replicated(&event)).unwrap();
+        }
+        let view = block_on(azure.inventory(&sku())).unwrap();
+        assert_eq!(view.cells[&CellId::new("azure").unwrap()].available, 2);
+        assert_eq!(view.cells[&CellId::new("aws").unwrap()].on_hand, 3);
+        assert_eq!(view.on_hand, 5);
+    }
+
+    /// A store whose appends always lose the race: unit test of the retry bound.
+    struct AlwaysConflicts(InMemoryEventStore);
+
+    impl EventStore for AlwaysConflicts {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected: u64,
+            _: &[RecordedEvent],
+        ) -> Result<(), StoreError> {
+            Err(StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            })
+        }
+        async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.0.load(aggregate).await
+        }
+        async fn apply_replicated(
+            &self,
+            event: &RecordedEvent,
+        ) -> Result<ReplicatedApply, StoreError> {
+            self.0.apply_replicated(event).await
+        }
+        async fn check(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn losing_every_race_ends_in_contention_after_the_configured_attempts() {
+        let topology = Topology::new(CellId::new("aws").unwrap(), []);
+        let s = Service::new(
+            topology,
+            AlwaysConflicts(InMemoryEventStore::new()),
+            ManualClock::new(Timestamp::EPOCH, 1),
+            SequentialIds::default(),
+        )
+        .with_max_attempts(3);
+        assert_eq!(
+            block_on(s.receive(&sku(), Quantity::new(1).unwrap())),
+            Err(ServiceError::Contention)
+        );
+        assert_eq!(
+            block_on(s.create_transaction(&payment("1"), None)),
+            Err(ServiceError::Contention)
+        );
     }
 }

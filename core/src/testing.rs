@@ -38,7 +38,8 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         let millis = self.millis.fetch_add(self.step, Ordering::SeqCst);
-        Timestamp::from_unix_millis(millis.clamp(0, Timestamp::MAX_MILLIS)).unwrap_or(Timestamp::EPOCH)
+        Timestamp::from_unix_millis(millis.clamp(0, Timestamp::MAX_MILLIS))
+            .unwrap_or(Timestamp::EPOCH)
     }
 }
 

@@ -24,9 +24,8 @@ pub enum TimestampError {
     InvalidFormat,
 }
 
-const FORMAT: &[time::format_description::FormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-);
+const FORMAT: &[time::format_description::FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 impl Timestamp {
     /// 1970-01-01T00:00:00.000Z.
@@ -102,16 +101,24 @@ mod tests {
     fn timestamp_renders_utc_with_three_fraction_digits() {
         let t = Timestamp::from_unix_millis(1_795_320_745_007).unwrap();
         assert_eq!(t.to_string(), "2026-11-22T04:12:25.007Z");
-        assert_eq!(Timestamp::from_unix_millis(0).unwrap().to_string(), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            Timestamp::from_unix_millis(Timestamp::MAX_MILLIS).unwrap().to_string(),
+            Timestamp::from_unix_millis(0).unwrap().to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(Timestamp::MAX_MILLIS)
+                .unwrap()
+                .to_string(),
             "9999-12-31T23:59:59.999Z"
         );
     }
 
     #[test]
     fn timestamp_outside_1970_to_9999_is_rejected() {
-        assert_eq!(Timestamp::from_unix_millis(-1), Err(TimestampError::OutOfRange));
+        assert_eq!(
+            Timestamp::from_unix_millis(-1),
+            Err(TimestampError::OutOfRange)
+        );
         assert_eq!(
             Timestamp::from_unix_millis(Timestamp::MAX_MILLIS + 1),
             Err(TimestampError::OutOfRange)
@@ -128,7 +135,11 @@ mod tests {
             "2026-13-22T03:32:25.007Z",
             "",
         ] {
-            assert_eq!(Timestamp::parse(bad), Err(TimestampError::InvalidFormat), "{bad}");
+            assert_eq!(
+                Timestamp::parse(bad),
+                Err(TimestampError::InvalidFormat),
+                "{bad}"
+            );
         }
     }
 

@@ -119,7 +119,10 @@ pub struct TransactionFoldError {
 /// # Errors
 /// [`TransactionFoldError`] if a stream holds anything but one creation at
 /// version 1 for this id.
-pub fn merge(id: TransactionId, events: &[RecordedEvent]) -> Result<Option<Transaction>, TransactionFoldError> {
+pub fn merge(
+    id: TransactionId,
+    events: &[RecordedEvent],
+) -> Result<Option<Transaction>, TransactionFoldError> {
     let mut canonical: Option<Transaction> = None;
     for e in events {
         let corrupt = |reason| TransactionFoldError {
@@ -147,9 +150,9 @@ pub fn merge(id: TransactionId, events: &[RecordedEvent]) -> Result<Option<Trans
             created_at: e.recorded_at(),
             cell: e.origin().clone(),
         };
-        let earlier = canonical.as_ref().is_none_or(|c| {
-            (candidate.created_at, &candidate.cell) < (c.created_at, &c.cell)
-        });
+        let earlier = canonical
+            .as_ref()
+            .is_none_or(|c| (candidate.created_at, &candidate.cell) < (c.created_at, &c.cell));
         if earlier {
             canonical = Some(candidate);
         }
@@ -231,14 +234,20 @@ mod tests {
     #[test]
     fn first_create_produces_a_creation_event() {
         let d = decide_create(None, id(), &cmd("5")).unwrap();
-        assert!(matches!(d, CreateDecision::Create(DomainEvent::TransactionCreated { .. })));
+        assert!(matches!(
+            d,
+            CreateDecision::Create(DomainEvent::TransactionCreated { .. })
+        ));
     }
 
     #[test]
     fn same_key_and_same_payload_replays_the_stored_transaction() {
         let t = merge(id(), &[created("aws", 10, "5")]).unwrap().unwrap();
         // "5" and "5.00" are the same amount.
-        assert_eq!(decide_create(Some(&t), id(), &cmd("5.00")), Ok(CreateDecision::Replay(t)));
+        assert_eq!(
+            decide_create(Some(&t), id(), &cmd("5.00")),
+            Ok(CreateDecision::Replay(t))
+        );
     }
 
     #[test]
@@ -264,12 +273,17 @@ mod tests {
     #[test]
     fn equal_creation_times_tie_break_on_the_cell() {
         let events = [created("azure", 20, "5"), created("aws", 20, "5")];
-        assert_eq!(merge(id(), &events).unwrap().unwrap().cell().as_str(), "aws");
+        assert_eq!(
+            merge(id(), &events).unwrap().unwrap().cell().as_str(),
+            "aws"
+        );
     }
 
     #[test]
     fn view_renders_the_api_body() {
-        let t = merge(id(), &[created("aws", 1_000, "19.9")]).unwrap().unwrap();
+        let t = merge(id(), &[created("aws", 1_000, "19.9")])
+            .unwrap()
+            .unwrap();
         let json = serde_json::to_string(&t.view()).unwrap();
         assert_eq!(
             json,

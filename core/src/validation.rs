@@ -106,7 +106,11 @@ pub struct Violation {
 impl Violation {
     /// A violation at `pointer` (RFC 6901; `""` is the whole body).
     #[must_use]
-    pub fn new(pointer: impl Into<String>, code: ViolationCode, message: impl Into<String>) -> Self {
+    pub fn new(
+        pointer: impl Into<String>,
+        code: ViolationCode,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             pointer: pointer.into(),
             code,
@@ -212,7 +216,11 @@ impl<'a> Fields<'a> {
 
     /// Parses field `name` with `rule`; records a violation and yields `None`
     /// when it is missing or breaks the rule.
-    fn field<T>(&mut self, name: &'static str, rule: impl FnOnce(&'a Value) -> Result<T, Rule>) -> Option<T> {
+    fn field<T>(
+        &mut self,
+        name: &'static str,
+        rule: impl FnOnce(&'a Value) -> Result<T, Rule>,
+    ) -> Option<T> {
         let Some(value) = self.object.get(name) else {
             self.violations.push(Violation::new(
                 pointer_to(name),
@@ -224,7 +232,8 @@ impl<'a> Fields<'a> {
         match rule(value) {
             Ok(v) => Some(v),
             Err((code, message)) => {
-                self.violations.push(Violation::new(pointer_to(name), code, message));
+                self.violations
+                    .push(Violation::new(pointer_to(name), code, message));
                 None
             }
         }
@@ -257,7 +266,9 @@ fn identifier_rule(e: IdentifierError) -> Rule {
     match e {
         IdentifierError::Empty => (ViolationCode::InvalidLength, "must not be empty".to_owned()),
         IdentifierError::TooLong { .. } => (ViolationCode::InvalidLength, e.to_string()),
-        IdentifierError::InvalidCharacter { .. } => (ViolationCode::InvalidCharacters, e.to_string()),
+        IdentifierError::InvalidCharacter { .. } => {
+            (ViolationCode::InvalidCharacters, e.to_string())
+        }
     }
 }
 
@@ -445,9 +456,15 @@ impl TransferStock {
         let to_cell = f.field("to_cell", |v| {
             let cell = CellId::new(string(v)?).map_err(identifier_rule)?;
             if !topology.contains(&cell) {
-                Err((ViolationCode::UnknownCell, "is not a cell of this deployment".to_owned()))
+                Err((
+                    ViolationCode::UnknownCell,
+                    "is not a cell of this deployment".to_owned(),
+                ))
             } else if &cell == topology.this() {
-                Err((ViolationCode::SameCell, "must be another cell than the one taking the request".to_owned()))
+                Err((
+                    ViolationCode::SameCell,
+                    "must be another cell than the one taking the request".to_owned(),
+                ))
             } else {
                 Ok(cell)
             }
@@ -522,7 +539,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             codes(&err),
-            vec![("/amount", "not_positive"), ("/currency", "unknown_currency")]
+            vec![
+                ("/amount", "not_positive"),
+                ("/currency", "unknown_currency")
+            ]
         );
         // Decimals can only be judged against a known currency.
         let err = CreateTransaction::from_json(&json!({
@@ -572,11 +592,26 @@ mod tests {
     fn quantity_distinguishes_type_fraction_and_range() {
         let q = |v: Value| ReceiveStock::from_json(&json!({ "quantity": v }));
         assert_eq!(q(json!(5)).map(|c| c.quantity.get()), Ok(5));
-        assert_eq!(codes(&q(json!("5")).unwrap_err()), vec![("/quantity", "invalid_type")]);
-        assert_eq!(codes(&q(json!(1.5)).unwrap_err()), vec![("/quantity", "not_an_integer")]);
-        assert_eq!(codes(&q(json!(0)).unwrap_err()), vec![("/quantity", "out_of_range")]);
-        assert_eq!(codes(&q(json!(-3)).unwrap_err()), vec![("/quantity", "out_of_range")]);
-        assert_eq!(codes(&q(json!(1_000_001)).unwrap_err()), vec![("/quantity", "out_of_range")]);
+        assert_eq!(
+            codes(&q(json!("5")).unwrap_err()),
+            vec![("/quantity", "invalid_type")]
+        );
+        assert_eq!(
+            codes(&q(json!(1.5)).unwrap_err()),
+            vec![("/quantity", "not_an_integer")]
+        );
+        assert_eq!(
+            codes(&q(json!(0)).unwrap_err()),
+            vec![("/quantity", "out_of_range")]
+        );
+        assert_eq!(
+            codes(&q(json!(-3)).unwrap_err()),
+            vec![("/quantity", "out_of_range")]
+        );
+        assert_eq!(
+            codes(&q(json!(1_000_001)).unwrap_err()),
+            vec![("/quantity", "out_of_range")]
+        );
     }
 
     #[test]
@@ -605,11 +640,17 @@ mod tests {
     fn transfer_must_target_another_known_cell() {
         let t = topology();
         assert!(TransferStock::from_json(&json!({"to_cell": "azure", "quantity": 1}), &t).is_ok());
-        let err = TransferStock::from_json(&json!({"to_cell": "aws", "quantity": 0}), &t).unwrap_err();
-        assert_eq!(codes(&err), vec![("/quantity", "out_of_range"), ("/to_cell", "same_cell")]);
-        let err = TransferStock::from_json(&json!({"to_cell": "gcp", "quantity": 1}), &t).unwrap_err();
+        let err =
+            TransferStock::from_json(&json!({"to_cell": "aws", "quantity": 0}), &t).unwrap_err();
+        assert_eq!(
+            codes(&err),
+            vec![("/quantity", "out_of_range"), ("/to_cell", "same_cell")]
+        );
+        let err =
+            TransferStock::from_json(&json!({"to_cell": "gcp", "quantity": 1}), &t).unwrap_err();
         assert_eq!(codes(&err), vec![("/to_cell", "unknown_cell")]);
-        let err = TransferStock::from_json(&json!({"to_cell": "GCP", "quantity": 1}), &t).unwrap_err();
+        let err =
+            TransferStock::from_json(&json!({"to_cell": "GCP", "quantity": 1}), &t).unwrap_err();
         assert_eq!(codes(&err), vec![("/to_cell", "invalid_characters")]);
     }
 
@@ -630,8 +671,15 @@ mod tests {
             any::<i64>().prop_map(Value::from),
             any::<u64>().prop_map(Value::from),
             "\\PC{0,70}".prop_map(Value::from),
-            prop_oneof![Just("19.99"), Just("0"), Just("USD"), Just("JPY"), Just("aws"), Just("azure")]
-                .prop_map(Value::from),
+            prop_oneof![
+                Just("19.99"),
+                Just("0"),
+                Just("USD"),
+                Just("JPY"),
+                Just("aws"),
+                Just("azure")
+            ]
+            .prop_map(Value::from),
         ];
         leaf.prop_recursive(4, 32, 6, |inner| {
             prop_oneof![
