@@ -1,2 +1,131 @@
-//! Placeholder until the benchmarks land.
-fn main() {}
+//! Core benchmarks: `cargo bench -p twincell-core`.
+//!
+//! - validate + decide of a create-transaction (target: under 2 µs);
+//! - a reserve on a ledger folded from 1 000 prior events;
+//! - folding 1 000 / 10 000 / 100 000 events (target: linear).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+use twincell_core::event::{AggregateId, FulfilCause, ReleaseCause, StreamId};
+use twincell_core::inventory::InventoryCommand;
+use twincell_core::transaction::decide_create;
+use twincell_core::{
+    CellId, CreateTransaction, DomainEvent, IdempotencyKey, Inventory, OrderId, Quantity,
+    RecordedEvent, Sku, Timestamp, Topology, TransactionId,
+};
+
+fn create_transaction(c: &mut Criterion) {
+    let body = json!({"account_id": "acct-42", "amount": "19.99", "currency": "USD"});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let key = IdempotencyKey::new("checkout-7f3a-2c1b").unwrap();
+    c.bench_function("create_transaction/validate+decide", |b| {
+        b.iter(|| {
+            let cmd = CreateTransaction::from_json(black_box(&body)).unwrap();
+            let id = TransactionId::for_idempotency_key(&cmd.account_id, black_box(&key));
+            black_box(decide_create(None, id, &cmd).unwrap())
+        });
+    });
+    c.bench_function("create_transaction/parse+validate+decide", |b| {
+        b.iter(|| {
+            let body: serde_json::Value = serde_json::from_slice(black_box(&bytes)).unwrap();
+            let cmd = CreateTransaction::from_json(&body).unwrap();
+            let id = TransactionId::for_idempotency_key(&cmd.account_id, &key);
+            black_box(decide_create(None, id, &cmd).unwrap())
+        });
+    });
+}
+
+/// `n` events of one cell's stream: receipts, reservations, and releases or
+/// fulfilments of half of them, always valid.
+fn history(n: usize, sku: &Sku, cell: &CellId) -> Vec<RecordedEvent> {
+    let stream = StreamId::new(AggregateId::inventory(sku), cell.clone());
+    let q = Quantity::new(2).unwrap();
+    let mut events = Vec::with_capacity(n);
+    let mut open = std::collections::VecDeque::new();
+    let mut next_order = 0u64;
+    while events.len() < n {
+        let i = events.len();
+        let event = match i % 4 {
+            0 => DomainEvent::StockReceived {
+                quantity: Quantity::new(5).unwrap(),
+            },
+            1 | 2 => {
+                next_order += 1;
+                let order_id = OrderId::new(format!("order-{next_order}")).unwrap();
+                open.push_back(order_id.clone());
+                DomainEvent::StockReserved {
+                    order_id,
+                    quantity: q,
+                }
+            }
+            _ => {
+                let order_id = open.pop_front().unwrap();
+                if next_order.is_multiple_of(2) {
+                    DomainEvent::ReservationFulfilled {
+                        order_id,
+                        quantity: q,
+                        cause: FulfilCause::Client,
+                    }
+                } else {
+                    DomainEvent::ReservationReleased {
+                        order_id,
+                        quantity: q,
+                        cause: ReleaseCause::Client,
+                    }
+                }
+            }
+        };
+        let version = u64::try_from(i).unwrap() + 1;
+        let at = Timestamp::from_unix_millis(i64::try_from(i).unwrap()).unwrap();
+        events.push(RecordedEvent::new(stream.clone(), version, at, event).unwrap());
+    }
+    events
+}
+
+fn reserve(c: &mut Criterion) {
+    let sku = Sku::new("sku-bench").unwrap();
+    let aws = CellId::new("aws").unwrap();
+    let topology = Topology::new(aws.clone(), [CellId::new("azure").unwrap()]);
+    let events = history(1_000, &sku, &aws);
+    let folded = Inventory::fold(&sku, &topology, &events).unwrap();
+    let cmd = InventoryCommand::Reserve(
+        OrderId::new("order-new").unwrap(),
+        Quantity::new(1).unwrap(),
+    );
+    let now = Timestamp::from_unix_millis(10_000).unwrap();
+    folded.clone().decide(&cmd, now).unwrap();
+    c.bench_function("reserve/decide on ledger of 1000 events", |b| {
+        b.iter_batched(
+            || folded.clone(),
+            |inventory| black_box(inventory.decide(black_box(&cmd), now).unwrap()),
+            BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("reserve/fold 1000 events + decide", |b| {
+        b.iter(|| {
+            let inventory = Inventory::fold(&sku, &topology, black_box(&events)).unwrap();
+            black_box(inventory.decide(&cmd, now).unwrap())
+        });
+    });
+}
+
+fn fold(c: &mut Criterion) {
+    let sku = Sku::new("sku-bench").unwrap();
+    let aws = CellId::new("aws").unwrap();
+    let topology = Topology::new(aws.clone(), [CellId::new("azure").unwrap()]);
+    let mut group = c.benchmark_group("fold");
+    for n in [1_000usize, 10_000, 100_000] {
+        let events = history(n, &sku, &aws);
+        group.throughput(Throughput::Elements(u64::try_from(n).unwrap()));
+        group.bench_with_input(BenchmarkId::from_parameter(n), &events, |b, events| {
+            b.iter(|| black_box(Inventory::fold(&sku, &topology, events).unwrap()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, create_transaction, reserve, fold);
+criterion_main!(benches);

@@ -17,7 +17,7 @@
 //! cells, the one with the earlier `(reserved_at, cell)` wins; the loser's
 //! cell releases its own.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -157,10 +157,13 @@ pub struct CellLedger {
     shipped: u64,
     transferred_out: u64,
     transferred_in: u64,
-    reservations: BTreeMap<OrderId, ReservationState>,
-    requests: BTreeSet<(OrderId, CellId, RequestKind)>,
+    // Hash maps: a fold touches these once per event, and their size grows
+    // with the history, so O(1) lookups keep the fold linear. Nothing that
+    // leaves the ledger depends on their iteration order.
+    reservations: HashMap<OrderId, ReservationState>,
+    requests: HashMap<OrderId, Vec<(CellId, RequestKind)>>,
     transfers_out: BTreeMap<u64, (CellId, Quantity)>,
-    transfers_in: BTreeSet<(CellId, u64)>,
+    transfers_in: BTreeMap<CellId, BTreeSet<u64>>,
     stalled: Option<(u64, LedgerError)>,
 }
 
@@ -186,10 +189,10 @@ impl CellLedger {
             shipped: 0,
             transferred_out: 0,
             transferred_in: 0,
-            reservations: BTreeMap::new(),
-            requests: BTreeSet::new(),
+            reservations: HashMap::new(),
+            requests: HashMap::new(),
             transfers_out: BTreeMap::new(),
-            transfers_in: BTreeSet::new(),
+            transfers_in: BTreeMap::new(),
             stalled: None,
         }
     }
@@ -240,7 +243,7 @@ impl CellLedger {
 
     /// Reservations by order.
     #[must_use]
-    pub fn reservations(&self) -> &BTreeMap<OrderId, ReservationState> {
+    pub fn reservations(&self) -> &HashMap<OrderId, ReservationState> {
         &self.reservations
     }
 
@@ -259,7 +262,14 @@ impl CellLedger {
 
     fn requested(&self, order: &OrderId, owner: &CellId, kind: RequestKind) -> bool {
         self.requests
-            .contains(&(order.clone(), owner.clone(), kind))
+            .get(order)
+            .is_some_and(|asked| asked.iter().any(|(c, k)| c == owner && *k == kind))
+    }
+
+    fn received(&self, from: &CellId, transfer_version: u64) -> bool {
+        self.transfers_in
+            .get(from)
+            .is_some_and(|versions| versions.contains(&transfer_version))
     }
 
     fn held(&self, order: &OrderId) -> Option<&ReservationState> {
@@ -370,14 +380,19 @@ impl CellLedger {
                 if *from_cell == self.cell {
                     return Err(LedgerError::SelfReference);
                 }
-                let key = (from_cell.clone(), *transfer_version);
-                if self.transfers_in.contains(&key) {
-                    return Err(LedgerError::DuplicateTransfer(key.0, key.1));
+                if self.received(from_cell, *transfer_version) {
+                    return Err(LedgerError::DuplicateTransfer(
+                        from_cell.clone(),
+                        *transfer_version,
+                    ));
                 }
                 let on_hand = add(self.on_hand, quantity.get())?;
                 self.transferred_in = add(self.transferred_in, quantity.get())?;
                 self.on_hand = on_hand;
-                self.transfers_in.insert(key);
+                self.transfers_in
+                    .entry(from_cell.clone())
+                    .or_default()
+                    .insert(*transfer_version);
             }
         }
         self.version = version;
@@ -394,7 +409,12 @@ impl CellLedger {
             return Err(LedgerError::SelfReference);
         }
         // A repeated request is harmless: the owner acts once.
-        self.requests.insert((order.clone(), owner.clone(), kind));
+        if !self.requested(order, owner, kind) {
+            self.requests
+                .entry(order.clone())
+                .or_default()
+                .push((owner.clone(), kind));
+        }
         Ok(())
     }
 }
@@ -690,16 +710,17 @@ impl Inventory {
     /// [`InventoryError`] when the command is refused; nothing is to be
     /// appended then.
     pub fn decide(
-        &self,
+        self,
         command: &InventoryCommand,
         now: Timestamp,
     ) -> Result<InventoryDecision, InventoryError> {
+        let owed = self.reconcile();
         let mut next = Pending {
-            state: self.clone(),
-            events: Vec::new(),
+            state: self,
+            events: Vec::with_capacity(owed.len() + 2),
             now,
         };
-        for event in self.reconcile() {
+        for event in owed {
             next.push(event)?;
         }
         let outcome = next.command(command)?;
@@ -719,7 +740,7 @@ impl Inventory {
         let mut events = Vec::new();
         for other in self.others() {
             for (version, (to, quantity)) in &other.transfers_out {
-                if *to == own.cell && !own.transfers_in.contains(&(other.cell.clone(), *version)) {
+                if *to == own.cell && !own.received(&other.cell, *version) {
                     events.push(DomainEvent::AllocationReceived {
                         from_cell: other.cell.clone(),
                         transfer_version: *version,
@@ -728,11 +749,33 @@ impl Inventory {
                 }
             }
         }
-        for (order, mine) in own
-            .reservations
-            .iter()
-            .filter(|(_, r)| r.status == ReservationStatus::Held)
-        {
+        // Only orders another cell mentions (reserved or requested) can need
+        // action: walk whichever side is smaller, so a command costs
+        // O(min(held here, mentioned elsewhere)) rather than O(history).
+        let mentioned: usize = self
+            .others()
+            .map(|o| o.reservations.len() + o.requests.len())
+            .sum();
+        let mut held: Vec<(&OrderId, &ReservationState)> = if mentioned < own.reservations.len() {
+            let mut orders: Vec<&OrderId> = self
+                .others()
+                .flat_map(|o| o.reservations.keys().chain(o.requests.keys()))
+                .collect();
+            orders.sort_unstable();
+            orders.dedup();
+            orders
+                .into_iter()
+                .filter_map(|order| own.held(order).map(|r| (order, r)))
+                .collect()
+        } else {
+            own.reservations
+                .iter()
+                .filter(|(_, r)| r.status == ReservationStatus::Held)
+                .collect()
+        };
+        // Events come out in order id order, whatever the map's order.
+        held.sort_unstable_by_key(|(order, _)| *order);
+        for (order, mine) in held {
             let requested_by = |kind| {
                 self.others()
                     .find(|o| o.requested(order, &own.cell, kind))

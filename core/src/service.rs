@@ -7,7 +7,7 @@
 use crate::event::{AggregateId, DomainEvent, EventError, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{
-    Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
+    CellLedger, Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
 };
 use crate::ports::{Clock, EventStore, IdGenerator, ReplicatedApply, StoreError};
 use crate::quantity::Quantity;
@@ -232,11 +232,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         for _ in 0..self.max_attempts {
             let inventory = self.load_inventory(sku).await?;
             let now = self.clock.now();
+            let expected = inventory.own().map_or(0, CellLedger::version);
             let decision = inventory.decide(command, now)?;
             if decision.events.is_empty() {
                 return Ok(decision.outcome);
             }
-            let expected = inventory.own().map_or(0, |l| l.version());
             let records = self.records(&stream, expected, now, decision.events)?;
             match self.store.append(&stream, expected, &records).await {
                 Ok(()) => return Ok(decision.outcome),

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The project's test command: every gate CI runs, on a fresh machine, with
+# every tool it needs installed by this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the core stays pure (no runtime, HTTP or cloud crates)"
+forbidden='^(tokio|axum|hyper|reqwest|lambda_[a-z_]*|lambda-[a-z-]*|aws-[a-z-]*|aws_[a-z_]*|azure_[a-z_]*|azure-[a-z-]*) '
+if cargo tree -p twincell-core -e normal --prefix none --locked | grep -E "$forbidden"; then
+  echo "twincell-core depends on the crates above; it must not" >&2
+  exit 1
+fi
+echo "ok"
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "doc tests (README included)"
+cargo test --workspace --doc --locked
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
