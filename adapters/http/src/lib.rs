@@ -1,0 +1,150 @@
+//! # twincell-http
+//!
+//! The one axum [`Router`] both cells serve — the AWS cell through
+//! `lambda_http`, the Azure cell through `axum::serve` — so that the same
+//! request gets the same status and the same body bytes in either cloud.
+//!
+//! Every failure is `application/problem+json` ([`problem`]); bodies follow
+//! one set of rules ([`body`]); every response carries `x-request-id` (the
+//! caller's when valid, else a new UUIDv7) and `x-twincell-cell`. A panic is
+//! a bug, never a design: the catch-panic layer is a backstop that answers a
+//! problem+json 500.
+
+pub mod body;
+pub mod extract;
+pub mod problem;
+mod routes;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use http::HeaderValue;
+use tower_http::catch_panic::CatchPanicLayer;
+use twincell_core::{Clock, EventStore, IdGenerator, Service};
+
+pub use body::BODY_LIMIT;
+pub use problem::{Problem, ProblemKind};
+pub use routes::IDEMPOTENT_REPLAYED;
+
+/// The response header naming the cell that answered.
+pub const CELL_HEADER: &str = "x-twincell-cell";
+/// The request and response header correlating logs.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Every route: `(method, path template)`. The router, each `function.json`
+/// and `template.yaml` must declare exactly this set (a test checks).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("POST", "/transactions"),
+    ("GET", "/transactions/{id}"),
+    ("GET", "/inventory/{sku}"),
+    ("POST", "/inventory/{sku}/receipts"),
+    ("POST", "/inventory/{sku}/write-offs"),
+    ("POST", "/inventory/{sku}/reservations"),
+    ("DELETE", "/inventory/{sku}/reservations/{order_id}"),
+    (
+        "POST",
+        "/inventory/{sku}/reservations/{order_id}/fulfilment",
+    ),
+    ("POST", "/inventory/{sku}/transfers"),
+];
+
+/// The API of one cell over `service`.
+pub fn router<S, C, I>(service: Arc<Service<S, C, I>>) -> Router
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    // A cell id is `[a-z0-9-]`, always a valid header value.
+    let cell = HeaderValue::from_str(service.topology().this().as_str())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    Router::new()
+        .route("/health", get(routes::health::<S, C, I>))
+        .route("/transactions", post(routes::create_transaction::<S, C, I>))
+        .route(
+            "/transactions/{id}",
+            get(routes::get_transaction::<S, C, I>),
+        )
+        .route("/inventory/{sku}", get(routes::get_inventory::<S, C, I>))
+        .route(
+            "/inventory/{sku}/receipts",
+            post(routes::receive::<S, C, I>),
+        )
+        .route(
+            "/inventory/{sku}/write-offs",
+            post(routes::write_off::<S, C, I>),
+        )
+        .route(
+            "/inventory/{sku}/reservations",
+            post(routes::reserve::<S, C, I>),
+        )
+        .route(
+            "/inventory/{sku}/reservations/{order_id}",
+            delete(routes::release::<S, C, I>),
+        )
+        .route(
+            "/inventory/{sku}/reservations/{order_id}/fulfilment",
+            post(routes::fulfil::<S, C, I>),
+        )
+        .route(
+            "/inventory/{sku}/transfers",
+            post(routes::transfer::<S, C, I>),
+        )
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .with_state(service)
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(cell, stamp))
+}
+
+fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    Problem::internal(format!("handler panicked: {what}")).into_response()
+}
+
+/// Whether a caller's `x-request-id` is kept: 1–128 visible ASCII characters.
+fn valid_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Outermost layer: request id and cell on every response, and the log line
+/// of every 5xx with its cause and the request id.
+async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| valid_request_id(v))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        });
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
+        tracing::error!(
+            request_id = request_id.to_str().unwrap_or_default(),
+            %method,
+            path,
+            status = response.status().as_u16(),
+            cause,
+            "request failed"
+        );
+    }
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID_HEADER, request_id);
+    headers.insert(CELL_HEADER, cell);
+    response
+}

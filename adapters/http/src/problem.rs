@@ -1,0 +1,331 @@
+//! RFC 9457 `application/problem+json` responses: one type for every failure
+//! of every route, with a stable `type` per error class.
+//!
+//! The mapping from the core's [`ServiceError`] is exhaustive (no `_ =>`), so
+//! a new domain error cannot reach clients without a decision here.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use twincell_core::inventory::{InventoryError, ReservationStatus};
+use twincell_core::{ServiceError, Violation, Violations};
+
+/// The classes of failure. Each has a stable `type` URI, a fixed title and a
+/// fixed status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProblemKind {
+    /// The body is not valid JSON (or not UTF-8, or has duplicate keys).
+    MalformedBody,
+    /// A header the API reads is malformed (`Idempotency-Key`).
+    InvalidHeader,
+    /// A body route without a JSON `Content-Type`.
+    UnsupportedMediaType,
+    /// A body over 64 KiB.
+    PayloadTooLarge,
+    /// Valid JSON with invalid fields; `errors` lists every violation.
+    ValidationFailed,
+    /// An idempotency key reused with another payload.
+    IdempotencyKeyReused,
+    /// No such route or resource.
+    NotFound,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// Not enough available stock in this cell.
+    InsufficientStock,
+    /// The order is reserved with another quantity.
+    ReservationMismatch,
+    /// The order's reservation was already released or fulfilled.
+    ReservationClosed,
+    /// A stock counter would overflow.
+    StockLimitExceeded,
+    /// A replicated event differs from the stored one.
+    ReplicaDiverged,
+    /// The store can't be reached or is too contended; retry.
+    ServiceUnavailable,
+    /// A bug; details are in the logs under the request id.
+    InternalError,
+}
+
+impl ProblemKind {
+    /// Every kind, for docs and tests.
+    pub const ALL: [ProblemKind; 15] = [
+        Self::MalformedBody,
+        Self::InvalidHeader,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::ValidationFailed,
+        Self::IdempotencyKeyReused,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::InsufficientStock,
+        Self::ReservationMismatch,
+        Self::ReservationClosed,
+        Self::StockLimitExceeded,
+        Self::ReplicaDiverged,
+        Self::ServiceUnavailable,
+        Self::InternalError,
+    ];
+
+    /// The slug at the end of the `type` URI.
+    #[must_use]
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedBody => "malformed-body",
+            Self::InvalidHeader => "invalid-header",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::ValidationFailed => "validation-failed",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::InsufficientStock => "insufficient-stock",
+            Self::ReservationMismatch => "reservation-mismatch",
+            Self::ReservationClosed => "reservation-closed",
+            Self::StockLimitExceeded => "stock-limit-exceeded",
+            Self::ReplicaDiverged => "replica-diverged",
+            Self::ServiceUnavailable => "service-unavailable",
+            Self::InternalError => "internal-error",
+        }
+    }
+
+    /// The `type` member: `urn:twincell:problem:<slug>`.
+    #[must_use]
+    pub fn type_uri(self) -> String {
+        format!("urn:twincell:problem:{}", self.slug())
+    }
+
+    /// The `title` member: fixed per kind.
+    #[must_use]
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::MalformedBody => "Malformed request body",
+            Self::InvalidHeader => "Invalid request header",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::ValidationFailed => "Validation failed",
+            Self::IdempotencyKeyReused => "Idempotency key reused",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::InsufficientStock => "Insufficient stock",
+            Self::ReservationMismatch => "Reservation mismatch",
+            Self::ReservationClosed => "Reservation closed",
+            Self::StockLimitExceeded => "Stock limit exceeded",
+            Self::ReplicaDiverged => "Replica diverged",
+            Self::ServiceUnavailable => "Service unavailable",
+            Self::InternalError => "Internal error",
+        }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedBody | Self::InvalidHeader => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InsufficientStock
+            | Self::ReservationMismatch
+            | Self::ReservationClosed
+            | Self::StockLimitExceeded
+            | Self::ReplicaDiverged => StatusCode::CONFLICT,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// A failure on its way to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    kind: ProblemKind,
+    detail: String,
+    errors: Vec<Violation>,
+    /// The cause of a 5xx, for the log line only; never sent.
+    cause: Option<String>,
+}
+
+/// The cause of a 5xx, carried in the response extensions to the layer that
+/// logs it with the request id (and never serialized).
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [Violation],
+}
+
+impl Problem {
+    /// A problem of `kind` with a `detail` for people.
+    #[must_use]
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            cause: None,
+        }
+    }
+
+    /// 422 listing every violation.
+    #[must_use]
+    pub fn validation(violations: Violations) -> Self {
+        let n = violations.as_slice().len();
+        let mut p = Self::new(
+            ProblemKind::ValidationFailed,
+            if n == 1 {
+                "the request has 1 invalid field".to_owned()
+            } else {
+                format!("the request has {n} invalid fields")
+            },
+        );
+        p.errors = violations.into_vec();
+        p
+    }
+
+    /// 500 with a generic body; `cause` is logged, never sent.
+    #[must_use]
+    pub fn internal(cause: impl Into<String>) -> Self {
+        let mut p = Self::new(
+            ProblemKind::InternalError,
+            "an internal error occurred; quote the x-request-id when reporting it",
+        );
+        p.cause = Some(cause.into());
+        p
+    }
+
+    /// 503 with `Retry-After`; `cause` is logged, never sent.
+    #[must_use]
+    pub fn unavailable(cause: impl Into<String>) -> Self {
+        let mut p = Self::new(
+            ProblemKind::ServiceUnavailable,
+            "the service is temporarily unavailable; retry after the number of seconds in Retry-After",
+        );
+        p.cause = Some(cause.into());
+        p
+    }
+
+    /// The kind.
+    #[must_use]
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+}
+
+fn closed(status: ReservationStatus) -> &'static str {
+    match status {
+        ReservationStatus::Held => "held",
+        ReservationStatus::Released => "released",
+        ReservationStatus::Fulfilled => "fulfilled",
+    }
+}
+
+impl From<ServiceError> for Problem {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Inventory(e) => match e {
+                InventoryError::InsufficientStock {
+                    requested,
+                    available,
+                } => Self::new(
+                    ProblemKind::InsufficientStock,
+                    format!("{requested} units requested but {available} available in this cell"),
+                ),
+                InventoryError::ReservationMismatch { order_id, held } => Self::new(
+                    ProblemKind::ReservationMismatch,
+                    format!("order {order_id} is already reserved with quantity {held}"),
+                ),
+                InventoryError::ReservationClosed { order_id, status } => Self::new(
+                    ProblemKind::ReservationClosed,
+                    format!(
+                        "the reservation of order {order_id} is already {}",
+                        closed(status)
+                    ),
+                ),
+                InventoryError::ReservationNotFound { order_id } => Self::new(
+                    ProblemKind::NotFound,
+                    format!("no reservation for order {order_id}"),
+                ),
+                InventoryError::InvalidTransferTarget(cell) => Self::validation_one(
+                    "/to_cell",
+                    twincell_core::ViolationCode::UnknownCell,
+                    format!("{cell} is not another cell of this deployment"),
+                ),
+                InventoryError::StockOverflow => Self::new(
+                    ProblemKind::StockLimitExceeded,
+                    "the stock counters of this SKU would overflow",
+                ),
+                InventoryError::Inconsistent(cause) => Self::internal(cause),
+            },
+            ServiceError::TransactionNotFound(id) => {
+                Self::new(ProblemKind::NotFound, format!("no transaction {id}"))
+            }
+            ServiceError::IdempotencyKeyReused => Self::new(
+                ProblemKind::IdempotencyKeyReused,
+                "the Idempotency-Key was already used with a different payload",
+            ),
+            ServiceError::Contention => Self::unavailable("too much contention on one aggregate"),
+            ServiceError::Unavailable(cause) => Self::unavailable(cause),
+            ServiceError::ReplicaDiverged { stream, version } => Self::new(
+                ProblemKind::ReplicaDiverged,
+                format!("event {stream} v{version} differs from the stored one"),
+            ),
+            ServiceError::OwnEventReplicated(stream) => {
+                Self::internal(format!("own event {stream} arrived as replicated"))
+            }
+            ServiceError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl Problem {
+    fn validation_one(pointer: &str, code: twincell_core::ViolationCode, message: String) -> Self {
+        let mut p = Self::new(
+            ProblemKind::ValidationFailed,
+            "the request has 1 invalid field",
+        );
+        p.errors = vec![Violation::new(pointer, code, message)];
+        p
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Body {
+            kind: self.kind.type_uri(),
+            title: self.kind.title(),
+            status: self.kind.status().as_u16(),
+            detail: &self.detail,
+            errors: &self.errors,
+        };
+        // Serializing plain strings and integers cannot fail; the fallback
+        // keeps even that impossible case a well-formed problem.
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"type":"urn:twincell:problem:internal-error","title":"Internal error","status":500,"detail":"an internal error occurred"}"#.to_vec()
+        });
+        let mut response = (self.kind.status(), bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.kind == ProblemKind::ServiceUnavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(InternalCause(cause));
+        }
+        response
+    }
+}

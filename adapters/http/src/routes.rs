@@ -1,0 +1,238 @@
+//! The handlers: extract → convert to a core command → call the service →
+//! map the result. No rule lives here.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use twincell_core::inventory::InventoryOutcome;
+use twincell_core::{
+    Clock, CreateTransaction, EventStore, IdGenerator, ReceiveStock, ReserveStock, Service,
+    TransferStock, WriteOffStock,
+};
+
+use crate::body::JsonBody;
+use crate::extract::{IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
+use crate::problem::{Problem, ProblemKind};
+
+/// The router's state: one cell's service.
+pub(crate) type AppState<S, C, I> = Arc<Service<S, C, I>>;
+
+/// The header that marks a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A JSON response. Serializing the core's views cannot fail; if it ever
+/// did, the client gets a 500 problem, not a panic.
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => Problem::internal(format!("serializing a response: {e}")).into_response(),
+    }
+}
+
+fn with_location(mut response: Response, location: &str, replayed: bool) -> Response {
+    let headers = response.headers_mut();
+    match HeaderValue::try_from(location) {
+        Ok(v) => {
+            headers.insert(header::LOCATION, v);
+        }
+        // Ids are URL-safe by construction; never reached.
+        Err(_) => return Problem::internal("location header is not valid").into_response(),
+    }
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn outcome(result: InventoryOutcome) -> Response {
+    match result {
+        InventoryOutcome::Applied(view) => json(StatusCode::OK, &view),
+        InventoryOutcome::Requested(view) => json(StatusCode::ACCEPTED, &view),
+        InventoryOutcome::Reserved {
+            reservation,
+            replayed,
+        } => {
+            let location = format!(
+                "/inventory/{}/reservations/{}",
+                reservation.sku, reservation.order_id
+            );
+            with_location(json(StatusCode::CREATED, &reservation), &location, replayed)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// `GET /health`.
+pub(crate) async fn health<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    svc.health().await?;
+    Ok(json(StatusCode::OK, &Health { status: "ok" }))
+}
+
+/// `POST /transactions`.
+pub(crate) async fn create_transaction<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let cmd = CreateTransaction::from_json(&body).map_err(Problem::validation)?;
+    let created = svc.create_transaction(&cmd, key.as_ref()).await?;
+    let view = created.transaction.view();
+    let location = format!("/transactions/{}", view.transaction_id);
+    Ok(with_location(
+        json(StatusCode::CREATED, &view),
+        &location,
+        created.replayed,
+    ))
+}
+
+/// `GET /transactions/{id}`.
+pub(crate) async fn get_transaction<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    TransactionPath(id): TransactionPath,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    Ok(json(StatusCode::OK, &svc.transaction(id).await?.view()))
+}
+
+/// `GET /inventory/{sku}`.
+pub(crate) async fn get_inventory<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    SkuPath(sku): SkuPath,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    Ok(json(StatusCode::OK, &svc.inventory(&sku).await?))
+}
+
+/// `POST /inventory/{sku}/receipts`.
+pub(crate) async fn receive<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    SkuPath(sku): SkuPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let cmd = ReceiveStock::from_json(&body).map_err(Problem::validation)?;
+    Ok(outcome(svc.receive(&sku, cmd.quantity).await?))
+}
+
+/// `POST /inventory/{sku}/write-offs`.
+pub(crate) async fn write_off<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    SkuPath(sku): SkuPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let cmd = WriteOffStock::from_json(&body).map_err(Problem::validation)?;
+    Ok(outcome(svc.write_off(&sku, cmd).await?))
+}
+
+/// `POST /inventory/{sku}/reservations`.
+pub(crate) async fn reserve<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    SkuPath(sku): SkuPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let cmd = ReserveStock::from_json(&body).map_err(Problem::validation)?;
+    Ok(outcome(svc.reserve(&sku, cmd).await?))
+}
+
+/// `DELETE /inventory/{sku}/reservations/{order_id}`.
+pub(crate) async fn release<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    ReservationPath(sku, order): ReservationPath,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    Ok(outcome(svc.release(&sku, order).await?))
+}
+
+/// `POST /inventory/{sku}/reservations/{order_id}/fulfilment` (no body).
+pub(crate) async fn fulfil<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    ReservationPath(sku, order): ReservationPath,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    Ok(outcome(svc.fulfil(&sku, order).await?))
+}
+
+/// `POST /inventory/{sku}/transfers`.
+pub(crate) async fn transfer<S, C, I>(
+    State(svc): State<AppState<S, C, I>>,
+    SkuPath(sku): SkuPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let cmd = TransferStock::from_json(&body, svc.topology()).map_err(Problem::validation)?;
+    Ok(outcome(svc.transfer(&sku, cmd).await?))
+}
+
+/// Any path no route matches.
+pub(crate) async fn not_found() -> Problem {
+    Problem::new(ProblemKind::NotFound, "no such route")
+}
+
+/// A known path with a method it does not take; axum adds `Allow`.
+pub(crate) async fn method_not_allowed() -> Problem {
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        "this route does not take that method; see the Allow header",
+    )
+}
