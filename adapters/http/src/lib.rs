@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod extract;
+pub mod normalize;
 pub mod problem;
 mod routes;
 
@@ -64,7 +65,7 @@ where
     // A cell id is `[a-z0-9-]`, always a valid header value.
     let cell = HeaderValue::from_str(service.topology().this().as_str())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    Router::new()
+    let routes = Router::new()
         .route("/health", get(routes::health::<S, C, I>))
         .route("/transactions", post(routes::create_transaction::<S, C, I>))
         .route(
@@ -98,7 +99,16 @@ where
         )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(service)
+        .with_state(service);
+    // Routing happens on the normalized path: the outer router hands every
+    // request, normalized, to the routes.
+    let normalize: fn(Request) -> Request = normalize::normalize;
+    Router::new()
+        .fallback_service(
+            tower::ServiceBuilder::new()
+                .map_request(normalize)
+                .service(routes),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(cell, stamp))
 }

@@ -494,7 +494,8 @@ async fn request_id_is_echoed_when_valid_and_generated_otherwise() {
 
 #[test]
 fn docs_list_every_problem_type_with_its_status_and_every_route() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
     for kind in twincell_http::ProblemKind::ALL {
         let row = format!("| `{}` | {} |", kind.slug(), kind.status().as_u16());
         assert!(docs.contains(&row), "docs/api.md lacks the row {row}");
@@ -503,4 +504,19 @@ fn docs_list_every_problem_type_with_its_status_and_every_route() {
         let row = format!("| {method} | `{path}` |");
         assert!(docs.contains(&row), "docs/api.md lacks the route {row}");
     }
+}
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing() {
+    let svc = service();
+    let a = send(&svc, get("/inventory/../health")).await;
+    assert_eq!(
+        (a.status, a.raw.as_slice()),
+        (StatusCode::OK, &br#"{"status":"ok"}"#[..])
+    );
+    let a = send(&svc, get("/inventory/sku-1/%2e%2E/sku-2")).await;
+    assert_eq!(
+        (a.status, a.body["sku"].as_str()),
+        (StatusCode::OK, Some("sku-2"))
+    );
 }

@@ -1,0 +1,83 @@
+//! One path normalization for every transport: dot segments (`.`, `..`,
+//! also percent-encoded as `%2e`) are resolved before routing, as RFC 3986
+//! §5.2.4 and URL parsers do. API Gateway events reach the router through
+//! `lambda_http`'s URL parser and Azure requests through Kestrel, both of
+//! which already resolve them; the bare handler (local runs, tests) must
+//! route the same path.
+
+use http::Uri;
+use http::uri::PathAndQuery;
+
+fn is_dot(segment: &str) -> bool {
+    segment == "." || segment.eq_ignore_ascii_case("%2e")
+}
+
+fn is_dot_dot(segment: &str) -> bool {
+    matches!(
+        segment.to_ascii_lowercase().as_str(),
+        ".." | ".%2e" | "%2e." | "%2e%2e"
+    )
+}
+
+/// Resolves dot segments in `path` (which starts with `/`).
+#[must_use]
+pub fn remove_dot_segments(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.into_iter().enumerate() {
+        if is_dot(segment) {
+            if i == last {
+                out.push("");
+            }
+        } else if is_dot_dot(segment) {
+            out.pop();
+            if i == last {
+                out.push("");
+            }
+        } else {
+            out.push(segment);
+        }
+    }
+    format!("/{}", out.join("/"))
+}
+
+/// The request with dot segments resolved; unchanged when it has none.
+pub(crate) fn normalize<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let path = request.uri().path();
+    let has_dots = path
+        .split('/')
+        .any(|segment| is_dot(segment) || is_dot_dot(segment));
+    if !has_dots {
+        return request;
+    }
+    let path = remove_dot_segments(path);
+    let path_and_query = match request.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_dot_segments as r;
+
+    #[test]
+    fn dot_segments_resolve_like_a_url_parser() {
+        assert_eq!(r("/inventory/../health"), "/health");
+        assert_eq!(r("/./health"), "/health");
+        assert_eq!(r("/a/b/./../c"), "/a/c");
+        assert_eq!(r("/../../health"), "/health");
+        assert_eq!(r("/inventory/sku/%2E%2e/x"), "/inventory/x");
+        assert_eq!(r("/inventory/."), "/inventory/");
+        assert_eq!(r("/inventory/.."), "/");
+        assert_eq!(r("/health"), "/health");
+        assert_eq!(r("/a..b/.c/..."), "/a..b/.c/...");
+    }
+}

@@ -1,0 +1,143 @@
+//! The router, the Azure function folders and the SAM template declare the
+//! same set of (method, route): a route added in one place and forgotten in
+//! another fails here, not in a deployed cell.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+type Routes = BTreeSet<(String, String)>;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn router_routes() -> Routes {
+    twincell_http::ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect()
+}
+
+/// Catch-alls forward everything else to the router (its 404 / 405).
+fn is_catch_all(path: &str) -> bool {
+    path.contains("{*") || path.contains("+}")
+}
+
+fn azure_routes() -> Routes {
+    let mut routes = Routes::new();
+    let dir = root().join("functions-azure/functions");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path().join("function.json");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for binding in json["bindings"].as_array().unwrap() {
+            if binding["type"] != "httpTrigger" {
+                continue;
+            }
+            let route = format!("/{}", binding["route"].as_str().unwrap());
+            if is_catch_all(&route) {
+                continue;
+            }
+            for method in binding["methods"].as_array().unwrap() {
+                routes.insert((method.as_str().unwrap().to_ascii_uppercase(), route.clone()));
+            }
+        }
+    }
+    routes
+}
+
+fn sam_routes() -> Routes {
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    let template: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut routes = Routes::new();
+    for resource in template["Resources"].as_mapping().unwrap().values() {
+        let Some(events) = resource["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
+        for event in events.values() {
+            if event["Type"] != "HttpApi" {
+                continue;
+            }
+            let path = event["Properties"]["Path"].as_str().unwrap().to_owned();
+            if is_catch_all(&path) {
+                continue;
+            }
+            let method = event["Properties"]["Method"]
+                .as_str()
+                .unwrap()
+                .to_ascii_uppercase();
+            routes.insert((method, path));
+        }
+    }
+    routes
+}
+
+#[test]
+fn router_function_folders_and_sam_template_declare_the_same_routes() {
+    let router = router_routes();
+    assert_eq!(
+        router.len(),
+        twincell_http::ROUTES.len(),
+        "ROUTES has a duplicate"
+    );
+    assert_eq!(
+        azure_routes(),
+        router,
+        "functions-azure/functions/*/function.json"
+    );
+    assert_eq!(sam_routes(), router, "template.yaml");
+}
+
+#[test]
+fn both_clouds_forward_unknown_routes_and_methods_to_the_router() {
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    assert!(
+        text.contains("Method: ANY, Path: \"/{proxy+}\""),
+        "template.yaml needs the catch-all route"
+    );
+    let fallback =
+        std::fs::read_to_string(root().join("functions-azure/functions/fallback/function.json"))
+            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&fallback).unwrap();
+    assert_eq!(json["bindings"][0]["route"], "{*path}");
+    assert_eq!(json["bindings"][0]["methods"].as_array().unwrap().len(), 7);
+}
+
+#[tokio::test]
+async fn every_declared_route_is_served_by_the_router() {
+    use tower::ServiceExt;
+    let service = std::sync::Arc::new(twincell_core::Service::new(
+        twincell_core::Topology::new(twincell_core::CellId::new("aws").unwrap(), []),
+        twincell_core::InMemoryEventStore::new(),
+        twincell_core::SystemClock,
+        twincell_core::RandomIds,
+    ));
+    for (method, path) in twincell_http::ROUTES {
+        let concrete = path
+            .replace("{id}", "00000000-0000-7000-8000-000000000001")
+            .replace("{sku}", "sku-1")
+            .replace("{order_id}", "o-1");
+        let request = http::Request::builder()
+            .method(*method)
+            .uri(&concrete)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let status = twincell_http::router(service.clone())
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status();
+        assert_ne!(
+            status,
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let problem_404 = status == http::StatusCode::NOT_FOUND;
+        // A 404 here may only be "no such transaction / reservation", never "no route".
+        assert!(
+            !problem_404 || path.contains("{id}") || path.contains("{order_id}"),
+            "{method} {path} -> {status}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The Azure cell's custom handler: the Functions host starts this binary and
+//! forwards every HTTP request to it (`enableForwardingHttpRequest`) on
+//! `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`. It serves the shared router.
+//!
+//! Configuration (read once, at start-up; a bad value stops the process):
+//! - `FUNCTIONS_CUSTOMHANDLER_PORT`: the port (set by the host; 8080 when
+//!   unset, for local runs; 0 picks a free one).
+//! - `TWINCELL_CELL`: this cell's id (default `azure`).
+//! - `TWINCELL_PEERS`: the other cells, comma-separated (default `aws`).
+//! - `RUST_LOG`: log filter (default `info`); logs are JSON lines on stdout.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use twincell_core::{
+    CellId, Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, SystemClock,
+    Topology,
+};
+
+/// Typed configuration from the environment.
+#[derive(Debug)]
+struct Config {
+    port: u16,
+    topology: Topology,
+    #[cfg(feature = "contract-mode")]
+    fixed_clock_ms: Option<i64>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    fn from_env() -> anyhow::Result<Self> {
+        let port = match env("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Some(p) => p.trim().parse().with_context(|| {
+                format!("FUNCTIONS_CUSTOMHANDLER_PORT={p:?} is not a port number")
+            })?,
+            None => 8080,
+        };
+        let cell = env("TWINCELL_CELL").unwrap_or_else(|| "azure".to_owned());
+        let this = CellId::new(cell.trim()).with_context(|| format!("TWINCELL_CELL={cell:?}"))?;
+        let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "aws".to_owned());
+        let peers = peers
+            .split(',')
+            .map(|p| CellId::new(p.trim()).with_context(|| format!("TWINCELL_PEERS entry {p:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            port,
+            topology: Topology::new(this, peers),
+            #[cfg(feature = "contract-mode")]
+            fixed_clock_ms: env("TWINCELL_FIXED_CLOCK_MS")
+                .map(|v| v.trim().parse().context("TWINCELL_FIXED_CLOCK_MS"))
+                .transpose()?,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::from_env()?;
+    let store = InMemoryEventStore::new();
+
+    #[cfg(feature = "contract-mode")]
+    if let Some(ms) = config.fixed_clock_ms {
+        use twincell_core::testing::{ManualClock, SequentialIds};
+        let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
+        let service = Service::new(
+            config.topology.clone(),
+            store,
+            clock,
+            SequentialIds::default(),
+        );
+        return serve(config.port, service).await;
+    }
+    let service = Service::new(config.topology.clone(), store, SystemClock, RandomIds);
+    serve(config.port, service).await
+}
+
+async fn serve<S, C, I>(port: u16, service: Service<S, C, I>) -> anyhow::Result<()>
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let address = listener.local_addr()?;
+    let cell = service.topology().this().clone();
+    // The one line a person starting it locally needs; tests read it too.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("twincell {cell} cell listening on http://{address}");
+    }
+    tracing::info!(%cell, %address, "serving");
+    axum::serve(listener, twincell_http::router(Arc::new(service)))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")
+}
+
+/// Resolves on Ctrl-C or SIGTERM (the Functions host stops handlers with it).
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,163 @@
+//! The `handler` binary as the Functions host runs it: a real process on a
+//! real socket, spoken to in raw HTTP/1.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Handler {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra_env: &[(&str, &str)]) -> Handler {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
+    command
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("the handler binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .filter(|a| a.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
+        .to_owned();
+    Handler { child, address }
+}
+
+/// Sends raw bytes, reads the whole response (the server closes on
+/// `Connection: close`), splits status, headers and body.
+fn exchange(address: &str, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a header block");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn handler_serves_the_api_over_a_real_socket() {
+    let handler = start(&[("TWINCELL_CELL", "azure"), ("TWINCELL_PEERS", "aws")]);
+    let (status, headers, body) = exchange(
+        &handler.address,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!((status, body.as_slice()), (200, &br#"{"status":"ok"}"#[..]));
+    assert_eq!(header(&headers, "x-twincell-cell"), Some("azure"));
+
+    let payload = br#"{"account_id":"acct-1","amount":"7.5","currency":"EUR"}"#;
+    let request = [
+        format!(
+            "POST /transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nIdempotency-Key: k1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            payload.len()
+        )
+        .into_bytes(),
+        payload.to_vec(),
+    ]
+    .concat();
+    let (status, headers, body) = exchange(&handler.address, &request);
+    assert_eq!(status, 201);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["amount"], "7.50");
+    let location = header(&headers, "location").unwrap().to_owned();
+    let (status, _, again) = exchange(
+        &handler.address,
+        format!("GET {location} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!((status, again), (200, body));
+}
+
+#[test]
+fn unknown_routes_and_methods_are_answered_by_the_router_not_the_transport() {
+    let handler = start(&[]);
+    let (status, headers, _) = exchange(
+        &handler.address,
+        b"PATCH /transactions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 405);
+    assert_eq!(header(&headers, "allow"), Some("POST"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
+    let (status, headers, _) = exchange(
+        &handler.address,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/problem+json")
+    );
+}
+
+#[test]
+fn a_bad_configuration_stops_the_process_at_start_up() {
+    let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FUNCTIONS_CUSTOMHANDLER_PORT"));
+    let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_CELL", "Azure West")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TWINCELL_CELL"));
+}
