@@ -1,7 +1,12 @@
 //! The router, the Azure function folders and the SAM template declare the
 //! same set of (method, route): a route added in one place and forgotten in
 //! another fails here, not in a deployed cell.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeSet;
 use std::path::Path;
