@@ -34,45 +34,41 @@ where
 
 /// Routes on the path the client sent, without the API Gateway stage.
 ///
-/// `lambda_http` builds the request URI from the event (normalizing it like
-/// a URL parser: dot segments resolved, unsafe characters percent-encoded)
-/// and puts the stage in front: REST (v1) events carry the stage only in the
-/// request context and `lambda_http` prepends it unless the path already
-/// starts with it; HTTP API (v2) events carry it in `rawPath` for named
-/// stages. This takes exactly that prefix off the normalized path. ALB and
-/// function URL requests have no stage and pass unchanged.
+/// `lambda_http` builds the request URI from the event and puts the stage in
+/// front of the path. HTTP API (v2) events carry the stage in `rawPath` for
+/// named stages, and the path as sent: the stage prefix is taken off the
+/// URI. REST (v1) events carry only the percent-decoded path (the stage is in
+/// the request context): the URI path is rebuilt from it, re-encoding what
+/// a path cannot hold literally (`%`, `?`, `#`, spaces, non-ASCII), so a
+/// decoded `?` never turns into a query. ALB and function URL requests pass
+/// unchanged.
 #[must_use]
 pub fn strip_stage(mut request: Request) -> Request {
-    let stage = match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV1(ctx)) => {
-            let stage = ctx.stage.clone().unwrap_or_default();
-            // lambda_http leaves a v1 path alone when it already starts with
-            // the stage; then there is nothing of its own to take off.
-            let prefixed = format!("/{stage}/");
-            if request.raw_http_path().starts_with(&prefixed) {
-                None
-            } else {
-                Some(stage)
+    let path = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(_)) => encode_path(request.raw_http_path()),
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            let Some(stage) = ctx
+                .stage
+                .clone()
+                .filter(|s| !s.is_empty() && s != "$default")
+            else {
+                return request;
+            };
+            let path = request.uri().path();
+            match path
+                .strip_prefix('/')
+                .and_then(|p| p.strip_prefix(stage.as_str()))
+            {
+                Some("") => "/".to_owned(),
+                Some(rest) if rest.starts_with('/') => rest.to_owned(),
+                _ => return request,
             }
         }
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.clone(),
-        _ => None,
-    };
-    let Some(stage) = stage.filter(|s| !s.is_empty() && s != "$default") else {
-        return request;
-    };
-    let path = request.uri().path();
-    let rest = match path
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(stage.as_str()))
-    {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
         _ => return request,
     };
     let path_and_query = match request.uri().query() {
-        Some(q) => format!("{rest}?{q}"),
-        None => rest.to_owned(),
+        Some(q) => format!("{path}?{q}"),
+        None => path,
     };
     let mut parts = request.uri().clone().into_parts();
     parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
@@ -80,4 +76,54 @@ pub fn strip_stage(mut request: Request) -> Request {
         *request.uri_mut() = uri;
     }
     request
+}
+
+/// Percent-encodes a decoded path for a URI: unreserved characters, `/` and
+/// the sub-delimiters stay, everything else (`%` included) is encoded.
+#[must_use]
+pub fn encode_path(decoded: &str) -> String {
+    let mut out = String::with_capacity(decoded.len());
+    for byte in decoded.bytes() {
+        let keep = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'/' | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            );
+        if keep {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    if out.is_empty() { "/".to_owned() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_path;
+
+    #[test]
+    fn a_decoded_path_is_re_encoded_for_the_uri() {
+        assert_eq!(encode_path("/inventory/a?b"), "/inventory/a%3Fb");
+        assert_eq!(encode_path("/inventory/a b#c%"), "/inventory/a%20b%23c%25");
+        assert_eq!(encode_path("/inventory/café"), "/inventory/caf%C3%A9");
+        assert_eq!(encode_path("/health"), "/health");
+        assert_eq!(encode_path(""), "/");
+    }
 }

@@ -2,8 +2,9 @@
 //! the 64 KiB limit, UTF-8, and a strict parse.
 //!
 //! Checks run in this order, and the first failure answers:
-//! 1. `Content-Type` is `application/json` (any case, parameters allowed; a
-//!    `charset` must be UTF-8) → else 415;
+//! 1. `Content-Type` (its last value, see [`crate::headers`]) is
+//!    `application/json` (any case, parameters allowed; a `charset` must be
+//!    UTF-8) → else 415;
 //! 2. at most 64 KiB (`Content-Length` first, then the bytes read) → else 413;
 //! 3. non-empty UTF-8 (a leading byte order mark is ignored, RFC 8259 §8.1)
 //!    → else 400;
@@ -78,15 +79,13 @@ pub fn is_json_media_type(value: &str) -> bool {
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
-    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Err(unsupported(
+    // Read as a list, like every single-valued header (see crate::headers).
+    match crate::headers::last_item(headers, header::CONTENT_TYPE) {
+        None => Err(unsupported(
             "this route takes a JSON body: send Content-Type: application/json",
-        ));
-    };
-    match value.to_str() {
-        Ok(v) if is_json_media_type(v) => Ok(()),
-        _ => Err(unsupported("Content-Type must be application/json (UTF-8)")),
+        )),
+        Some(Ok(v)) if is_json_media_type(v) => Ok(()),
+        Some(_) => Err(unsupported("Content-Type must be application/json (UTF-8)")),
     }
 }
 

@@ -8,11 +8,11 @@ use twincell_core::{IdempotencyKey, OrderId, Sku, TransactionId};
 
 use crate::problem::{Problem, ProblemKind};
 
-fn no_such(what: &str) -> Problem {
-    Problem::new(
-        ProblemKind::NotFound,
-        format!("no such {what}: the id in the path is not valid"),
-    )
+/// One answer for "no route" and "an id in the path that can't exist": a
+/// front door that decodes the path (API Gateway REST decodes `%2F`) turns
+/// the one into the other, and both cells must still answer alike.
+pub(crate) fn no_such_resource() -> Problem {
+    Problem::new(ProblemKind::NotFound, "no such resource")
 }
 
 async fn params<S: Send + Sync>(
@@ -24,7 +24,7 @@ async fn params<S: Send + Sync>(
     Path::<Vec<(String, String)>>::from_request_parts(parts, state)
         .await
         .map(|Path(p)| p)
-        .map_err(|_| no_such("resource"))
+        .map_err(|_| no_such_resource())
 }
 
 fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
@@ -44,7 +44,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
         let p = params(parts, state).await?;
         Sku::new(param(&p, "sku"))
             .map(Self)
-            .map_err(|_| no_such("SKU"))
+            .map_err(|_| no_such_resource())
     }
 }
 
@@ -56,8 +56,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ReservationPath {
     type Rejection = Problem;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         let p = params(parts, state).await?;
-        let sku = Sku::new(param(&p, "sku")).map_err(|_| no_such("SKU"))?;
-        let order = OrderId::new(param(&p, "order_id")).map_err(|_| no_such("reservation"))?;
+        let sku = Sku::new(param(&p, "sku")).map_err(|_| no_such_resource())?;
+        let order = OrderId::new(param(&p, "order_id")).map_err(|_| no_such_resource())?;
         Ok(Self(sku, order))
     }
 }
@@ -72,12 +72,13 @@ impl<S: Send + Sync> FromRequestParts<S> for TransactionPath {
         let p = params(parts, state).await?;
         TransactionId::parse(param(&p, "id"))
             .map(Self)
-            .map_err(|_| no_such("transaction"))
+            .map_err(|_| no_such_resource())
     }
 }
 
-/// The optional `Idempotency-Key` header: at most one, 1–255 visible ASCII
-/// characters.
+/// The optional `Idempotency-Key` header, read as a list whose last item is
+/// the key (see [`crate::headers`]): 1–255 visible ASCII characters, no
+/// comma.
 #[derive(Debug)]
 pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
 
@@ -87,19 +88,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
         let invalid = || {
             Problem::new(
                 ProblemKind::InvalidHeader,
-                "Idempotency-Key must be one header of 1 to 255 visible ASCII characters",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters without a comma",
             )
         };
-        let mut values = parts.headers.get_all("idempotency-key").iter();
-        match (values.next(), values.next()) {
-            (None, _) => Ok(Self(None)),
-            (Some(v), None) => {
-                let text = v.to_str().map_err(|_| invalid())?;
-                IdempotencyKey::new(text)
-                    .map(|k| Self(Some(k)))
-                    .map_err(|_| invalid())
-            }
-            (Some(_), Some(_)) => Err(invalid()),
+        match crate::headers::last_item(&parts.headers, "idempotency-key") {
+            None => Ok(Self(None)),
+            Some(Ok(text)) => IdempotencyKey::new(text)
+                .map(|k| Self(Some(k)))
+                .map_err(|_| invalid()),
+            Some(Err(())) => Err(invalid()),
         }
     }
 }

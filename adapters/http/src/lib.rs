@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod extract;
+pub mod headers;
 pub mod normalize;
 pub mod problem;
 mod routes;
@@ -131,11 +132,10 @@ fn valid_request_id(value: &HeaderValue) -> bool {
 /// Outermost layer: request id and cell on every response, and the log line
 /// of every 5xx with its cause and the request id.
 async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .filter(|v| valid_request_id(v))
-        .cloned()
+    let request_id = headers::last_item(request.headers(), REQUEST_ID_HEADER)
+        .and_then(Result::ok)
+        .and_then(|v| HeaderValue::from_str(v).ok())
+        .filter(valid_request_id)
         .unwrap_or_else(|| {
             HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown"))

@@ -1,9 +1,10 @@
-//! One path normalization for every transport: dot segments (`.`, `..`,
-//! also percent-encoded as `%2e`) are resolved before routing, as RFC 3986
-//! §5.2.4 and URL parsers do. API Gateway events reach the router through
-//! `lambda_http`'s URL parser and Azure requests through Kestrel, both of
-//! which already resolve them; the bare handler (local runs, tests) must
-//! route the same path.
+//! One path normalization for every transport, applied before routing:
+//! - an encoded slash (`%2F`) is a path separator: API Gateway REST (v1)
+//!   events carry only the percent-decoded path, so that is all one of the
+//!   front doors can ever see, and every other one must see the same;
+//! - dot segments (`.`, `..`, also percent-encoded as `%2e`) are resolved,
+//!   as RFC 3986 §5.2.4 and URL parsers do (`lambda_http`'s and Kestrel's
+//!   already do; the bare handler must route the same path).
 
 use http::Uri;
 use http::uri::PathAndQuery;
@@ -42,16 +43,28 @@ pub fn remove_dot_segments(path: &str) -> String {
     format!("/{}", out.join("/"))
 }
 
-/// The request with dot segments resolved; unchanged when it has none.
+/// `path` with every `%2F` (either case) turned into `/`.
+#[must_use]
+pub fn decode_slashes(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.contains("%2F") || path.contains("%2f") {
+        std::borrow::Cow::Owned(path.replace("%2F", "/").replace("%2f", "/"))
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
+}
+
+/// The request with encoded slashes decoded and dot segments resolved;
+/// unchanged when it has neither.
 pub(crate) fn normalize<B>(mut request: http::Request<B>) -> http::Request<B> {
-    let path = request.uri().path();
+    let original = request.uri().path();
+    let path = decode_slashes(original);
     let has_dots = path
         .split('/')
         .any(|segment| is_dot(segment) || is_dot_dot(segment));
-    if !has_dots {
+    if !has_dots && path == original {
         return request;
     }
-    let path = remove_dot_segments(path);
+    let path = remove_dot_segments(&path);
     let path_and_query = match request.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path,
@@ -79,5 +92,14 @@ mod tests {
         assert_eq!(r("/inventory/.."), "/");
         assert_eq!(r("/health"), "/health");
         assert_eq!(r("/a..b/.c/..."), "/a..b/.c/...");
+    }
+
+    #[test]
+    fn encoded_slashes_become_separators() {
+        assert_eq!(super::decode_slashes("/inventory/a%2Fb"), "/inventory/a/b");
+        assert_eq!(
+            super::decode_slashes("/inventory/a%2fb%252F"),
+            "/inventory/a/b%252F"
+        );
     }
 }

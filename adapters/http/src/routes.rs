@@ -226,7 +226,7 @@ where
 
 /// Any path no route matches.
 pub(crate) async fn not_found() -> Problem {
-    Problem::new(ProblemKind::NotFound, "no such route")
+    crate::extract::no_such_resource()
 }
 
 /// A known path with a method it does not take; axum adds `Allow`.
