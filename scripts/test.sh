@@ -37,7 +37,11 @@ echo "ok"
 step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json (SchemaStore)"
 "$tools/bin/python" scripts/tools/lint_templates.py
 
-step "tests"
+step "the binaries the parity suite runs as processes (contract mode)"
+cargo build --locked -p twincell-aws -p twincell-azure --bins \
+  --features twincell-aws/contract-mode,twincell-azure/contract-mode
+
+step "tests (parity suite included)"
 cargo nextest run --workspace --locked --no-fail-fast
 
 step "doc tests (README included)"

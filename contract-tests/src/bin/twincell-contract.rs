@@ -1,0 +1,93 @@
+//! Runs the parity cases against deployed cells and proves they answer
+//! alike:
+//!
+//! ```text
+//! twincell-contract --target aws=https://abc.execute-api.eu-west-1.amazonaws.com \
+//!                   --target azure=https://twincell.azurewebsites.net
+//! ```
+//!
+//! A target's name must be that cell's `TWINCELL_CELL`. Every run uses ids
+//! unique to it (`{{run}}`), creates only its own transactions, stock and
+//! reservations, and touches nothing else, so it is safe against a live
+//! deployment. Options: `--cases DIR` (default: the embedded cases),
+//! `--only SUBSTRING` (run matching cases). Exit status 1 when any case fails.
+
+use std::process::ExitCode;
+
+use twincell_contract::runner::run_all;
+use twincell_contract::target::{Target, UrlTarget};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING]"
+    );
+    ExitCode::from(2)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let mut targets: Vec<(String, String)> = Vec::new();
+    let mut cases_dir = None;
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--target", Some(spec)) => match spec.split_once('=') {
+                Some((name, url)) if !name.is_empty() && url.starts_with("http") => {
+                    targets.push((name.to_owned(), url.to_owned()));
+                }
+                _ => return usage(),
+            },
+            ("--cases", Some(dir)) => cases_dir = Some(dir),
+            ("--only", Some(s)) => only = Some(s),
+            _ => return usage(),
+        }
+    }
+    if targets.is_empty() {
+        return usage();
+    }
+    let cases = match &cases_dir {
+        Some(dir) => twincell_contract::case::load_dir(std::path::Path::new(dir)),
+        None => twincell_contract::embedded_cases(),
+    };
+    let mut cases = match cases {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cases: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(only) = &only {
+        cases.retain(|c| c.name.contains(only.as_str()));
+    }
+    let mut built: Vec<Box<dyn Target>> = Vec::new();
+    for (i, (name, url)) in targets.iter().enumerate() {
+        let peer = targets
+            .iter()
+            .enumerate()
+            .find(|(j, _)| *j != i)
+            .map_or(name.as_str(), |(_, (n, _))| n.as_str());
+        match UrlTarget::new(name, url, peer) {
+            Ok(t) => built.push(Box::new(t)),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    let run_id = format!("c{millis:x}-");
+    let report = run_all(&cases, &run_id, &built).await;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", report.render());
+    }
+    if report.failures() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,265 @@
+//! Runs cases on targets, checks every answer against its expectation and
+//! the targets' answers against each other, and reports a cases × targets
+//! table with a diff per failure.
+
+use std::fmt::Write as _;
+
+use crate::case::{Answer, Bindings, Case, check};
+use crate::target::Target;
+
+/// One case on one target.
+#[derive(Debug)]
+pub struct TargetRun {
+    /// The target's name.
+    pub target: String,
+    /// The answers, one per step run.
+    pub answers: Vec<Answer>,
+    /// The placeholders bound on this target.
+    pub bindings: Bindings,
+    /// The first failure, if any.
+    pub error: Option<String>,
+}
+
+/// One case on every target.
+#[derive(Debug)]
+pub struct CaseReport {
+    /// The case's name.
+    pub name: String,
+    /// Per target.
+    pub runs: Vec<TargetRun>,
+    /// `Err` when targets answered differently.
+    pub parity: Result<(), String>,
+}
+
+impl CaseReport {
+    /// Whether every target met the expectation and they all agree.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.parity.is_ok() && self.runs.iter().all(|r| r.error.is_none())
+    }
+}
+
+/// Everything a run found.
+#[derive(Debug)]
+pub struct Report {
+    /// Target names, in column order.
+    pub targets: Vec<String>,
+    /// Per case, in order.
+    pub cases: Vec<CaseReport>,
+}
+
+/// Replaces bound values by their placeholder names (for comparing answers
+/// whose generated values differ, such as ids on live deployments).
+fn mask(text: &str, bindings: &Bindings) -> String {
+    let mut out = text.to_owned();
+    let mut by_length: Vec<_> = bindings.iter().filter(|(_, v)| v.len() >= 3).collect();
+    by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+    for (name, value) in by_length {
+        out = out.replace(value.as_str(), &format!("{{{{{name}}}}}"));
+    }
+    out
+}
+
+/// What live targets are compared on: status, the compared headers and the
+/// body, with each target's generated values (ids, timestamps, its own cell
+/// name) replaced by their placeholder names, the body compared as JSON
+/// (cells list their ledgers in key order, and the names differ).
+type Masked = (
+    u16,
+    Vec<(&'static str, Option<String>)>,
+    Result<serde_json::Value, String>,
+);
+
+fn masked(answer: &Answer, bindings: &Bindings) -> Masked {
+    let (status, headers, body) = answer.parity_view();
+    let headers = headers
+        .into_iter()
+        .map(|(k, v)| (k, v.map(|v| mask(&v, bindings))))
+        .collect();
+    let text = mask(&String::from_utf8_lossy(body), bindings);
+    let body = serde_json::from_str(&text).map_err(|_| text);
+    (status, headers, body)
+}
+
+fn describe(answer: &Answer) -> String {
+    let (status, headers, body) = answer.parity_view();
+    let headers: Vec<String> = headers
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+        .collect();
+    format!(
+        "{status} [{}] {}",
+        headers.join(", "),
+        String::from_utf8_lossy(body)
+    )
+}
+
+fn compare(runs: &[TargetRun], deterministic: bool) -> Result<(), String> {
+    let Some(first) = runs.first() else {
+        return Ok(());
+    };
+    for run in runs.iter().skip(1) {
+        for (step, (a, b)) in first.answers.iter().zip(&run.answers).enumerate() {
+            let same = if deterministic {
+                a.parity_view() == b.parity_view()
+            } else {
+                masked(a, &first.bindings) == masked(b, &run.bindings)
+            };
+            if !same {
+                return Err(format!(
+                    "step {}: {} and {} differ\n    {}: {}\n    {}: {}",
+                    step + 1,
+                    first.target,
+                    run.target,
+                    first.target,
+                    describe(a),
+                    run.target,
+                    describe(b)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs case number `index` on every target. `run_id` makes `{{run}}`
+/// unique per run; the case index is appended.
+pub async fn run_case(
+    case: &Case,
+    index: usize,
+    run_id: &str,
+    targets: &[Box<dyn Target>],
+) -> CaseReport {
+    let mut runs = Vec::new();
+    for target in targets {
+        let mut bindings = Bindings::from([
+            ("run".to_owned(), format!("{run_id}{index}")),
+            ("cell".to_owned(), target.cell().to_owned()),
+            ("peer".to_owned(), target.peer().to_owned()),
+        ]);
+        let mut answers = Vec::new();
+        let mut error = None;
+        match target.session().await {
+            Err(e) => error = Some(format!("could not start: {e}")),
+            Ok(mut session) => {
+                for (i, step) in case.steps.iter().enumerate() {
+                    let request = match step.request.build(&bindings) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            error = Some(format!("step {}: bad case: {e}", i + 1));
+                            break;
+                        }
+                    };
+                    let answer = match session.send(&request).await {
+                        Ok(a) => a,
+                        Err(e) => {
+                            error = Some(format!(
+                                "step {}: {} {}: {e}",
+                                i + 1,
+                                request.method,
+                                request.path
+                            ));
+                            break;
+                        }
+                    };
+                    let verdict = check(&step.expect, &answer, &mut bindings);
+                    answers.push(answer);
+                    if let Err(e) = verdict {
+                        error = Some(format!(
+                            "step {}: {} {}: {e}",
+                            i + 1,
+                            request.method,
+                            request.path
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+        runs.push(TargetRun {
+            target: target.name().to_owned(),
+            answers,
+            bindings,
+            error,
+        });
+    }
+    let deterministic = targets.iter().all(|t| t.deterministic());
+    let parity = compare(&runs, deterministic);
+    CaseReport {
+        name: case.name.clone(),
+        runs,
+        parity,
+    }
+}
+
+/// Runs every case on every target.
+pub async fn run_all(cases: &[Case], run_id: &str, targets: &[Box<dyn Target>]) -> Report {
+    let mut reports = Vec::with_capacity(cases.len());
+    for (index, case) in cases.iter().enumerate() {
+        reports.push(run_case(case, index, run_id, targets).await);
+    }
+    Report {
+        targets: targets.iter().map(|t| t.name().to_owned()).collect(),
+        cases: reports,
+    }
+}
+
+impl Report {
+    /// Cases that failed anywhere.
+    #[must_use]
+    pub fn failures(&self) -> usize {
+        self.cases.iter().filter(|c| !c.passed()).count()
+    }
+
+    /// The table and the diffs, as text.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let width = self
+            .cases
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut out = String::new();
+        let _ = write!(out, "{:width$}", "case");
+        for t in &self.targets {
+            let _ = write!(out, "  {t}");
+        }
+        out.push_str("  parity\n");
+        for case in &self.cases {
+            let _ = write!(out, "{:width$}", case.name);
+            for (t, run) in self.targets.iter().zip(&case.runs) {
+                let mark = if run.error.is_none() { "ok" } else { "FAIL" };
+                let _ = write!(out, "  {mark:<w$}", w = t.len());
+            }
+            out.push_str(if case.parity.is_ok() {
+                "  ok\n"
+            } else {
+                "  DIFF\n"
+            });
+        }
+        for case in self.cases.iter().filter(|c| !c.passed()) {
+            let _ = writeln!(out, "\n--- {}", case.name);
+            for run in &case.runs {
+                if let Some(e) = &run.error {
+                    let _ = writeln!(out, "  {}: {e}", run.target);
+                }
+            }
+            if let Err(e) = &case.parity {
+                let _ = writeln!(out, "  parity: {e}");
+            }
+        }
+        let total = self.cases.len();
+        let failed = self.failures();
+        let _ = writeln!(
+            out,
+            "\n{} passed, {} failed ({} cases x {} targets)",
+            total - failed,
+            failed,
+            total,
+            self.targets.len()
+        );
+        out
+    }
+}

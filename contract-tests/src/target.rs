@@ -1,0 +1,431 @@
+//! Where cases run. A [`Target`] hands out a fresh [`Session`] per case:
+//! a new process for the local binaries (so state and sequential ids start
+//! over), the shared deployment for a URL.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::case::{Answer, HttpRequest};
+use crate::emulator::{Emulator, Outcome};
+use crate::lambda_events::{self, Shape};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The instant every local target's frozen clock shows, so bodies compare
+/// byte for byte.
+pub const FIXED_CLOCK_MS: i64 = 1_795_320_745_007;
+
+/// Somewhere cases run.
+pub trait Target: Send + Sync {
+    /// The column name in reports.
+    fn name(&self) -> &str;
+    /// The id of the cell this target is (bound to `{{cell}}`).
+    fn cell(&self) -> &str;
+    /// The other cell (bound to `{{peer}}`).
+    fn peer(&self) -> &str;
+    /// Whether its clock and ids are fixed, so answers compare byte for byte.
+    fn deterministic(&self) -> bool;
+    /// A fresh session for one case.
+    fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>>;
+}
+
+/// One case's connection to a target.
+pub trait Session: Send {
+    /// Sends one request.
+    fn send<'a>(&'a mut self, request: &'a HttpRequest) -> BoxFuture<'a, Result<Answer, String>>;
+}
+
+/// Where the workspace's debug binaries are: `TWINCELL_CONTRACT_BIN_DIR`, or
+/// `$CARGO_TARGET_DIR/debug`, or `target/debug` of the workspace.
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TWINCELL_CONTRACT_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    target.join("debug")
+}
+
+/// The command that builds the binaries the process targets run.
+pub const BUILD_BINARIES: &str = "cargo build -p twincell-aws -p twincell-azure --bins --features twincell-aws/contract-mode,twincell-azure/contract-mode";
+
+fn binary(name: &str) -> Result<PathBuf, String> {
+    let path = bin_dir().join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build it first with `{BUILD_BINARIES}`",
+            path.display()
+        ))
+    }
+}
+
+/// Sends raw HTTP/1.1 to `address` and reads the whole answer: the exact
+/// path and bytes of the request reach the server, unnormalized.
+async fn raw_http(address: &str, request: &HttpRequest) -> Result<Answer, String> {
+    let mut stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: {address}\r\n",
+        request.method, request.path
+    );
+    for (k, v) in &request.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        request.body.len()
+    ));
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&request.body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    parse_http_response(&raw)
+}
+
+fn parse_http_response(raw: &[u8]) -> Result<Answer, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header block in the answer")?;
+    let (head, rest) = raw.split_at(split);
+    let rest = rest.get(4..).unwrap_or_default();
+    let head = std::str::from_utf8(head).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let (size_line, rest) = data.split_at(line_end);
+        let size_text = std::str::from_utf8(size_line).map_err(|e| e.to_string())?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|e| e.to_string())?;
+        data = rest.get(2..).ok_or("short chunk")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).ok_or("short chunk")?);
+        data = data.get(size + 2..).ok_or("short chunk")?;
+    }
+}
+
+/// The Azure `handler` binary as a real process on a real socket.
+pub struct AzureProcess {
+    name: String,
+    cell: String,
+    peer: String,
+}
+
+impl AzureProcess {
+    /// A target running `handler` as `cell` with `peer`.
+    #[must_use]
+    pub fn new(cell: &str, peer: &str) -> Self {
+        Self {
+            name: "azure-handler".to_owned(),
+            cell: cell.to_owned(),
+            peer: peer.to_owned(),
+        }
+    }
+}
+
+struct ProcessSession {
+    address: String,
+    _child: Child,
+}
+
+impl Session for ProcessSession {
+    fn send<'a>(&'a mut self, request: &'a HttpRequest) -> BoxFuture<'a, Result<Answer, String>> {
+        Box::pin(raw_http(&self.address, request))
+    }
+}
+
+impl Target for AzureProcess {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn cell(&self) -> &str {
+        &self.cell
+    }
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+    fn deterministic(&self) -> bool {
+        true
+    }
+    fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
+        Box::pin(async move {
+            let mut child = Command::new(binary("handler")?)
+                .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+                .env("TWINCELL_CELL", &self.cell)
+                .env("TWINCELL_PEERS", &self.peer)
+                .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
+                .env("RUST_LOG", "off")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting handler: {e}"))?;
+            let stdout = child.stdout.take().ok_or("no stdout")?;
+            let mut line = String::new();
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                BufReader::new(stdout).read_line(&mut line),
+            )
+            .await
+            .map_err(|_| "handler printed no URL within 10 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+            let address = line
+                .trim()
+                .rsplit("http://")
+                .next()
+                .filter(|a| a.starts_with("127.0.0.1:"))
+                .ok_or_else(|| format!("no URL in {line:?}"))?
+                .to_owned();
+            let session: Box<dyn Session> = Box::new(ProcessSession {
+                address,
+                _child: child,
+            });
+            Ok(session)
+        })
+    }
+}
+
+/// The Lambda `api` binary as a real process under the Runtime API emulator,
+/// fed events of one shape.
+pub struct LambdaProcess {
+    name: String,
+    shape: Shape,
+    cell: String,
+    peer: String,
+}
+
+impl LambdaProcess {
+    /// A target running `api` as `cell`, fed `shape` events.
+    #[must_use]
+    pub fn new(shape: Shape, cell: &str, peer: &str) -> Self {
+        Self {
+            name: format!("{}-process", shape.name()),
+            shape,
+            cell: cell.to_owned(),
+            peer: peer.to_owned(),
+        }
+    }
+}
+
+struct LambdaSession {
+    emulator: Emulator,
+    shape: Shape,
+    _child: Child,
+}
+
+impl Session for LambdaSession {
+    fn send<'a>(&'a mut self, request: &'a HttpRequest) -> BoxFuture<'a, Result<Answer, String>> {
+        Box::pin(async move {
+            let event = lambda_events::event(self.shape, request);
+            match self.emulator.invoke(event, Duration::from_secs(10)).await? {
+                Outcome::Response(v) => lambda_events::answer(&v),
+                Outcome::Error(e) => Err(format!("the function reported an error: {e}")),
+            }
+        })
+    }
+}
+
+impl Target for LambdaProcess {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn cell(&self) -> &str {
+        &self.cell
+    }
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+    fn deterministic(&self) -> bool {
+        true
+    }
+    fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
+        Box::pin(async move {
+            let emulator = Emulator::start().await.map_err(|e| e.to_string())?;
+            let child = Command::new(binary("api")?)
+                .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
+                .env("AWS_LAMBDA_FUNCTION_NAME", "twincell-api")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/twincell-api")
+                .env("AWS_LAMBDA_LOG_STREAM_NAME", "contract")
+                .env("AWS_REGION", "eu-west-1")
+                .env("TWINCELL_CELL", &self.cell)
+                .env("TWINCELL_PEERS", &self.peer)
+                .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
+                .env("RUST_LOG", "off")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting api: {e}"))?;
+            let session: Box<dyn Session> = Box::new(LambdaSession {
+                emulator,
+                shape: self.shape,
+                _child: child,
+            });
+            Ok(session)
+        })
+    }
+}
+
+/// A deployed cell at a base URL (`https://…`), shared by every case.
+pub struct UrlTarget {
+    name: String,
+    base: String,
+    peer: String,
+    client: reqwest::Client,
+}
+
+impl UrlTarget {
+    /// The cell named `name` (its `TWINCELL_CELL`) at `base`, whose peer is
+    /// `peer`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(name: &str, base: &str, peer: &str) -> Result<Self, String> {
+        // TLS uses ring; the first target installs it (later calls find it set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            name: name.to_owned(),
+            base: base.trim_end_matches('/').to_owned(),
+            peer: peer.to_owned(),
+            client,
+        })
+    }
+}
+
+struct UrlSession {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Session for UrlSession {
+    fn send<'a>(&'a mut self, request: &'a HttpRequest) -> BoxFuture<'a, Result<Answer, String>> {
+        Box::pin(async move {
+            let method = reqwest::Method::from_bytes(request.method.as_bytes())
+                .map_err(|e| e.to_string())?;
+            let mut builder = self
+                .client
+                .request(method, format!("{}{}", self.base, request.path));
+            for (k, v) in &request.headers {
+                builder = builder.header(k.as_str(), v.as_str());
+            }
+            let response = builder
+                .body(request.body.clone())
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let body = response.bytes().await.map_err(|e| e.to_string())?.to_vec();
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
+        })
+    }
+}
+
+impl Target for UrlTarget {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn cell(&self) -> &str {
+        &self.name
+    }
+    fn peer(&self) -> &str {
+        &self.peer
+    }
+    fn deterministic(&self) -> bool {
+        false
+    }
+    fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
+        Box::pin(async move {
+            let session: Box<dyn Session> = Box::new(UrlSession {
+                base: self.base.clone(),
+                client: self.client.clone(),
+            });
+            Ok(session)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_answers_are_decoded() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let a = parse_http_response(raw).unwrap();
+        assert_eq!((a.status, a.body.as_slice()), (200, &b"abcde"[..]));
+    }
+}

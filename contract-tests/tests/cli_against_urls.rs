@@ -1,0 +1,106 @@
+//! The `twincell-contract` binary against two running cells given by URL —
+//! two Azure handler processes on their real clocks and random ids, one
+//! configured as `aws` and one as `azure` — twice in a row: every case
+//! passes, the answers agree once generated values are masked, and a second
+//! run against the same (now non-empty) cells passes too, because every run
+//! uses its own ids.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Cell {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Cell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(cell: &str, peer: &str) -> Cell {
+    let binary = twincell_contract::target::bin_dir().join("handler");
+    assert!(
+        binary.is_file(),
+        "{} is missing: {}",
+        binary.display(),
+        twincell_contract::target::BUILD_BINARIES
+    );
+    let mut child = Command::new(binary)
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_CELL", cell)
+        .env("TWINCELL_PEERS", peer)
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    Cell { child, url }
+}
+
+#[test]
+fn the_cli_proves_parity_of_two_running_cells_and_is_safe_to_run_again() {
+    let aws = start("aws", "azure");
+    let azure = start("azure", "aws");
+    for run in 1..=2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_twincell-contract"))
+            .args([
+                "--target",
+                &format!("aws={}", aws.url),
+                "--target",
+                &format!("azure={}", azure.url),
+            ])
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "run {run}:\n{report}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            report.contains(" passed, 0 failed ("),
+            "run {run}:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn the_cli_fails_when_a_target_answers_differently() {
+    let aws = start("aws", "azure");
+    // Wrong on purpose: this cell says it is "aws" while the CLI is told it
+    // is "azure"; every case that names a cell must fail.
+    let impostor = start("aws", "azure");
+    let output = Command::new(env!("CARGO_BIN_EXE_twincell-contract"))
+        .args([
+            "--target",
+            &format!("aws={}", aws.url),
+            "--target",
+            &format!("azure={}", impostor.url),
+            "--only",
+            "inventory",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("FAIL"), "{report}");
+}
+
+#[test]
+fn the_cli_rejects_a_bad_command_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_twincell-contract"))
+        .args(["--target", "nourl"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+}

@@ -1,0 +1,55 @@
+//! Every case on every local target — the router in-process, the Lambda
+//! handler in-process for each AWS event shape, the Azure `handler` binary
+//! as a process on a socket, the Lambda `api` binary as a process under the
+//! Runtime API emulator — each matching its expectation, all byte-identical.
+//!
+//! The process targets need the binaries built with the `contract-mode`
+//! feature (scripts/test.sh builds them); without them this test fails and
+//! says how to build them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+mod common;
+
+use common::{CELL, InProcessLambda, InProcessRouter, PEER};
+use twincell_contract::lambda_events::Shape;
+use twincell_contract::runner::run_all;
+use twincell_contract::target::{AzureProcess, LambdaProcess, Target};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_case_passes_on_every_target_with_identical_answers() {
+    let cases = twincell_contract::case::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cases"
+    )))
+    .unwrap();
+    assert!(
+        cases.len() >= 120,
+        "the suite holds {} cases; at least 120 are required",
+        cases.len()
+    );
+    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(InProcessRouter)];
+    for shape in Shape::ALL {
+        targets.push(Box::new(InProcessLambda(shape)));
+    }
+    targets.push(Box::new(AzureProcess::new(CELL, PEER)));
+    targets.push(Box::new(LambdaProcess::new(Shape::HttpV2, CELL, PEER)));
+    let report = run_all(&cases, "r", &targets).await;
+    println!("{}", report.render());
+    assert_eq!(report.failures(), 0, "{}", report.render());
+}
+
+#[test]
+fn embedded_cases_are_the_case_files() {
+    let embedded = twincell_contract::embedded_cases().unwrap();
+    let on_disk = twincell_contract::case::load_dir(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/cases"
+    )))
+    .unwrap();
+    assert_eq!(embedded.len(), on_disk.len());
+}
