@@ -40,6 +40,12 @@ step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json
 step "the binaries the parity suite runs as processes (contract mode)"
 cargo build --locked -p twincell-aws -p twincell-azure --bins \
   --features twincell-aws/contract-mode,twincell-azure/contract-mode
+# The workspace test build below rebuilds these binaries without the
+# feature; the suite runs the copies.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$target_dir/contract-bin"
+cp "$target_dir/debug/api" "$target_dir/debug/handler" "$target_dir/contract-bin/"
+export TWINCELL_CONTRACT_BIN_DIR="$target_dir/contract-bin"
 
 step "tests (parity suite included)"
 cargo nextest run --workspace --locked --no-fail-fast

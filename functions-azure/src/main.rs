@@ -68,6 +68,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_env()?;
+    #[cfg(not(feature = "contract-mode"))]
+    if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
+        anyhow::bail!(
+            "TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)"
+        );
+    }
     let store = InMemoryEventStore::new();
 
     #[cfg(feature = "contract-mode")]

@@ -161,3 +161,17 @@ fn a_bad_configuration_stops_the_process_at_start_up() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("TWINCELL_CELL"));
 }
+
+#[test]
+fn a_frozen_clock_request_is_refused_by_a_build_without_contract_mode() {
+    if cfg!(feature = "contract-mode") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_FIXED_CLOCK_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no contract mode"));
+}

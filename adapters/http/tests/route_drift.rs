@@ -146,3 +146,50 @@ async fn every_declared_route_is_served_by_the_router() {
         );
     }
 }
+
+#[test]
+fn openapi_document_matches_the_router_problem_types_and_codes() {
+    let text = std::fs::read_to_string(root().join("docs/openapi.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = Routes::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            documented.insert((method.to_ascii_uppercase(), path.clone()));
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["404", "405", "500", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} documents no {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(documented, router_routes(), "docs/openapi.json paths");
+
+    let types: BTreeSet<String> =
+        doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+    let expected: BTreeSet<String> = twincell_http::ProblemKind::ALL
+        .iter()
+        .map(|k| k.type_uri())
+        .collect();
+    assert_eq!(types, expected, "problem types in docs/openapi.json");
+
+    let codes: BTreeSet<String> =
+        doc["components"]["schemas"]["Violation"]["properties"]["code"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+    let expected: BTreeSet<String> = twincell_core::ViolationCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    assert_eq!(codes, expected, "violation codes in docs/openapi.json");
+}

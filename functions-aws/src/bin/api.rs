@@ -37,6 +37,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         )
         .init();
     let topology = topology()?;
+    #[cfg(not(feature = "contract-mode"))]
+    if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
+        return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
+    }
     let store = InMemoryEventStore::new();
 
     #[cfg(feature = "contract-mode")]
