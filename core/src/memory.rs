@@ -8,7 +8,16 @@ use crate::event::{AggregateId, RecordedEvent, StreamId};
 use crate::ids::CellId;
 use crate::ports::{EventStore, ReplicatedApply, StoreError};
 
-type Streams = BTreeMap<AggregateId, BTreeMap<(CellId, u64), RecordedEvent>>;
+/// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
+/// not a map: most aggregates hold one event (a transaction), and a tree
+/// node per aggregate would cost ten times the event itself. The outer map
+/// stays a tree: a hash map's rehash of every aggregate under the lock cost
+/// a tenfold p99 latency in the load test, for no throughput.
+type Streams = BTreeMap<AggregateId, Vec<RecordedEvent>>;
+
+fn key(e: &RecordedEvent) -> (&CellId, u64) {
+    (e.origin(), e.version())
+}
 
 /// Events in a map behind one mutex; every operation is atomic.
 #[derive(Debug, Default)]
@@ -39,7 +48,7 @@ impl InMemoryEventStore {
     pub fn events_from(&self, cell: &CellId) -> Vec<RecordedEvent> {
         self.lock()
             .values()
-            .flat_map(|stream| stream.values())
+            .flatten()
             .filter(|e| e.origin() == cell)
             .cloned()
             .collect()
@@ -48,7 +57,7 @@ impl InMemoryEventStore {
     /// How many events are stored.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().values().map(BTreeMap::len).sum()
+        self.lock().values().map(Vec::len).sum()
     }
 
     /// Whether nothing is stored.
@@ -101,44 +110,40 @@ impl InMemoryEventStore {
         }
         let mut streams = self.lock();
         let aggregate = streams.entry(stream.aggregate.clone()).or_default();
-        let current = aggregate
-            .range((stream.origin.clone(), 0)..=(stream.origin.clone(), u64::MAX))
-            .next_back()
-            .map_or(0, |((_, v), _)| *v);
+        // The origin's run ends where the first event of a later origin starts.
+        let end = aggregate.partition_point(|e| e.origin() <= &stream.origin);
+        let current = end
+            .checked_sub(1)
+            .and_then(|i| aggregate.get(i))
+            .filter(|e| e.origin() == &stream.origin)
+            .map_or(0, RecordedEvent::version);
         if current != expected_version {
             return Err(StoreError::Conflict {
                 stream: stream.clone(),
                 expected: expected_version,
             });
         }
-        for e in events {
-            aggregate.insert((stream.origin.clone(), e.version()), e.clone());
-        }
+        aggregate.splice(end..end, events.iter().cloned());
         Ok(())
     }
 
     fn load_now(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
         self.ensure_available()?;
-        Ok(self
-            .lock()
-            .get(aggregate)
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.lock().get(aggregate).cloned().unwrap_or_default())
     }
 
     fn apply_now(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.ensure_available()?;
         let mut streams = self.lock();
         let aggregate = streams.entry(event.stream().aggregate.clone()).or_default();
-        let key = (event.origin().clone(), event.version());
-        match aggregate.get(&key) {
-            Some(stored) if stored == event => Ok(ReplicatedApply::AlreadyPresent),
-            Some(_) => Err(StoreError::Diverged {
+        match aggregate.binary_search_by(|e| key(e).cmp(&key(event))) {
+            Ok(i) if aggregate.get(i) == Some(event) => Ok(ReplicatedApply::AlreadyPresent),
+            Ok(_) => Err(StoreError::Diverged {
                 stream: event.stream().clone(),
                 version: event.version(),
             }),
-            None => {
-                aggregate.insert(key, event.clone());
+            Err(i) => {
+                aggregate.insert(i, event.clone());
                 Ok(ReplicatedApply::Stored)
             }
         }

@@ -123,6 +123,29 @@ fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
     Problem::internal(format!("handler panicked: {what}")).into_response()
 }
 
+/// A new request id: a UUID in version 7 layout (time-ordered) made of the
+/// current millisecond, a random value drawn once per process and a counter,
+/// so it is unique without asking the kernel for randomness per request.
+fn new_request_id() -> HeaderValue {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let random = uuid::Uuid::now_v7().as_u128();
+        u64::try_from(random & u128::from(u64::MAX)).unwrap_or_default()
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default();
+    let high = (millis << 16) | 0x7000 | (count >> 52 & 0x0fff);
+    let low = (0x8000_0000_0000_0000 | (seed ^ count)) & 0xbfff_ffff_ffff_ffff;
+    let id = uuid::Uuid::from_u64_pair(high, low);
+    HeaderValue::from_str(&id.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Whether a caller's `x-request-id` is kept: 1–128 visible ASCII characters.
 fn valid_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -136,10 +159,7 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         .and_then(Result::ok)
         .and_then(|v| HeaderValue::from_str(v).ok())
         .filter(valid_request_id)
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-        });
+        .unwrap_or_else(new_request_id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
