@@ -85,7 +85,7 @@ pub use ports::{
 pub use quantity::Quantity;
 pub use service::{CreatedTransaction, Service, ServiceError};
 pub use timestamp::Timestamp;
-pub use topology::Topology;
+pub use topology::{Topology, TopologyError};
 pub use transaction::{Transaction, TransactionView};
 pub use validation::{
     CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode,

@@ -8,8 +8,6 @@
 
 use std::sync::Arc;
 
-use lambda_http::http::Uri;
-use lambda_http::http::uri::PathAndQuery;
 use lambda_http::request::RequestContext;
 use lambda_http::tower::ServiceBuilder;
 use lambda_http::tower::util::MapRequest;
@@ -66,15 +64,7 @@ pub fn strip_stage(mut request: Request) -> Request {
         }
         _ => return request,
     };
-    let path_and_query = match request.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let mut parts = request.uri().clone().into_parts();
-    parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *request.uri_mut() = uri;
-    }
+    twincell_http::normalize::replace_path(&mut request, &path);
     request
 }
 

@@ -22,8 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use twincell_core::{
-    CellId, Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, SystemClock,
-    Topology,
+    Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, SystemClock, Topology,
 };
 
 /// Typed configuration from the environment.
@@ -48,15 +47,11 @@ impl Config {
             None => 8080,
         };
         let cell = env("TWINCELL_CELL").unwrap_or_else(|| "azure".to_owned());
-        let this = CellId::new(cell.trim()).with_context(|| format!("TWINCELL_CELL={cell:?}"))?;
         let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "aws".to_owned());
-        let peers = peers
-            .split(',')
-            .map(|p| CellId::new(p.trim()).with_context(|| format!("TWINCELL_PEERS entry {p:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let topology = Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")?;
         Ok(Self {
             port,
-            topology: Topology::new(this, peers),
+            topology,
             #[cfg(feature = "contract-mode")]
             fixed_clock_ms: env("TWINCELL_FIXED_CLOCK_MS")
                 .map(|v| v.trim().parse().context("TWINCELL_FIXED_CLOCK_MS"))

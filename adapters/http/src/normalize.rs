@@ -65,16 +65,22 @@ pub(crate) fn normalize<B>(mut request: http::Request<B>) -> http::Request<B> {
         return request;
     }
     let path = remove_dot_segments(&path);
+    replace_path(&mut request, &path);
+    request
+}
+
+/// Replaces the path of `request`'s URI by `path`, keeping the query.
+/// Leaves the URI unchanged when `path` is not a valid URI path.
+pub fn replace_path<B>(request: &mut http::Request<B>, path: &str) {
     let path_and_query = match request.uri().query() {
         Some(q) => format!("{path}?{q}"),
-        None => path,
+        None => path.to_owned(),
     };
     let mut parts = request.uri().clone().into_parts();
     parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
     if let Ok(uri) = Uri::from_parts(parts) {
         *request.uri_mut() = uri;
     }
-    request
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use twincell_core::{CellId, InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
+use twincell_core::{InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -16,13 +16,8 @@ fn env(name: &str) -> Option<String> {
 
 fn topology() -> anyhow::Result<Topology> {
     let cell = env("TWINCELL_CELL").unwrap_or_else(|| "aws".to_owned());
-    let this = CellId::new(cell.trim()).with_context(|| format!("TWINCELL_CELL={cell:?}"))?;
     let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "azure".to_owned());
-    let peers = peers
-        .split(',')
-        .map(|p| CellId::new(p.trim()).with_context(|| format!("TWINCELL_PEERS entry {p:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(Topology::new(this, peers))
+    Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")
 }
 
 #[tokio::main]
