@@ -178,3 +178,41 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     headers.insert(CELL_HEADER, cell);
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_generic_problem_json_500_whose_cause_is_only_logged() {
+        use http_body_util::BodyExt;
+        let response = panic_response(Box::new("secret detail"));
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let cause = response.extensions().get::<problem::InternalCause>();
+        assert_eq!(
+            cause.map(|c| c.0.as_str()),
+            Some("handler panicked: secret detail")
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("urn:twincell:problem:internal-error"),
+            "{body}"
+        );
+        assert!(!body.contains("secret"), "{body}");
+    }
+
+    #[test]
+    fn generated_request_ids_are_unique_version_7_uuids() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        let id = uuid::Uuid::parse_str(a.to_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+    }
+}
