@@ -8,6 +8,8 @@ use std::task::{Context, Poll, Waker};
 
 use uuid::Uuid;
 
+pub mod store_contract;
+
 use crate::ports::{Clock, IdGenerator};
 use crate::timestamp::Timestamp;
 

@@ -1,0 +1,343 @@
+//! The shared store contract: one behaviour check per `# Errors` rule of
+//! [`EventStore`], run against every implementation (memory, DynamoDB,
+//! Cosmos DB). Each check is an `async fn` over a fresh, empty store and
+//! needs no particular runtime; it returns what broke as `Err(String)`.
+//!
+//! [`store_contract_tests!`](crate::store_contract_tests) turns them into
+//! one `#[tokio::test]` per rule for a store constructor.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
+use crate::ids::{CellId, Sku};
+use crate::ports::{EventStore, ReplicatedApply, StoreError};
+use crate::quantity::Quantity;
+use crate::timestamp::Timestamp;
+
+type Check = Result<(), String>;
+
+fn cell(name: &str) -> Result<CellId, String> {
+    CellId::new(name).map_err(|e| e.to_string())
+}
+
+fn stream(sku: &str, origin: &str) -> Result<StreamId, String> {
+    let sku = Sku::new(sku).map_err(|e| e.to_string())?;
+    Ok(StreamId::new(AggregateId::inventory(&sku), cell(origin)?))
+}
+
+/// `n` receipt events of `stream`, versions `from..from + n`.
+fn received(stream: &StreamId, from: u64, n: u64) -> Result<Vec<RecordedEvent>, String> {
+    (from..from + n)
+        .map(|v| {
+            let at = Timestamp::from_unix_millis(i64::try_from(v).unwrap_or(0))
+                .map_err(|e| e.to_string())?;
+            let q = Quantity::new(v % 1000 + 1).map_err(|e| e.to_string())?;
+            RecordedEvent::new(
+                stream.clone(),
+                v,
+                at,
+                DomainEvent::StockReceived { quantity: q },
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn expect(condition: bool, what: impl FnOnce() -> String) -> Check {
+    if condition { Ok(()) } else { Err(what()) }
+}
+
+/// Appended events load back, equal, in `(origin, version)` order, with
+/// every origin's stream of the aggregate.
+pub async fn append_then_load_round_trips<S: EventStore>(store: &S) -> Check {
+    let aws = stream("rt-sku", "aws")?;
+    let azure = stream("rt-sku", "azure")?;
+    let a = received(&aws, 1, 3)?;
+    let b = received(&azure, 1, 2)?;
+    store
+        .append(&azure, 0, &b)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.append(&aws, 0, &a).await.map_err(|e| e.to_string())?;
+    let loaded = store
+        .load(&aws.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected: Vec<_> = a.into_iter().chain(b).collect();
+    expect(loaded == expected, || {
+        format!("loaded {loaded:?}\nexpected {expected:?}")
+    })?;
+    let other = stream("other-sku", "aws")?;
+    let none = store
+        .load(&other.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(none.is_empty(), || {
+        format!("an unknown aggregate loaded {none:?}")
+    })
+}
+
+/// MUST return `Conflict` when the version moved, and write nothing.
+pub async fn stale_expected_version_conflicts<S: EventStore>(store: &S) -> Check {
+    let s = stream("stale-sku", "aws")?;
+    store
+        .append(&s, 0, &received(&s, 1, 2)?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let again = store.append(&s, 1, &received(&s, 2, 1)?).await;
+    expect(matches!(again, Err(StoreError::Conflict { .. })), || {
+        format!("stale append gave {again:?}")
+    })?;
+    let behind = store.append(&s, 0, &received(&s, 1, 1)?).await;
+    expect(matches!(behind, Err(StoreError::Conflict { .. })), || {
+        format!("append at 0 gave {behind:?}")
+    })?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded == received(&s, 1, 2)?, || {
+        format!("a refused append wrote: {loaded:?}")
+    })
+}
+
+/// MUST return `InvalidBatch` for an empty batch, an event of another
+/// stream or a version out of sequence, and write nothing (all or nothing).
+pub async fn invalid_batches_are_refused_whole<S: EventStore>(store: &S) -> Check {
+    let s = stream("batch-sku", "aws")?;
+    let other = stream("batch-sku", "azure")?;
+    let empty = store.append(&s, 0, &[]).await;
+    expect(matches!(empty, Err(StoreError::InvalidBatch(_))), || {
+        format!("empty batch gave {empty:?}")
+    })?;
+    let mut mixed = received(&s, 1, 2)?;
+    mixed.extend(received(&other, 3, 1)?);
+    let r = store.append(&s, 0, &mixed).await;
+    expect(matches!(r, Err(StoreError::InvalidBatch(_))), || {
+        format!("mixed streams gave {r:?}")
+    })?;
+    let mut gap = received(&s, 1, 2)?;
+    gap.extend(received(&s, 4, 1)?);
+    let r = store.append(&s, 0, &gap).await;
+    expect(matches!(r, Err(StoreError::InvalidBatch(_))), || {
+        format!("a version gap gave {r:?}")
+    })?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded.is_empty(), || {
+        format!("a refused batch left {} events", loaded.len())
+    })
+}
+
+/// A commit of 100 events succeeds and loads back whole.
+pub async fn a_hundred_event_commit_succeeds<S: EventStore>(store: &S) -> Check {
+    let s = stream("hundred-sku", "aws")?;
+    let events = received(&s, 1, 100)?;
+    store
+        .append(&s, 0, &events)
+        .await
+        .map_err(|e| e.to_string())?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded == events, || {
+        format!("loaded {} of 100", loaded.len())
+    })
+}
+
+/// An aggregate whose events exceed 1 MB loads completely (stores that
+/// page must follow every page).
+pub async fn an_aggregate_over_a_megabyte_loads_completely<S: EventStore>(store: &S) -> Check {
+    let s = stream("big-sku", "aws")?;
+    let mut total = 0usize;
+    let mut version = 0u64;
+    while total < 1_100_000 {
+        let batch = received(&s, version + 1, 100)?;
+        total += batch
+            .iter()
+            .map(|e| serde_json::to_vec(e).map(|b| b.len()).unwrap_or(0))
+            .sum::<usize>();
+        store
+            .append(&s, version, &batch)
+            .await
+            .map_err(|e| e.to_string())?;
+        version += 100;
+    }
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    let contiguous = loaded.iter().zip(1u64..).all(|(e, v)| e.version() == v);
+    expect(
+        u64::try_from(loaded.len()).unwrap_or(0) == version && contiguous,
+        || {
+            format!(
+                "loaded {} of {version} events ({total} bytes)",
+                loaded.len()
+            )
+        },
+    )
+}
+
+/// Runs futures concurrently on the current task, whatever the runtime.
+struct JoinAll<F: Future> {
+    futures: Vec<Pin<Box<F>>>,
+    outputs: Vec<Option<F::Output>>,
+}
+
+impl<F: Future> Future for JoinAll<F>
+where
+    F::Output: Unpin,
+{
+    type Output = Vec<F::Output>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut pending = false;
+        for (future, output) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(v) => *output = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
+        }
+    }
+}
+
+fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> JoinAll<F> {
+    let futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let outputs = futures.iter().map(|_| None).collect();
+    JoinAll { futures, outputs }
+}
+
+/// Of 16 concurrent appenders at the same version exactly one wins; the
+/// others get `Conflict` and nothing of theirs is stored.
+pub async fn of_sixteen_concurrent_appenders_exactly_one_wins<S: EventStore>(store: &S) -> Check {
+    let s = stream("race-sku", "aws")?;
+    let batches: Vec<Vec<RecordedEvent>> = (0..16u64)
+        .map(|i| {
+            let at = Timestamp::from_unix_millis(i64::try_from(i).unwrap_or(0))
+                .map_err(|e| e.to_string())?;
+            let q = Quantity::new(i + 1).map_err(|e| e.to_string())?;
+            RecordedEvent::new(s.clone(), 1, at, DomainEvent::StockReceived { quantity: q })
+                .map(|e| vec![e])
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<_, _>>()?;
+    let results = join_all(batches.iter().map(|b| store.append(&s, 0, b))).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict { .. })))
+        .count();
+    expect(wins == 1 && conflicts == 15, || {
+        format!("{wins} wins, {conflicts} conflicts: {results:?}")
+    })?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    let winner = results
+        .iter()
+        .position(Result::is_ok)
+        .and_then(|i| batches.get(i));
+    expect(Some(&loaded) == winner, || {
+        format!("stored {loaded:?}, not the winner's batch")
+    })
+}
+
+/// Applying a replicated event twice stores it once (`AlreadyPresent`);
+/// events may arrive with gaps and out of order.
+pub async fn a_replicated_apply_is_idempotent<S: EventStore>(store: &S) -> Check {
+    let s = stream("repl-sku", "azure")?;
+    let events = received(&s, 1, 3)?;
+    for e in events.iter().rev() {
+        let r = store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+        expect(r == ReplicatedApply::Stored, || {
+            format!("first apply of v{} gave {r:?}", e.version())
+        })?;
+    }
+    for e in &events {
+        let r = store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+        expect(r == ReplicatedApply::AlreadyPresent, || {
+            format!("second apply of v{} gave {r:?}", e.version())
+        })?;
+    }
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded == events, || format!("loaded {loaded:?}"))?;
+    let gap = stream("gap-sku", "azure")?;
+    let third = received(&gap, 3, 1)?;
+    for e in &third {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    let loaded = store
+        .load(&gap.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(loaded == third, || {
+        format!("an event after a gap was not stored: {loaded:?}")
+    })
+}
+
+/// A different event at a stored `(stream, version)` is reported as
+/// `Diverged` and never overwrites the stored one.
+pub async fn a_different_replay_is_reported_and_never_overwrites<S: EventStore>(
+    store: &S,
+) -> Check {
+    let s = stream("diverge-sku", "azure")?;
+    let original = received(&s, 1, 1)?;
+    let forged = RecordedEvent::new(
+        s.clone(),
+        1,
+        Timestamp::from_unix_millis(1).map_err(|e| e.to_string())?,
+        DomainEvent::StockReceived {
+            quantity: Quantity::new(999).map_err(|e| e.to_string())?,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    for e in &original {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    let r = store.apply_replicated(&forged).await;
+    expect(
+        matches!(r, Err(StoreError::Diverged { version: 1, .. })),
+        || format!("a different replay gave {r:?}"),
+    )?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded == original, || {
+        format!("the stored event changed: {loaded:?}")
+    })
+}
+
+/// A reachable store answers its check.
+pub async fn a_reachable_store_checks_ok<S: EventStore>(store: &S) -> Check {
+    store
+        .check()
+        .await
+        .map_err(|e| format!("check failed: {e}"))
+}
+
+/// One `#[tokio::test]` per contract rule, each on a fresh store from
+/// `$make` (an expression, evaluated per test; may be `async`-free only).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@each $make;
+            append_then_load_round_trips,
+            stale_expected_version_conflicts,
+            invalid_batches_are_refused_whole,
+            a_hundred_event_commit_succeeds,
+            an_aggregate_over_a_megabyte_loads_completely,
+            of_sixteen_concurrent_appenders_exactly_one_wins,
+            a_replicated_apply_is_idempotent,
+            a_different_replay_is_reported_and_never_overwrites,
+            a_reachable_store_checks_ok
+        );
+    };
+    (@each $make:expr; $($check:ident),+) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let store = $make;
+                if let Err(e) = $crate::testing::store_contract::$check(&store).await {
+                    panic!("{}: {e}", stringify!($check));
+                }
+            }
+        )+
+    };
+}
