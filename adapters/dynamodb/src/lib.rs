@@ -1,0 +1,669 @@
+//! The AWS cell's event store: twincell's [`EventStore`] on DynamoDB.
+//!
+//! # Table design
+//!
+//! One table; every attribute but the keys is written once and never
+//! updated, and items are never deleted.
+//!
+//! | attribute | type | holds |
+//! |---|---|---|
+//! | `pk` (partition key) | S | the aggregate: `inventory#<sku>` or `transaction#<uuid>` |
+//! | `sk` (sort key) | S | the stream and version: `<origin cell>#<version, 20 digits>` |
+//! | `origin` | S | the cell that wrote the event |
+//! | `version` | N | the event's version in its origin's stream |
+//! | `type` | S | the event type, e.g. `twincell.inventory.stock-reserved.v1` |
+//! | `event` | S | the whole recorded event as JSON (what [`EventStore::load`] decodes) |
+//!
+//! - One aggregate is one item collection, so [`load`](EventStore::load) is
+//!   a single strongly consistent `Query` on `pk`, followed page by page.
+//! - An append writes each new version as a put conditioned on
+//!   `attribute_not_exists(pk)`: a version can be written once, so of
+//!   concurrent writers at one version exactly one wins. One event is a
+//!   conditional `PutItem`; more are one `TransactWriteItems` (at most 100
+//!   puts), all or nothing. A failed condition is
+//!   [`StoreError::Conflict`].
+//! - An append does not prove that `expected_version` itself is stored:
+//!   that costs a second item in every write. Callers pass the version they
+//!   loaded from this store, and items are never deleted, so it is.
+//! - A replicated event is the same conditional put; when the version is
+//!   already taken the stored item is read back (strongly consistent) and
+//!   compared: equal is [`ReplicatedApply::AlreadyPresent`], different is
+//!   [`StoreError::Diverged`].
+//! - The table has a stream (`NEW_IMAGE`) for replication to other cells.
+//! - An item over DynamoDB's 400 KB limit (or a transaction over its 4 MB
+//!   limit) is refused before anything is sent: [`StoreError::TooLarge`].
+//! - Throttling, 5xx answers, timeouts and unreachable endpoints are
+//!   [`StoreError::Unavailable`] once the SDK's retries are spent. No SDK
+//!   type crosses the port.
+//!
+//! `template.yaml` declares this table; [`DynamoDbEventStore::create_table`]
+//! makes the same one on a local server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::Region;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem,
+};
+use twincell_core::{
+    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId,
+};
+
+/// DynamoDB's largest item, in bytes (names and values).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's largest `TransactWriteItems` request, in bytes.
+pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// DynamoDB's largest number of actions in one transaction.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
+const PK: &str = "pk";
+const SK: &str = "sk";
+const EVENT: &str = "event";
+/// The key [`EventStore::check`] reads: no event can have it, since no
+/// aggregate type is called `twincell`.
+const HEALTH_PK: &str = "twincell#health";
+
+/// How the store reaches DynamoDB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The table's name.
+    pub table: String,
+    /// Another endpoint than AWS's (a local server such as moto); read from
+    /// `AWS_ENDPOINT_URL` by [`Settings::from_env`].
+    pub endpoint: Option<String>,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time for one attempt of one call.
+    pub attempt_timeout: Duration,
+    /// Time for one call, retries included.
+    pub call_timeout: Duration,
+    /// Attempts per call (the SDK's standard retry strategy, with backoff).
+    pub max_attempts: u32,
+}
+
+impl Settings {
+    /// Defaults for `table`: AWS's endpoint, a 1 s connect timeout, 2 s per
+    /// attempt, 5 s per call, 3 attempts.
+    #[must_use]
+    pub fn new(table: impl Into<String>) -> Self {
+        Self {
+            table: table.into(),
+            endpoint: None,
+            connect_timeout: Duration::from_secs(1),
+            attempt_timeout: Duration::from_secs(2),
+            call_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+        }
+    }
+}
+
+impl Settings {
+    /// [`Settings::new`] for `TWINCELL_DYNAMODB_TABLE`, with
+    /// `AWS_ENDPOINT_URL` as the endpoint; `None` when the table is not set.
+    #[must_use]
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut settings = Self::new(var("TWINCELL_DYNAMODB_TABLE")?);
+        settings.endpoint = var("AWS_ENDPOINT_URL");
+        Some(settings)
+    }
+
+    fn timeouts(&self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout)
+            .operation_attempt_timeout(self.attempt_timeout)
+            .operation_timeout(self.call_timeout)
+            .build()
+    }
+
+    fn retries(&self) -> aws_config::retry::RetryConfig {
+        aws_config::retry::RetryConfig::standard().with_max_attempts(self.max_attempts)
+    }
+}
+
+/// The one HTTP client of a store: hyper with rustls on *ring*.
+fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// [`EventStore`] on one DynamoDB table (see the [crate docs](crate)).
+#[derive(Debug, Clone)]
+pub struct DynamoDbEventStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbEventStore {
+    /// A store on `settings.table`, with credentials and region from the
+    /// standard AWS sources (environment, profile, container or instance
+    /// role). The HTTP client is built once here (rustls with *ring*) and
+    /// shared by every call; nothing is sent until the first call.
+    pub async fn connect(settings: &Settings) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http_client())
+            .timeout_config(settings.timeouts())
+            .retry_config(settings.retries());
+        if let Some(endpoint) = &settings.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let config = loader.load().await;
+        let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&config);
+        if config.region().is_none() {
+            // A local server needs no particular region, but the SDK
+            // refuses to sign without one.
+            dynamo = dynamo.region(Region::from_static("us-east-1"));
+        }
+        Self::with_client(Client::from_conf(dynamo.build()), &settings.table)
+    }
+
+    /// A store on `table` through an already configured client.
+    #[must_use]
+    pub fn with_client(client: Client, table: &str) -> Self {
+        Self {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// The table's name.
+    #[must_use]
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table as `template.yaml` declares it (on-demand, with a
+    /// `NEW_IMAGE` stream): for local servers and tests. Creating a table
+    /// that already exists is not an error.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when DynamoDB refuses or can't be reached.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let stream = StreamSpecification::builder()
+            .stream_enabled(true)
+            .stream_view_type(StreamViewType::NewImage)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(attr(PK)?)
+            .attribute_definitions(attr(SK)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(SK, KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .stream_specification(stream)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("ResourceInUseException") => Ok(()),
+            Err(e) => Err(unavailable("CreateTable", &e)),
+        }
+    }
+
+    async fn put_one(&self, event: &RecordedEvent) -> Result<(), Failure> {
+        let item = item(event)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from_sdk("PutItem", &e))
+    }
+
+    async fn put_all(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+        if events.len() > MAX_TRANSACTION_ITEMS {
+            return Err(Failure::TooLarge(format!(
+                "{} events in one append; DynamoDB commits at most {MAX_TRANSACTION_ITEMS} atomically",
+                events.len()
+            )));
+        }
+        let mut total = 0usize;
+        let mut actions = Vec::with_capacity(events.len());
+        for event in events {
+            let item = item(event)?;
+            total += item_size(&item);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            actions.push(TransactWriteItem::builder().put(put).build());
+        }
+        if total > MAX_TRANSACTION_BYTES {
+            return Err(Failure::TooLarge(format!(
+                "the append is {total} bytes; a DynamoDB transaction holds at most {MAX_TRANSACTION_BYTES}"
+            )));
+        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from_sdk("TransactWriteItems", &e))
+    }
+
+    async fn get(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(partition_key(&stream.aggregate)))
+            .key(SK, AttributeValue::S(sort_key(stream, version)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", &e))?;
+        got.item().map(decode).transpose()
+    }
+}
+
+/// Why a write failed, before it becomes a [`StoreError`].
+#[derive(Debug)]
+enum Failure {
+    /// A put's condition failed: the version is taken.
+    Taken,
+    /// An item or request over DynamoDB's limits.
+    TooLarge(String),
+    /// The event can't be written as an item.
+    Corrupt(String),
+    /// Unreachable, throttled, 5xx, or refused for another reason.
+    Other(String),
+}
+
+impl Failure {
+    fn from_sdk<E, R>(call: &str, err: &SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let Some(service) = err.as_service_error() else {
+            return Self::Other(describe(call, err));
+        };
+        match service.code() {
+            Some("ConditionalCheckFailedException") => Self::Taken,
+            Some("TransactionCanceledException") => {
+                // The message lists one reason per action, e.g.
+                // "[None, ConditionalCheckFailed]".
+                let message = service.message().unwrap_or_default();
+                if message.contains("ConditionalCheckFailed")
+                    || message.contains("TransactionConflict")
+                {
+                    Self::Taken
+                } else if is_size_message(message) {
+                    Self::TooLarge(describe(call, err))
+                } else {
+                    Self::Other(describe(call, err))
+                }
+            }
+            Some("ValidationException")
+                if is_size_message(service.message().unwrap_or_default()) =>
+            {
+                Self::TooLarge(describe(call, err))
+            }
+            _ => Self::Other(describe(call, err)),
+        }
+    }
+
+    fn into_store_error(self, stream: &StreamId, expected: u64) -> StoreError {
+        match self {
+            Self::Taken => StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            },
+            Self::TooLarge(m) => StoreError::TooLarge(m),
+            Self::Corrupt(m) => StoreError::Corrupt(m),
+            Self::Other(m) => StoreError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge(m) => Self::TooLarge(m),
+            StoreError::Corrupt(m) => Self::Corrupt(m),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+fn is_size_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("size has exceeded") || m.contains("item size") || m.contains("too large")
+}
+
+/// The SDK error with its service code and message, or its cause chain.
+fn describe<E, R>(call: &str, err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if let Some(service) = err.as_service_error() {
+        return format!(
+            "DynamoDB {call}: {}: {}",
+            service.code().unwrap_or("unknown error"),
+            service.message().unwrap_or_default()
+        );
+    }
+    let mut text = format!("DynamoDB {call}: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unavailable<E, R>(call: &str, err: &SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(describe(call, err))
+}
+
+/// The partition key of `aggregate`.
+#[must_use]
+pub fn partition_key(aggregate: &AggregateId) -> String {
+    format!("{}#{}", aggregate.kind().as_str(), aggregate.id())
+}
+
+/// The sort key of `version` of `stream`: zero-padded, so keys sort by
+/// `(origin, version)`.
+#[must_use]
+pub fn sort_key(stream: &StreamId, version: u64) -> String {
+    format!("{}#{version:020}", stream.origin)
+}
+
+fn item(event: &RecordedEvent) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let json = serde_json::to_string(event)
+        .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
+    let item = HashMap::from([
+        (
+            PK.to_owned(),
+            AttributeValue::S(partition_key(&event.stream().aggregate)),
+        ),
+        (
+            SK.to_owned(),
+            AttributeValue::S(sort_key(event.stream(), event.version())),
+        ),
+        (
+            "origin".to_owned(),
+            AttributeValue::S(event.origin().to_string()),
+        ),
+        (
+            "version".to_owned(),
+            AttributeValue::N(event.version().to_string()),
+        ),
+        (
+            "type".to_owned(),
+            AttributeValue::S(event.event().type_name().to_owned()),
+        ),
+        (EVENT.to_owned(), AttributeValue::S(json)),
+    ]);
+    refuse_oversized(&item, || {
+        format!("event {} v{}", event.stream(), event.version())
+    })?;
+    Ok(item)
+}
+
+/// Refuses an item DynamoDB would not store, naming it with `what`.
+fn refuse_oversized(
+    item: &HashMap<String, AttributeValue>,
+    what: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    let size = item_size(item);
+    if size > MAX_ITEM_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "{} is a {size}-byte item; DynamoDB holds at most {MAX_ITEM_BYTES}",
+            what()
+        )));
+    }
+    Ok(())
+}
+
+/// An item's size as DynamoDB counts it: attribute names plus values
+/// (a number counted at its largest, 21 bytes).
+#[must_use]
+pub fn item_size(item: &HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(_) => 21,
+                    AttributeValue::B(b) => b.as_ref().len(),
+                    _ => 1,
+                }
+        })
+        .sum()
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Result<RecordedEvent, StoreError> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s.as_str()),
+        _ => Err(StoreError::Corrupt(format!(
+            "an item has no string attribute `{name}`"
+        ))),
+    };
+    let (pk, sk) = (text(PK)?, text(SK)?);
+    let event: RecordedEvent = serde_json::from_str(text(EVENT)?)
+        .map_err(|e| StoreError::Corrupt(format!("item {pk} {sk}: {e}")))?;
+    if partition_key(&event.stream().aggregate) != pk
+        || sort_key(event.stream(), event.version()) != sk
+    {
+        return Err(StoreError::Corrupt(format!(
+            "item {pk} {sk} holds event {} v{}",
+            event.stream(),
+            event.version()
+        )));
+    }
+    Ok(event)
+}
+
+/// Checks that `events` is a run of `stream` numbered from
+/// `expected_version + 1`.
+fn check_batch(
+    stream: &StreamId,
+    expected_version: u64,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidBatch("no events".to_owned()));
+    }
+    for (offset, e) in (1u64..).zip(events) {
+        if e.stream() != stream {
+            return Err(StoreError::InvalidBatch(format!(
+                "event of {} in batch for {stream}",
+                e.stream()
+            )));
+        }
+        if Some(e.version()) != expected_version.checked_add(offset) {
+            return Err(StoreError::InvalidBatch(format!(
+                "version {} out of sequence",
+                e.version()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl EventStore for DynamoDbEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        check_batch(stream, expected_version, events)?;
+        let written = match events {
+            [one] => self.put_one(one).await,
+            many => self.put_all(many).await,
+        };
+        written.map_err(|f| f.into_store_error(stream, expected_version))
+    }
+
+    async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", AttributeValue::S(partition_key(aggregate)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", &e))?;
+            for item in page.items() {
+                events.push(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        // Keys already sort by (origin, version); sorting again makes that
+        // independent of which characters a cell id may hold.
+        events.sort_by(|a, b| (a.origin(), a.version()).cmp(&(b.origin(), b.version())));
+        Ok(events)
+    }
+
+    async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
+        match self.put_one(event).await {
+            Ok(()) => Ok(ReplicatedApply::Stored),
+            Err(Failure::Taken) => match self.get(event.stream(), event.version()).await? {
+                Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
+                Some(_) => Err(StoreError::Diverged {
+                    stream: event.stream().clone(),
+                    version: event.version(),
+                }),
+                None => Err(StoreError::Unavailable(format!(
+                    "{} v{} was reported stored but does not read back",
+                    event.stream(),
+                    event.version()
+                ))),
+            },
+            Err(f) => Err(f.into_store_error(event.stream(), event.version().saturating_sub(1))),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(HEALTH_PK.to_owned()))
+            .key(SK, AttributeValue::S("-".to_owned()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| unavailable("GetItem", &e))
+    }
+}
+
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twincell_core::{CellId, DomainEvent, Quantity, Sku, Timestamp};
+
+    fn event(sku: &str, version: u64) -> RecordedEvent {
+        let stream = StreamId::new(
+            AggregateId::inventory(&Sku::new(sku).unwrap()),
+            CellId::new("aws").unwrap(),
+        );
+        RecordedEvent::new(
+            stream,
+            version,
+            Timestamp::from_unix_millis(1).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(3).unwrap(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn sort_keys_order_versions_numerically() {
+        let e = event("a", 1);
+        assert!(sort_key(e.stream(), 9) < sort_key(e.stream(), 10));
+        assert!(sort_key(e.stream(), 10) < sort_key(e.stream(), u64::MAX));
+    }
+
+    #[test]
+    fn an_item_decodes_back_to_its_event() {
+        let e = event("sku-1", 7);
+        assert_eq!(decode(&item(&e).unwrap()).unwrap(), e);
+    }
+
+    #[test]
+    fn an_item_under_another_key_is_corrupt() {
+        let mut it = item(&event("sku-1", 7)).unwrap();
+        it.insert(
+            SK.to_owned(),
+            AttributeValue::S("aws#00000000000000000008".to_owned()),
+        );
+        assert!(matches!(decode(&it), Err(StoreError::Corrupt(_))));
+        it.remove(EVENT);
+        assert!(matches!(decode(&it), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn an_item_over_400_kb_is_refused_and_one_at_the_limit_is_not() {
+        let sized = |n: usize| HashMap::from([("e".to_owned(), AttributeValue::S("x".repeat(n)))]);
+        assert!(refuse_oversized(&sized(MAX_ITEM_BYTES - 1), String::new).is_ok());
+        let refused = refuse_oversized(&sized(MAX_ITEM_BYTES), || "big".to_owned());
+        assert!(
+            matches!(&refused, Err(StoreError::TooLarge(m)) if m.contains("big is a 409601-byte item")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn item_size_counts_names_and_values() {
+        let it = HashMap::from([
+            ("ab".to_owned(), AttributeValue::S("xyz".to_owned())),
+            ("n".to_owned(), AttributeValue::N("5".to_owned())),
+        ]);
+        assert_eq!(item_size(&it), 2 + 3 + 1 + 21);
+    }
+}
