@@ -245,6 +245,8 @@ pub struct LambdaProcess {
     shape: Shape,
     cell: String,
     peer: String,
+    /// DynamoDB endpoint, and a fixed table (else one per session).
+    dynamodb: Option<(String, Option<String>)>,
 }
 
 impl LambdaProcess {
@@ -256,8 +258,38 @@ impl LambdaProcess {
             shape,
             cell: cell.to_owned(),
             peer: peer.to_owned(),
+            dynamodb: None,
         }
     }
+
+    /// The same, storing events in DynamoDB at `endpoint` (a local server
+    /// such as moto): every session gets a new table, created by `api` at
+    /// start.
+    #[must_use]
+    pub fn on_dynamodb(mut self, endpoint: &str) -> Self {
+        self.name = format!("{}-dynamodb", self.name);
+        self.dynamodb = Some((endpoint.to_owned(), None));
+        self
+    }
+
+    /// [`on_dynamodb`](Self::on_dynamodb) with one named table for every
+    /// session.
+    #[must_use]
+    pub fn on_dynamodb_table(mut self, endpoint: &str, table: &str) -> Self {
+        self.name = format!("{}-dynamodb", self.name);
+        self.dynamodb = Some((endpoint.to_owned(), Some(table.to_owned())));
+        self
+    }
+}
+
+/// A name no other session of any process uses.
+fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{}-{nanos}-{n}", std::process::id())
 }
 
 struct LambdaSession {
@@ -294,14 +326,24 @@ impl Target for LambdaProcess {
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
             let emulator = Emulator::start().await.map_err(|e| e.to_string())?;
-            let child = Command::new(binary("api")?)
+            let mut command = Command::new(binary("api")?);
+            if let Some((endpoint, table)) = &self.dynamodb {
+                let table = table.clone().unwrap_or_else(|| unique_name("parity"));
+                command
+                    .env("TWINCELL_DYNAMODB_TABLE", table)
+                    .env("TWINCELL_DYNAMODB_CREATE_TABLE", "true")
+                    .env("AWS_ENDPOINT_URL", endpoint)
+                    .env("AWS_ACCESS_KEY_ID", "testing")
+                    .env("AWS_SECRET_ACCESS_KEY", "testing");
+            }
+            let child = command
                 .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
                 .env("AWS_LAMBDA_FUNCTION_NAME", "twincell-api")
                 .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
                 .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
                 .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/twincell-api")
                 .env("AWS_LAMBDA_LOG_STREAM_NAME", "contract")
-                .env("AWS_REGION", "eu-west-1")
+                .env("AWS_REGION", "us-east-1")
                 .env("TWINCELL_CELL", &self.cell)
                 .env("TWINCELL_PEERS", &self.peer)
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())

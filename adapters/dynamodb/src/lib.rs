@@ -60,6 +60,11 @@ pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 /// DynamoDB's largest number of actions in one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
+/// The IAM actions the store needs on its table: `GetItem` (replays,
+/// health), `PutItem` (appends, alone or inside `TransactWriteItems`) and
+/// `Query` (loads). `template.yaml` grants exactly these.
+pub const IAM_ACTIONS: [&str; 3] = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"];
+
 const PK: &str = "pk";
 const SK: &str = "sk";
 const EVENT: &str = "event";

@@ -3,12 +3,26 @@
 //! Configuration (read once, during init; a bad value fails the init):
 //! - `TWINCELL_CELL`: this cell's id (default `aws`).
 //! - `TWINCELL_PEERS`: the other cells, comma-separated (default `azure`).
+//! - `TWINCELL_DYNAMODB_TABLE`: the DynamoDB table of events. Unset, events
+//!   live in memory (local development only: a Lambda's memory is per
+//!   instance and lost on recycle).
+//! - `AWS_ENDPOINT_URL`: another DynamoDB endpoint than AWS's (a local
+//!   server such as moto). Credentials and region come from the standard
+//!   AWS sources.
+//! - `TWINCELL_DYNAMODB_CREATE_TABLE=true`: create the table at start if it
+//!   does not exist (local servers; `template.yaml` declares it on AWS).
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
+//!
+//! The DynamoDB client is built once, and one request is made during init
+//! so that the first invocation finds its connection open. A store that
+//! does not answer then is logged, not fatal: `/health` reports it (503)
+//! until it answers.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use twincell_core::{InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
+use twincell_core::{EventStore, InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
+use twincell_dynamodb::{DynamoDbEventStore, Settings};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -18,6 +32,49 @@ fn topology() -> anyhow::Result<Topology> {
     let cell = env("TWINCELL_CELL").unwrap_or_else(|| "aws".to_owned());
     let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "azure".to_owned());
     Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")
+}
+
+fn flag(name: &str) -> anyhow::Result<bool> {
+    match env(name).as_deref() {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some(other) => anyhow::bail!("{name} is {other:?}; expected true or false"),
+    }
+}
+
+/// Builds the DynamoDB store, creates its table if asked, and warms the
+/// connection.
+async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
+    let store = DynamoDbEventStore::connect(settings).await;
+    if flag("TWINCELL_DYNAMODB_CREATE_TABLE")? {
+        store
+            .create_table()
+            .await
+            .with_context(|| format!("creating DynamoDB table {}", settings.table))?;
+    }
+    match store.check().await {
+        Ok(()) => tracing::info!(table = %settings.table, "DynamoDB store ready"),
+        Err(e) => {
+            tracing::warn!(table = %settings.table, error = %e, "DynamoDB store not answering; /health reports 503 until it does")
+        }
+    }
+    Ok(store)
+}
+
+async fn serve<S: EventStore + 'static>(
+    topology: Topology,
+    store: S,
+) -> Result<(), lambda_http::Error> {
+    #[cfg(feature = "contract-mode")]
+    if let Some(ms) = env("TWINCELL_FIXED_CLOCK_MS") {
+        use twincell_core::testing::{ManualClock, SequentialIds};
+        let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
+        let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
+        let service = Service::new(topology, store, clock, SequentialIds::default());
+        return lambda_http::run(twincell_aws::app(Arc::new(service))).await;
+    }
+    let service = Service::new(topology, store, SystemClock, RandomIds);
+    lambda_http::run(twincell_aws::app(Arc::new(service))).await
 }
 
 #[tokio::main]
@@ -36,16 +93,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
     }
-    let store = InMemoryEventStore::new();
-
-    #[cfg(feature = "contract-mode")]
-    if let Some(ms) = env("TWINCELL_FIXED_CLOCK_MS") {
-        use twincell_core::testing::{ManualClock, SequentialIds};
-        let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
-        let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = Service::new(topology, store, clock, SequentialIds::default());
-        return lambda_http::run(twincell_aws::app(Arc::new(service))).await;
+    match Settings::from_env() {
+        Some(settings) => serve(topology, dynamodb(&settings).await?).await,
+        None => serve(topology, InMemoryEventStore::new()).await,
     }
-    let service = Service::new(topology, store, SystemClock, RandomIds);
-    lambda_http::run(twincell_aws::app(Arc::new(service))).await
 }

@@ -1,0 +1,77 @@
+//! `template.yaml` declares the table this store expects, with the stream,
+//! recovery and billing the design asks for, and grants the function the
+//! store's calls and nothing else.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_table_is_keyed_streamed_recoverable_and_on_demand() {
+    let t = template();
+    let table = &t["Resources"]["EventsTable"];
+    assert_eq!(table["Type"].as_str(), Some("AWS::DynamoDB::Table"));
+    assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
+    let p = &table["Properties"];
+    assert_eq!(p["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    let keys: Vec<(&str, &str)> = p["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys, [("pk", "HASH"), ("sk", "RANGE")]);
+    for a in p["AttributeDefinitions"].as_sequence().unwrap() {
+        assert_eq!(a["AttributeType"].as_str(), Some("S"), "{a:?}");
+    }
+    assert_eq!(
+        p["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("NEW_IMAGE")
+    );
+    assert_eq!(
+        p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+}
+
+#[test]
+fn the_function_may_make_the_stores_calls_on_its_table_and_nothing_else() {
+    let t = template();
+    let function = &t["Resources"]["ApiFunction"]["Properties"];
+    let table_env = &function["Environment"]["Variables"]["TWINCELL_DYNAMODB_TABLE"];
+    assert!(
+        format!("{table_env:?}").contains("EventsTable"),
+        "{table_env:?}"
+    );
+    let policies = function["Policies"].as_sequence().unwrap();
+    assert_eq!(policies.len(), 1, "one inline policy: {policies:?}");
+    let statements = policies[0]["Statement"].as_sequence().unwrap();
+    assert_eq!(statements.len(), 1);
+    let statement = &statements[0];
+    assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+    let mut actions = strings(&statement["Action"]);
+    actions.sort();
+    assert_eq!(actions, twincell_dynamodb::IAM_ACTIONS);
+    let resource = format!("{:?}", statement["Resource"]);
+    assert!(
+        resource.contains("EventsTable.Arn") && !resource.contains('*'),
+        "{resource}"
+    );
+}
