@@ -1,0 +1,581 @@
+//! The Azure cell's event store: twincell's [`EventStore`] on Cosmos DB
+//! (NoSQL API), with Microsoft's `azure_data_cosmos` (pinned to
+//! `=1.1.0-beta.1`, the version this store is tested with).
+//!
+//! # Container design
+//!
+//! One container partitioned on `/pk`; documents are created once and never
+//! replaced or deleted.
+//!
+//! ```json
+//! {
+//!   "id": "aws.00000000000000000007",
+//!   "pk": "inventory#sku-1",
+//!   "origin": "aws",
+//!   "version": 7,
+//!   "type": "twincell.inventory.stock-reserved.v1",
+//!   "event": { "…": "the whole recorded event" }
+//! }
+//! ```
+//!
+//! - `pk` is the aggregate (`inventory#<sku>` or `transaction#<uuid>`), so
+//!   one aggregate is one logical partition: [`load`](EventStore::load) is a
+//!   single-partition query, followed page by page.
+//! - `id` is the stream's origin cell and the zero-padded version (Cosmos
+//!   ids can't hold `#`, and a cell id can't hold `.`). Ids are unique per
+//!   partition, so a create of a taken version fails with 409: of
+//!   concurrent writers at one version exactly one wins.
+//! - One event is a `create_item`; more are one transactional batch of
+//!   creates (at most 100, 2 MB), all or nothing. 409 and 412 are
+//!   [`StoreError::Conflict`].
+//! - An append does not prove that `expected_version` itself is stored;
+//!   callers pass the version they loaded from this store, and documents are
+//!   never deleted, so it is.
+//! - A replicated event is the same create; on 409 the stored document is
+//!   read back and compared: equal is [`ReplicatedApply::AlreadyPresent`],
+//!   different is [`StoreError::Diverged`].
+//! - A document over 2 MB is refused before anything is sent
+//!   ([`StoreError::TooLarge`]); 429 after the SDK's retries, 408, 5xx and
+//!   transport failures are [`StoreError::Unavailable`]. No SDK type crosses
+//!   the port.
+
+use azure_data_cosmos::clients::ContainerClient;
+use azure_data_cosmos::feed::FeedScope;
+use azure_data_cosmos::{CosmosError, Query, TransactionalBatch};
+use serde::{Deserialize, Serialize};
+use twincell_core::{
+    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId,
+};
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
+
+/// Cosmos DB's largest document, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
+/// Cosmos DB's largest transactional batch request, in bytes.
+pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Cosmos DB's largest number of operations in one transactional batch.
+pub const MAX_BATCH_OPERATIONS: usize = 100;
+
+/// The partition [`EventStore::check`] reads; no aggregate type is called
+/// `twincell`.
+const HEALTH_PK: &str = "twincell#health";
+
+/// How the store reaches Cosmos DB.
+#[derive(Clone)]
+pub struct Settings {
+    /// The account endpoint, e.g. `https://<account>.documents.azure.com:443/`.
+    pub endpoint: String,
+    /// The account key.
+    pub key: String,
+    /// The database (default `twincell`).
+    pub database: String,
+    /// The container (default `events`), partitioned on `/pk`.
+    pub container: String,
+    /// The Azure region the cell runs in, for the SDK's routing by proximity
+    /// (e.g. `West Europe`).
+    pub region: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("endpoint", &self.endpoint)
+            .field("key", &"<redacted>")
+            .field("database", &self.database)
+            .field("container", &self.container)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// A setting that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// The settings from `TWINCELL_COSMOS_ENDPOINT`, `TWINCELL_COSMOS_KEY`,
+    /// `TWINCELL_COSMOS_DATABASE`, `TWINCELL_COSMOS_CONTAINER` and
+    /// `TWINCELL_COSMOS_REGION` (else Azure Functions' `REGION_NAME`);
+    /// `None` when no endpoint is set.
+    ///
+    /// # Errors
+    /// When an endpoint is set but the key or the region is not.
+    pub fn from_env() -> Result<Option<Self>, SettingsError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(endpoint) = var("TWINCELL_COSMOS_ENDPOINT") else {
+            return Ok(None);
+        };
+        let key = var("TWINCELL_COSMOS_KEY").ok_or_else(|| {
+            SettingsError("TWINCELL_COSMOS_ENDPOINT is set but TWINCELL_COSMOS_KEY is not".into())
+        })?;
+        let region = var("TWINCELL_COSMOS_REGION")
+            .or_else(|| var("REGION_NAME"))
+            .ok_or_else(|| {
+                SettingsError(
+                    "TWINCELL_COSMOS_ENDPOINT is set but neither TWINCELL_COSMOS_REGION nor \
+                     REGION_NAME names the cell's Azure region"
+                        .into(),
+                )
+            })?;
+        Ok(Some(Self {
+            endpoint,
+            key,
+            database: var("TWINCELL_COSMOS_DATABASE").unwrap_or_else(|| "twincell".to_owned()),
+            container: var("TWINCELL_COSMOS_CONTAINER").unwrap_or_else(|| "events".to_owned()),
+            region,
+        }))
+    }
+}
+
+/// [`EventStore`] on one Cosmos DB container (see the [crate docs](crate)).
+#[derive(Clone)]
+pub struct CosmosEventStore {
+    container: ContainerClient,
+}
+
+impl std::fmt::Debug for CosmosEventStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CosmosEventStore").finish_non_exhaustive()
+    }
+}
+
+/// One stored event, as a document.
+#[derive(Debug, Serialize, Deserialize)]
+struct Document {
+    id: String,
+    pk: String,
+    origin: String,
+    version: u64,
+    #[serde(rename = "type")]
+    kind: String,
+    event: serde_json::Value,
+}
+
+impl CosmosEventStore {
+    /// Connects with the account key. The client is built once; building
+    /// the container client reads the account and container metadata, so
+    /// the connection is open when this returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the endpoint is malformed or the
+    /// account or container can't be reached.
+    pub async fn connect(settings: &Settings) -> Result<Self, StoreError> {
+        install_crypto();
+        let endpoint: azure_data_cosmos::AccountEndpoint =
+            settings.endpoint.parse().map_err(|e| {
+                StoreError::Unavailable(format!("Cosmos endpoint {}: {e}", settings.endpoint))
+            })?;
+        let account = azure_data_cosmos::AccountReference::with_authentication_key(
+            endpoint,
+            azure_core::credentials::Secret::new(settings.key.clone()),
+        );
+        let client = azure_data_cosmos::CosmosClient::builder()
+            .build(
+                account,
+                azure_data_cosmos::RoutingStrategy::ProximityTo(settings.region.clone().into()),
+            )
+            .await
+            .map_err(|e| unavailable("connect", &e))?;
+        let container = client
+            .database_client(&settings.database)
+            .container_client(&settings.container, None)
+            .await
+            .map_err(|e| unavailable("open container", &e))?;
+        Ok(Self::with_container(container))
+    }
+
+    /// A store on an already opened container.
+    #[must_use]
+    pub fn with_container(container: ContainerClient) -> Self {
+        Self { container }
+    }
+
+    async fn create_one(&self, event: &RecordedEvent) -> Result<(), Failure> {
+        let doc = document(event)?;
+        self.container
+            .create_item(doc.pk.clone(), &doc.id.clone(), doc, None)
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from_cosmos("create_item", &e))
+    }
+
+    async fn create_all(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+        if events.len() > MAX_BATCH_OPERATIONS {
+            return Err(Failure::TooLarge(format!(
+                "{} events in one append; Cosmos DB commits at most {MAX_BATCH_OPERATIONS} atomically",
+                events.len()
+            )));
+        }
+        let pk = partition_key(
+            &events
+                .first()
+                .ok_or(Failure::Other("empty batch".into()))?
+                .stream()
+                .aggregate,
+        );
+        let mut batch = TransactionalBatch::new(pk);
+        let mut total = 0usize;
+        for event in events {
+            let doc = document(event)?;
+            total += serde_json::to_vec(&doc).map_or(0, |b| b.len());
+            batch = batch
+                .create_item(doc)
+                .map_err(|e| Failure::Corrupt(format!("batch item: {e}")))?;
+        }
+        if total > MAX_BATCH_BYTES {
+            return Err(Failure::TooLarge(format!(
+                "the append is {total} bytes; a Cosmos DB batch holds at most {MAX_BATCH_BYTES}"
+            )));
+        }
+        let response = self
+            .container
+            .execute_transactional_batch(batch, None)
+            .await
+            .map_err(|e| Failure::from_cosmos("transactional batch", &e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(Failure::from_status(
+                "transactional batch",
+                u16::from(status.status_code()),
+                "",
+            ));
+        }
+        let results = response
+            .into_model()
+            .map_err(|e| Failure::Other(format!("transactional batch response: {e}")))?;
+        match results
+            .results()
+            .iter()
+            .find(|r| !r.is_success() && r.status_code() != 424)
+        {
+            None => Ok(()),
+            Some(failed) => Err(Failure::from_status(
+                "transactional batch",
+                failed.status_code(),
+                "",
+            )),
+        }
+    }
+
+    async fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        let read = self
+            .container
+            .read_item(
+                partition_key(&stream.aggregate),
+                &document_id(stream, version),
+                None,
+            )
+            .await;
+        match read {
+            Ok(response) => {
+                let doc: Document = response.into_model().map_err(|e| {
+                    StoreError::Corrupt(format!("document {}: {e}", document_id(stream, version)))
+                })?;
+                decode(doc).map(Some)
+            }
+            Err(e) if e.status().is_not_found() => Ok(None),
+            Err(e) => Err(unavailable("read_item", &e)),
+        }
+    }
+}
+
+/// Installs *ring* as the process's TLS crypto provider unless one is
+/// installed already (the HTTP client is built without a provider of its
+/// own, so the binary carries one TLS implementation).
+pub(crate) fn install_crypto() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: a provider is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// Why a write failed, before it becomes a [`StoreError`].
+#[derive(Debug)]
+enum Failure {
+    /// 409 or 412: the version is taken.
+    Taken,
+    /// A document or batch over Cosmos DB's limits.
+    TooLarge(String),
+    /// The event can't be written as a document.
+    Corrupt(String),
+    /// Unreachable, throttled, 5xx, or refused for another reason.
+    Other(String),
+}
+
+impl Failure {
+    fn from_status(call: &str, status: u16, detail: &str) -> Self {
+        match status {
+            409 | 412 => Self::Taken,
+            413 => Self::TooLarge(format!("Cosmos DB {call}: 413 {detail}")),
+            _ => Self::Other(format!("Cosmos DB {call}: {status} {detail}")),
+        }
+    }
+
+    fn from_cosmos(call: &str, err: &CosmosError) -> Self {
+        Self::from_status(
+            call,
+            u16::from(err.status().status_code()),
+            &err.to_string(),
+        )
+    }
+
+    fn into_store_error(self, stream: &StreamId, expected: u64) -> StoreError {
+        match self {
+            Self::Taken => StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            },
+            Self::TooLarge(m) => StoreError::TooLarge(m),
+            Self::Corrupt(m) => StoreError::Corrupt(m),
+            Self::Other(m) => StoreError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge(m) => Self::TooLarge(m),
+            StoreError::Corrupt(m) => Self::Corrupt(m),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+fn unavailable(call: &str, err: &CosmosError) -> StoreError {
+    StoreError::Unavailable(format!("Cosmos DB {call}: {err}"))
+}
+
+/// The partition key of `aggregate`.
+#[must_use]
+pub fn partition_key(aggregate: &AggregateId) -> String {
+    format!("{}#{}", aggregate.kind().as_str(), aggregate.id())
+}
+
+/// The document id of `version` of `stream`: origin and zero-padded version.
+#[must_use]
+pub fn document_id(stream: &StreamId, version: u64) -> String {
+    format!("{}.{version:020}", stream.origin)
+}
+
+fn document(event: &RecordedEvent) -> Result<Document, StoreError> {
+    let json = serde_json::to_value(event)
+        .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
+    let doc = Document {
+        id: document_id(event.stream(), event.version()),
+        pk: partition_key(&event.stream().aggregate),
+        origin: event.origin().to_string(),
+        version: event.version(),
+        kind: event.event().type_name().to_owned(),
+        event: json,
+    };
+    let size = serde_json::to_vec(&doc).map_or(0, |b| b.len());
+    refuse_oversized(size, || {
+        format!("event {} v{}", event.stream(), event.version())
+    })?;
+    Ok(doc)
+}
+
+/// Refuses a document Cosmos DB would not store, naming it with `what`.
+fn refuse_oversized(size: usize, what: impl FnOnce() -> String) -> Result<(), StoreError> {
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "{} is a {size}-byte document; Cosmos DB holds at most {MAX_DOCUMENT_BYTES}",
+            what()
+        )));
+    }
+    Ok(())
+}
+
+fn decode(doc: Document) -> Result<RecordedEvent, StoreError> {
+    let event: RecordedEvent = serde_json::from_value(doc.event)
+        .map_err(|e| StoreError::Corrupt(format!("document {} {}: {e}", doc.pk, doc.id)))?;
+    if partition_key(&event.stream().aggregate) != doc.pk
+        || document_id(event.stream(), event.version()) != doc.id
+    {
+        return Err(StoreError::Corrupt(format!(
+            "document {} {} holds event {} v{}",
+            doc.pk,
+            doc.id,
+            event.stream(),
+            event.version()
+        )));
+    }
+    Ok(event)
+}
+
+/// Checks that `events` is a run of `stream` numbered from
+/// `expected_version + 1`.
+fn check_batch(
+    stream: &StreamId,
+    expected_version: u64,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidBatch("no events".to_owned()));
+    }
+    for (offset, e) in (1u64..).zip(events) {
+        if e.stream() != stream {
+            return Err(StoreError::InvalidBatch(format!(
+                "event of {} in batch for {stream}",
+                e.stream()
+            )));
+        }
+        if Some(e.version()) != expected_version.checked_add(offset) {
+            return Err(StoreError::InvalidBatch(format!(
+                "version {} out of sequence",
+                e.version()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl EventStore for CosmosEventStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        check_batch(stream, expected_version, events)?;
+        let written = match events {
+            [one] => self.create_one(one).await,
+            many => self.create_all(many).await,
+        };
+        written.map_err(|f| f.into_store_error(stream, expected_version))
+    }
+
+    async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
+        use futures_util::TryStreamExt;
+        let pk = partition_key(aggregate);
+        let mut docs = self
+            .container
+            .query_items::<Document>(
+                Query::from("SELECT * FROM c"),
+                FeedScope::partition(pk),
+                None,
+            )
+            .await
+            .map_err(|e| unavailable("query", &e))?;
+        let mut events = Vec::new();
+        while let Some(doc) = docs
+            .try_next()
+            .await
+            .map_err(|e| unavailable("query", &e))?
+        {
+            events.push(decode(doc)?);
+        }
+        events.sort_by(|a, b| (a.origin(), a.version()).cmp(&(b.origin(), b.version())));
+        Ok(events)
+    }
+
+    async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
+        match self.create_one(event).await {
+            Ok(()) => Ok(ReplicatedApply::Stored),
+            Err(Failure::Taken) => match self.read(event.stream(), event.version()).await? {
+                Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
+                Some(_) => Err(StoreError::Diverged {
+                    stream: event.stream().clone(),
+                    version: event.version(),
+                }),
+                None => Err(StoreError::Unavailable(format!(
+                    "{} v{} was reported stored but does not read back",
+                    event.stream(),
+                    event.version()
+                ))),
+            },
+            Err(f) => Err(f.into_store_error(event.stream(), event.version().saturating_sub(1))),
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        match self.container.read_item(HEALTH_PK, "health", None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status().is_not_found() => Ok(()),
+            Err(e) => Err(unavailable("read_item", &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twincell_core::{CellId, DomainEvent, Quantity, Sku, Timestamp};
+
+    fn event(version: u64) -> RecordedEvent {
+        let stream = StreamId::new(
+            AggregateId::inventory(&Sku::new("sku-1").unwrap()),
+            CellId::new("azure").unwrap(),
+        );
+        RecordedEvent::new(
+            stream,
+            version,
+            Timestamp::from_unix_millis(1).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(3).unwrap(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_document_decodes_back_to_its_event() {
+        let e = event(7);
+        let doc = document(&e).unwrap();
+        assert_eq!(doc.id, "azure.00000000000000000007");
+        assert_eq!(doc.pk, "inventory#sku-1");
+        assert_eq!(decode(doc).unwrap(), e);
+    }
+
+    #[test]
+    fn a_document_under_another_id_is_corrupt() {
+        let mut doc = document(&event(7)).unwrap();
+        doc.id = document_id(event(8).stream(), 8);
+        assert!(matches!(decode(doc), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_document_over_2_mb_is_refused_and_one_at_the_limit_is_not() {
+        assert!(refuse_oversized(MAX_DOCUMENT_BYTES, String::new).is_ok());
+        let refused = refuse_oversized(MAX_DOCUMENT_BYTES + 1, || "big".to_owned());
+        assert!(
+            matches!(&refused, Err(StoreError::TooLarge(m)) if m.contains("big is a 2097153-byte")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn conflicts_are_409_and_412_and_limits_are_413() {
+        assert!(matches!(Failure::from_status("x", 409, ""), Failure::Taken));
+        assert!(matches!(Failure::from_status("x", 412, ""), Failure::Taken));
+        assert!(matches!(
+            Failure::from_status("x", 413, ""),
+            Failure::TooLarge(_)
+        ));
+        for status in [408, 429, 500, 503] {
+            assert!(
+                matches!(Failure::from_status("x", status, ""), Failure::Other(_)),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_never_print_the_key() {
+        let s = Settings {
+            endpoint: "https://a.documents.azure.com:443/".into(),
+            key: "c2VjcmV0".into(),
+            database: "d".into(),
+            container: "c".into(),
+            region: "West Europe".into(),
+        };
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
+    }
+}
