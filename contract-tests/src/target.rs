@@ -162,6 +162,7 @@ pub struct AzureProcess {
     name: String,
     cell: String,
     peer: String,
+    cosmos_emulator: bool,
 }
 
 impl AzureProcess {
@@ -172,7 +173,17 @@ impl AzureProcess {
             name: "azure-handler".to_owned(),
             cell: cell.to_owned(),
             peer: peer.to_owned(),
+            cosmos_emulator: false,
         }
+    }
+
+    /// The same, storing events in Cosmos DB through the SDK's in-process
+    /// emulator (a new, empty account per session).
+    #[must_use]
+    pub fn on_cosmos_emulator(mut self) -> Self {
+        self.name = format!("{}-cosmos", self.name);
+        self.cosmos_emulator = true;
+        self
     }
 }
 
@@ -202,7 +213,11 @@ impl Target for AzureProcess {
     }
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
-            let mut child = Command::new(binary("handler")?)
+            let mut command = Command::new(binary("handler")?);
+            if self.cosmos_emulator {
+                command.env("TWINCELL_COSMOS_EMULATOR", "true");
+            }
+            let mut child = command
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
                 .env("TWINCELL_CELL", &self.cell)
                 .env("TWINCELL_PEERS", &self.peer)

@@ -1,8 +1,9 @@
 //! Every case on every local target — the router in-process, the Lambda
 //! handler in-process for each AWS event shape, the Azure `handler` binary
 //! as a process on a socket, the Lambda `api` binary as a process under the
-//! Runtime API emulator, in memory and on DynamoDB (moto) — each matching its
-//! expectation, all byte-identical.
+//! Runtime API emulator, in memory and on DynamoDB (moto), and the `handler`
+//! again on Cosmos DB (the SDK's emulator) — each matching its expectation,
+//! all byte-identical.
 //!
 //! The process targets need the binaries built with the `contract-mode`
 //! feature (scripts/test.sh builds them); without them this test fails and
@@ -38,6 +39,7 @@ async fn every_case_passes_on_every_target_with_identical_answers() {
         targets.push(Box::new(InProcessLambda(shape)));
     }
     targets.push(Box::new(AzureProcess::new(CELL, PEER)));
+    targets.push(Box::new(AzureProcess::new(CELL, PEER).on_cosmos_emulator()));
     targets.push(Box::new(LambdaProcess::new(Shape::HttpV2, CELL, PEER)));
     let moto = std::env::var("TWINCELL_MOTO_ENDPOINT").expect(
         "TWINCELL_MOTO_ENDPOINT is not set: the suite also runs the api on moto; \

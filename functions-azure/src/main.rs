@@ -7,7 +7,20 @@
 //!   unset, for local runs; 0 picks a free one).
 //! - `TWINCELL_CELL`: this cell's id (default `azure`).
 //! - `TWINCELL_PEERS`: the other cells, comma-separated (default `aws`).
-//! - `RUST_LOG`: log filter (default `info`); logs are JSON lines on stdout.
+//! - `TWINCELL_COSMOS_ENDPOINT`, `TWINCELL_COSMOS_KEY`,
+//!   `TWINCELL_COSMOS_REGION` (else the host's `REGION_NAME`), and
+//!   optionally `TWINCELL_COSMOS_DATABASE` (default `twincell`) and
+//!   `TWINCELL_COSMOS_CONTAINER` (default `events`): store events in Cosmos
+//!   DB. Without an endpoint, events live in memory (local development
+//!   only).
+//! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
+//!   logs are JSON lines on stdout.
+//!
+//! The Cosmos DB client is built once, before the port is opened, and
+//! opening the container makes the first requests, so the first forwarded
+//! request finds its connection open. An account that can't be reached at
+//! start stops the process with the reason (the host restarts it); one that
+//! goes away later is reported by `/health` (503) until it is back.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -66,7 +79,12 @@ async fn main() -> anyhow::Result<()> {
         .json()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // The Cosmos DB SDK logs its routing decisions at info.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,azure_core=warn,azure_data_cosmos=warn,azure_data_cosmos_driver=warn",
+                    )
+                }),
         )
         .init();
     let config = Config::from_env()?;
@@ -76,21 +94,48 @@ async fn main() -> anyhow::Result<()> {
             "TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)"
         );
     }
-    let store = InMemoryEventStore::new();
+    #[cfg(not(feature = "contract-mode"))]
+    if env("TWINCELL_COSMOS_EMULATOR").is_some() {
+        anyhow::bail!(
+            "TWINCELL_COSMOS_EMULATOR is set, but this build has no contract mode (the in-process emulator is for the parity suite only)"
+        );
+    }
+    #[cfg(feature = "contract-mode")]
+    if env("TWINCELL_COSMOS_EMULATOR").as_deref() == Some("true") {
+        let store = twincell_cosmos::emulator::fresh_store()
+            .await
+            .context("starting the in-process Cosmos DB emulator")?;
+        tracing::info!("Cosmos DB store on the in-process emulator (contract mode)");
+        return run(config, store).await;
+    }
+    match twincell_cosmos::Settings::from_env()? {
+        Some(settings) => {
+            let store = twincell_cosmos::CosmosEventStore::connect(&settings)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening Cosmos DB container {}/{} at {}",
+                        settings.database, settings.container, settings.endpoint
+                    )
+                })?;
+            tracing::info!(endpoint = %settings.endpoint, database = %settings.database, container = %settings.container, "Cosmos DB store ready");
+            run(config, store).await
+        }
+        None => run(config, InMemoryEventStore::new()).await,
+    }
+}
 
+/// Serves `store` with the system clock, or in contract mode with the frozen
+/// clock when one is configured.
+async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Result<()> {
     #[cfg(feature = "contract-mode")]
     if let Some(ms) = config.fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = Service::new(
-            config.topology.clone(),
-            store,
-            clock,
-            SequentialIds::default(),
-        );
+        let service = Service::new(config.topology, store, clock, SequentialIds::default());
         return serve(config.port, service).await;
     }
-    let service = Service::new(config.topology.clone(), store, SystemClock, RandomIds);
+    let service = Service::new(config.topology, store, SystemClock, RandomIds);
     serve(config.port, service).await
 }
 
