@@ -50,9 +50,23 @@ pub fn unique_table(prefix: &str) -> String {
 
 /// A store on `endpoint` with fixed test credentials (moto accepts any), on
 /// `table`, which is not created.
+///
+/// Calls may take 30 s per attempt (60 s in all), not the production 2 s:
+/// moto serves one request at a time for every test of the run, and a 1 MB
+/// query page takes it seconds while other tests queue behind it.
 #[must_use]
 pub fn store_at(endpoint: &str, table: &str) -> DynamoDbEventStore {
-    let settings = Settings::new(table);
+    let mut settings = Settings::new(table);
+    settings.attempt_timeout = Duration::from_secs(30);
+    settings.call_timeout = Duration::from_secs(60);
+    store_with(endpoint, &settings)
+}
+
+/// [`store_at`] with other timeouts and retries (`settings.endpoint` is
+/// ignored for `endpoint`).
+#[must_use]
+pub fn store_with(endpoint: &str, settings: &Settings) -> DynamoDbEventStore {
+    let table = settings.table.as_str();
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::from_static("us-east-1"))
@@ -106,6 +120,16 @@ impl MotoServer {
         let program = std::env::var(SERVER_VAR).map_err(|_| {
             format!("{SERVER_VAR} is not set: run scripts/test.sh, which installs moto_server")
         })?;
+        Self::launch_program(&program)
+    }
+
+    /// Starts `program` (a `moto_server`-compatible command) and waits
+    /// until it answers.
+    ///
+    /// # Errors
+    /// As [`launch`](Self::launch).
+    pub fn launch_program(program: &str) -> Result<Self, String> {
+        let program = program.to_owned();
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?;

@@ -1,0 +1,132 @@
+//! Concurrent reservations on one SKU through the service on DynamoDB
+//! (moto) never oversell: 16 clients race for 20 units, 64 orders.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use twincell_core::{
+    AggregateId, DomainEvent, EventStore, InventoryError, InventoryOutcome, OrderId, Quantity,
+    RandomIds, RecordedEvent, ReplicatedApply, ReserveStock, Service, ServiceError, Sku,
+    StoreError, StreamId, SystemClock, Topology,
+};
+use twincell_dynamodb::DynamoDbEventStore;
+
+/// The DynamoDB store, counting the conflicts it reports, so the test can
+/// show that clients really raced.
+struct Counting {
+    inner: DynamoDbEventStore,
+    conflicts: AtomicU64,
+}
+
+impl EventStore for Counting {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> Result<(), StoreError> {
+        let r = self.inner.append(stream, expected_version, events).await;
+        if matches!(r, Err(StoreError::Conflict { .. })) {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+    async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.load(aggregate).await
+    }
+    async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
+        self.inner.apply_replicated(event).await
+    }
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
+}
+
+const STOCK: u64 = 20;
+const CLIENTS: u64 = 16;
+const ORDERS_PER_CLIENT: u64 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_on_one_sku_never_oversell() {
+    let store = Counting {
+        inner: twincell_dynamodb::testing::fresh_store("oversell").await,
+        conflicts: AtomicU64::new(0),
+    };
+    let topology = Topology::parse("aws", "azure").unwrap();
+    let service = Arc::new(Service::new(topology, store, SystemClock, RandomIds));
+    let sku = Sku::new("hot-sku").unwrap();
+    service
+        .receive(&sku, Quantity::new(STOCK).unwrap())
+        .await
+        .unwrap();
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let service = Arc::clone(&service);
+            let sku = sku.clone();
+            tokio::spawn(async move {
+                let (mut reserved, mut refused, mut contended) = (0u64, 0u64, 0u64);
+                for n in 0..ORDERS_PER_CLIENT {
+                    let cmd = ReserveStock {
+                        order_id: OrderId::new(format!("order-{c}-{n}")).unwrap(),
+                        quantity: Quantity::new(1).unwrap(),
+                    };
+                    match service.reserve(&sku, cmd).await {
+                        Ok(InventoryOutcome::Reserved {
+                            replayed: false, ..
+                        }) => reserved += 1,
+                        Err(ServiceError::Inventory(InventoryError::InsufficientStock {
+                            ..
+                        })) => {
+                            refused += 1;
+                        }
+                        Err(ServiceError::Contention) => contended += 1,
+                        other => panic!("client {c} order {n}: {other:?}"),
+                    }
+                }
+                (reserved, refused, contended)
+            })
+        })
+        .collect();
+    let mut totals = (0, 0, 0);
+    for client in clients {
+        let (a, b, c) = client.await.unwrap();
+        totals = (totals.0 + a, totals.1 + b, totals.2 + c);
+    }
+    let (reserved, refused, contended) = totals;
+    assert_eq!(reserved + refused + contended, CLIENTS * ORDERS_PER_CLIENT);
+
+    // Count from the stored events, independently of the ledger's fold.
+    let events = service
+        .store()
+        .inner
+        .load(&AggregateId::inventory(&sku))
+        .await
+        .unwrap();
+    let (mut received, mut held) = (0u64, 0u64);
+    for e in &events {
+        match e.event() {
+            DomainEvent::StockReceived { quantity } => received += quantity.get(),
+            DomainEvent::StockReserved { quantity, .. } => held += quantity.get(),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!(received, STOCK);
+    assert!(held <= received, "oversold: {held} reserved of {received}");
+    assert_eq!(
+        held, reserved,
+        "every accepted reservation is stored, and only those"
+    );
+    assert_eq!(
+        reserved, STOCK,
+        "with more orders than stock, all stock is reserved (refused {refused}, contended {contended})"
+    );
+    let view = service.inventory(&sku).await.unwrap();
+    assert_eq!((view.reserved, view.available), (STOCK, 0));
+    let conflicts = service.store().conflicts.load(Ordering::Relaxed);
+    assert!(
+        conflicts > 0,
+        "the clients never raced: no version conflict was seen"
+    );
+}
