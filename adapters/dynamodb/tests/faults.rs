@@ -1,6 +1,7 @@
 //! A store fault in the middle of an append never leaves part of it behind.
 //!
-//! A TCP proxy between the store and moto breaks connections on purpose:
+//! A TCP proxy between the store and DynamoDB (moto, or any compatible
+//! server at the same address) breaks connections on purpose:
 //! it cuts requests part-way (DynamoDB never sees a whole request) or
 //! forwards a whole request and throws the answer away (DynamoDB applies
 //! it; the store never hears). Each append is a five-event transaction;
@@ -14,11 +15,11 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use twincell_core::{
     AggregateId, CellId, DomainEvent, EventStore, Quantity, RecordedEvent, Sku, StoreError,
     StreamId, Timestamp,
@@ -31,7 +32,10 @@ const PASS: u64 = 0;
 const LOSE_ANSWER: u64 = u64::MAX;
 // Any other value: cut the request after that many bytes.
 
-async fn proxy(target: String, plan: Arc<AtomicU64>) -> String {
+/// A proxy to `target` that applies the current plan to each connection it
+/// accepts. When the plan changes, open connections are closed, so a pooled
+/// keep-alive connection can't carry requests past a change.
+async fn proxy(target: String, plan: Arc<watch::Sender<u64>>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -39,16 +43,23 @@ async fn proxy(target: String, plan: Arc<AtomicU64>) -> String {
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
-            let plan = plan.load(Ordering::SeqCst);
+            let mut changes = plan.subscribe();
+            let current = *changes.borrow_and_update();
             let target = target.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(&target).await else {
                     return;
                 };
-                match plan {
-                    PASS => pass(client, server).await,
-                    LOSE_ANSWER => lose_answer(client, server).await,
-                    cut => cut_request(client, server, cut).await,
+                let serve = async {
+                    match current {
+                        PASS => pass(client, server).await,
+                        LOSE_ANSWER => lose_answer(client, server).await,
+                        cut => cut_request(client, server, cut).await,
+                    }
+                };
+                tokio::select! {
+                    () = serve => {},
+                    _ = changes.changed() => {},
                 }
             });
         }
@@ -127,7 +138,7 @@ impl Rng {
 async fn a_cut_connection_never_leaves_half_an_append() {
     let direct = fresh_store("faults").await;
     let moto = shared_endpoint().unwrap();
-    let plan = Arc::new(AtomicU64::new(PASS));
+    let plan = Arc::new(watch::Sender::new(PASS));
     let through = proxy(
         moto.trim_start_matches("http://").to_owned(),
         Arc::clone(&plan),
@@ -151,11 +162,11 @@ async fn a_cut_connection_never_leaves_half_an_append() {
             1 => LOSE_ANSWER,
             _ => 1 + rng.next(1500),
         };
-        plan.store(choice, Ordering::SeqCst);
+        plan.send_replace(choice);
         let result = faulty
             .append(&stream, version, &batch(&stream, version, marker))
             .await;
-        plan.store(PASS, Ordering::SeqCst);
+        plan.send_replace(PASS);
 
         let stored = direct.load(&stream.aggregate).await.unwrap();
         assert_eq!(
