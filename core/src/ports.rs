@@ -116,10 +116,18 @@ pub trait EventStore: Send + Sync {
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The current time.
+/// The current time, and waiting.
 pub trait Clock: Send + Sync {
     /// Now.
     fn now(&self) -> Timestamp;
+
+    /// Waits `duration`: the service's backoff after losing a version race.
+    /// The default does not wait (the core has no timer; tests stay
+    /// instant); clocks of an async runtime sleep.
+    fn pause(&self, duration: std::time::Duration) -> impl Future<Output = ()> + Send {
+        let _ = duration;
+        std::future::ready(())
+    }
 }
 
 /// New ids for transactions created without an idempotency key.

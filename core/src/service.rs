@@ -4,6 +4,8 @@
 //! Results and errors are typed so that an HTTP adapter can map each one to a
 //! status without knowing any rule.
 
+use std::time::Duration;
+
 use crate::event::{AggregateId, DomainEvent, EventError, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{
@@ -18,8 +20,32 @@ use crate::validation::{CreateTransaction, ReserveStock, TransferStock, WriteOff
 /// Attempts of load → decide → append before giving up with
 /// [`ServiceError::Contention`]. Every failed attempt means another writer
 /// succeeded, so this bounds the wait of one request, not the system's
-/// progress.
+/// progress. Between attempts the service waits [`backoff`] through
+/// [`Clock::pause`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
+
+/// The first backoff ceiling after a lost version race; it doubles with
+/// every loss up to [`BACKOFF_CAP`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(2);
+/// The largest backoff ceiling.
+pub const BACKOFF_CAP: Duration = Duration::from_millis(64);
+
+/// How long to wait after the `lost`-th lost race (0-based): a uniformly
+/// random time up to `min(BACKOFF_CAP, BACKOFF_BASE × 2^lost)` ("full
+/// jitter"), so writers that collided spread out instead of colliding again.
+#[must_use]
+pub fn backoff(lost: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << lost.min(16))
+        .min(BACKOFF_CAP);
+    let ceiling_us = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    // std's per-thread random hash keys: randomness without a dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_micros(random % ceiling_us.saturating_add(1))
+}
 
 /// Why a service call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -229,7 +255,10 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         command: &InventoryCommand,
     ) -> Result<InventoryOutcome, ServiceError> {
         let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
-        for _ in 0..self.max_attempts {
+        for attempt in 0..self.max_attempts {
+            if attempt > 0 {
+                self.clock.pause(backoff(attempt - 1)).await;
+            }
             let inventory = self.load_inventory(sku).await?;
             let now = self.clock.now();
             let expected = inventory.own().map_or(0, CellLedger::version);
@@ -570,6 +599,68 @@ mod tests {
         assert_eq!(
             block_on(s.create_transaction(&payment("1"), None)),
             Err(ServiceError::Contention)
+        );
+    }
+
+    /// A clock that records the pauses asked of it.
+    #[derive(Default)]
+    struct PauseLog(std::sync::Mutex<Vec<Duration>>);
+
+    impl Clock for PauseLog {
+        fn now(&self) -> Timestamp {
+            Timestamp::EPOCH
+        }
+        fn pause(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
+            self.0.lock().unwrap().push(duration);
+            std::future::ready(())
+        }
+    }
+
+    #[test]
+    fn a_lost_race_is_followed_by_a_jittered_pause_that_grows_to_the_cap() {
+        let topology = Topology::new(CellId::new("aws").unwrap(), []);
+        let s = Service::new(
+            topology,
+            AlwaysConflicts(InMemoryEventStore::new()),
+            PauseLog::default(),
+            SequentialIds::default(),
+        )
+        .with_max_attempts(5);
+        assert_eq!(
+            block_on(s.receive(&sku(), Quantity::new(1).unwrap())),
+            Err(ServiceError::Contention)
+        );
+        let pauses = s.clock.0.lock().unwrap().clone();
+        assert_eq!(
+            pauses.len(),
+            4,
+            "a pause between attempts, none before the first"
+        );
+        for (lost, pause) in (0u32..).zip(&pauses) {
+            assert!(
+                *pause <= BACKOFF_BASE * 2u32.pow(lost),
+                "pause {lost}: {pause:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_stays_under_its_ceiling_and_uses_all_of_it() {
+        for lost in [0u32, 1, 3, 5, 6, 20, u32::MAX] {
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1 << lost.min(16))
+                .min(BACKOFF_CAP);
+            let samples: Vec<Duration> = (0..400).map(|_| backoff(lost)).collect();
+            assert!(samples.iter().all(|d| *d <= ceiling), "lost {lost}");
+            assert!(
+                samples.iter().any(|d| *d > ceiling / 2),
+                "lost {lost}: no pause above half the ceiling in 400 draws"
+            );
+            assert!(samples.iter().any(|d| *d < ceiling / 2), "lost {lost}");
+        }
+        assert_eq!(
+            BACKOFF_BASE.saturating_mul(1 << 16).min(BACKOFF_CAP),
+            BACKOFF_CAP
         );
     }
 }

@@ -35,7 +35,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use twincell_core::{
-    Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, SystemClock, Topology,
+    Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, Topology,
 };
 
 /// Typed configuration from the environment.
@@ -135,7 +135,7 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
         let service = Service::new(config.topology, store, clock, SequentialIds::default());
         return serve(config.port, service).await;
     }
-    let service = Service::new(config.topology, store, SystemClock, RandomIds);
+    let service = Service::new(config.topology, store, twincell_http::TokioClock, RandomIds);
     serve(config.port, service).await
 }
 

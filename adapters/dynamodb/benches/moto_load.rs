@@ -21,16 +21,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use twincell_core::{
-    AggregateId, CellId, DomainEvent, EventStore, InventoryError, OrderId, Quantity, RandomIds,
-    RecordedEvent, ReserveStock, Service, ServiceError, Sku, StreamId, SystemClock, Timestamp,
-    Topology,
+    AggregateId, CellId, Clock, DomainEvent, EventStore, InventoryError, OrderId, Quantity,
+    RandomIds, RecordedEvent, ReserveStock, Service, ServiceError, Sku, StreamId, SystemClock,
+    Timestamp, Topology,
 };
 use twincell_dynamodb::DynamoDbEventStore;
 use twincell_dynamodb::testing::{MotoServer, store_at, unique_table};
+use twincell_http::TokioClock;
 
 const CLIENTS: usize = 16;
-
-type Svc = Service<DynamoDbEventStore, SystemClock, RandomIds>;
 
 /// The `per_mille`-th per-mille of `sorted` (nearest rank).
 fn percentile(sorted: &[Duration], per_mille: usize) -> Duration {
@@ -99,8 +98,8 @@ struct Tally {
 
 /// 16 clients each make `per_client` one-unit reservations on SKUs picked by
 /// `pick(client, n)`.
-async fn reservations(
-    service: &Arc<Svc>,
+async fn reservations<C: Clock + 'static>(
+    service: &Arc<Service<DynamoDbEventStore, C, RandomIds>>,
     per_client: usize,
     pick: fn(usize, usize) -> String,
 ) -> (Tally, Duration) {
@@ -217,13 +216,20 @@ async fn main() {
         ms(percentile(&latencies, 990))
     );
 
+    // TWINCELL_BENCH_BACKOFF=off: retry lost races at once (the core's
+    // SystemClock cannot wait), to measure what the backoff buys.
+    if std::env::var("TWINCELL_BENCH_BACKOFF").as_deref() == Ok("off") {
+        println!("backoff after a lost race: off");
+        reserve_phases(&store, SystemClock).await;
+    } else {
+        println!("backoff after a lost race: on (full jitter, 2 ms doubling to 64 ms)");
+        reserve_phases(&store, TokioClock).await;
+    }
+}
+
+async fn reserve_phases<C: Clock + 'static>(store: &Arc<DynamoDbEventStore>, clock: C) {
     let topology = Topology::parse("aws", "azure").unwrap();
-    let service = Arc::new(Service::new(
-        topology,
-        (*store).clone(),
-        SystemClock,
-        RandomIds,
-    ));
+    let service = Arc::new(Service::new(topology, (**store).clone(), clock, RandomIds));
     println!("| reserve | p50 | p99 | max | reserves/s | reserved / refused / contended |");
     println!("|---|---|---|---|---|---|");
 
@@ -235,7 +241,7 @@ async fn main() {
         .unwrap();
     let (tally, wall) = reservations(&service, 20, |_, _| "hot-sku".to_owned()).await;
     report("1 hot SKU", &tally, wall);
-    let (received, held) = oversell_check(&store, std::slice::from_ref(&hot)).await;
+    let (received, held) = oversell_check(store, std::slice::from_ref(&hot)).await;
     assert_eq!(
         held, tally.reserved,
         "accepted reservations are the stored ones"
@@ -267,7 +273,7 @@ async fn main() {
     })
     .await;
     report("1 000 SKUs", &tally, wall);
-    let (received, held) = oversell_check(&store, &skus).await;
+    let (received, held) = oversell_check(store, &skus).await;
     assert_eq!(
         held, tally.reserved,
         "accepted reservations are the stored ones"

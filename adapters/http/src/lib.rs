@@ -11,6 +11,7 @@
 //! problem+json 500.
 
 pub mod body;
+mod clock;
 pub mod extract;
 pub mod headers;
 pub mod normalize;
@@ -30,6 +31,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use twincell_core::{Clock, EventStore, IdGenerator, Service};
 
 pub use body::BODY_LIMIT;
+pub use clock::TokioClock;
 pub use problem::{Problem, ProblemKind};
 pub use routes::IDEMPOTENT_REPLAYED;
 

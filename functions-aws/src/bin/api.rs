@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use twincell_core::{EventStore, InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
+use twincell_core::{EventStore, InMemoryEventStore, RandomIds, Service, Topology};
 use twincell_dynamodb::{DynamoDbEventStore, Settings};
 
 fn env(name: &str) -> Option<String> {
@@ -73,7 +73,7 @@ async fn serve<S: EventStore + 'static>(
         let service = Service::new(topology, store, clock, SequentialIds::default());
         return lambda_http::run(twincell_aws::app(Arc::new(service))).await;
     }
-    let service = Service::new(topology, store, SystemClock, RandomIds);
+    let service = Service::new(topology, store, twincell_http::TokioClock, RandomIds);
     lambda_http::run(twincell_aws::app(Arc::new(service))).await
 }
 
