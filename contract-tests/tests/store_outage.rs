@@ -42,6 +42,15 @@ fn assert_unavailable(answer: &Answer, what: &str) {
     );
 }
 
+fn assert_ok(answer: &Answer, when: &str) {
+    assert_eq!(
+        answer.status,
+        200,
+        "{when}: {}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
+
 async fn send(session: &mut Box<dyn Session>, req: HttpRequest) -> Answer {
     session.send(&req).await.unwrap()
 }
@@ -55,28 +64,17 @@ async fn health_follows_dynamodb_down_and_back_up_without_a_restart() {
         LambdaProcess::new(Shape::HttpV2, "aws", "azure").on_dynamodb_table(&endpoint, table);
     let mut api = target.session().await.unwrap();
 
-    let health = send(&mut api, request("GET", "/health", "")).await;
-    assert_eq!(
-        health.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&health.body)
-    );
-    let receipt = send(
-        &mut api,
+    let serving = [
+        request("GET", "/health", ""),
         request(
             "POST",
             "/inventory/sku-outage/receipts",
             r#"{"quantity":5}"#,
         ),
-    )
-    .await;
-    assert_eq!(
-        receipt.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&receipt.body)
-    );
+    ];
+    for req in &serving {
+        assert_ok(&send(&mut api, req.clone()).await, "before the outage");
+    }
 
     moto.stop();
     assert_unavailable(
@@ -100,26 +98,7 @@ async fn health_follows_dynamodb_down_and_back_up_without_a_restart() {
     // would bring it back.
     moto.start().unwrap();
     store_at(&endpoint, table).create_table().await.unwrap();
-    let health = send(&mut api, request("GET", "/health", "")).await;
-    assert_eq!(
-        health.status,
-        200,
-        "{:?}",
-        String::from_utf8_lossy(&health.body)
-    );
-    let receipt = send(
-        &mut api,
-        request(
-            "POST",
-            "/inventory/sku-outage/receipts",
-            r#"{"quantity":5}"#,
-        ),
-    )
-    .await;
-    assert_eq!(
-        receipt.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&receipt.body)
-    );
+    for req in &serving {
+        assert_ok(&send(&mut api, req.clone()).await, "after the outage");
+    }
 }

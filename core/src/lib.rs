@@ -81,6 +81,7 @@ pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
 pub use ports::{
     Clock, EventStore, IdGenerator, RandomIds, ReplicatedApply, StoreError, SystemClock,
+    WriteFailure, apply_by_create, check_batch,
 };
 pub use quantity::Quantity;
 pub use service::{CreatedTransaction, Service, ServiceError};

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::event::{AggregateId, RecordedEvent, StreamId};
 use crate::ids::CellId;
-use crate::ports::{EventStore, ReplicatedApply, StoreError};
+use crate::ports::{EventStore, ReplicatedApply, StoreError, check_batch};
 
 /// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
 /// not a map: most aggregates hold one event (a transaction), and a tree
@@ -91,23 +91,7 @@ impl InMemoryEventStore {
         events: &[RecordedEvent],
     ) -> Result<(), StoreError> {
         self.ensure_available()?;
-        if events.is_empty() {
-            return Err(StoreError::InvalidBatch("no events".to_owned()));
-        }
-        for (offset, e) in (1u64..).zip(events) {
-            if e.stream() != stream {
-                return Err(StoreError::InvalidBatch(format!(
-                    "event of {} in batch for {stream}",
-                    e.stream()
-                )));
-            }
-            if Some(e.version()) != expected_version.checked_add(offset) {
-                return Err(StoreError::InvalidBatch(format!(
-                    "version {} out of sequence",
-                    e.version()
-                )));
-            }
-        }
+        check_batch(stream, expected_version, events)?;
         let mut streams = self.lock();
         let aggregate = streams.entry(stream.aggregate.clone()).or_default();
         // The origin's run ends where the first event of a later origin starts.

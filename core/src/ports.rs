@@ -116,6 +116,112 @@ pub trait EventStore: Send + Sync {
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Checks the shape rule of [`EventStore::append`]: `events` is a
+/// non-empty run of events of `stream` numbered from
+/// `expected_version + 1`. Every store applies it before writing.
+///
+/// # Errors
+/// [`StoreError::InvalidBatch`] saying what is wrong.
+pub fn check_batch(
+    stream: &StreamId,
+    expected_version: u64,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::InvalidBatch("no events".to_owned()));
+    }
+    for (offset, e) in (1u64..).zip(events) {
+        if e.stream() != stream {
+            return Err(StoreError::InvalidBatch(format!(
+                "event of {} in batch for {stream}",
+                e.stream()
+            )));
+        }
+        if Some(e.version()) != expected_version.checked_add(offset) {
+            return Err(StoreError::InvalidBatch(format!(
+                "version {} out of sequence",
+                e.version()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How a backend's create-if-absent write failed, before the adapter knows
+/// which [`StoreError`] it is: stores whose writes are conditional creates
+/// (DynamoDB, Cosmos DB) map their backend's errors to this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// An item at that key already exists: the version is taken.
+    Taken,
+    /// Over the backend's size limits.
+    TooLarge(String),
+    /// The event can't be written as the backend's item.
+    Corrupt(String),
+    /// Unreachable, throttled, 5xx, or refused for another reason.
+    Unavailable(String),
+}
+
+impl WriteFailure {
+    /// The port's error for an append to `stream` at `expected`.
+    #[must_use]
+    pub fn into_store_error(self, stream: &StreamId, expected: u64) -> StoreError {
+        match self {
+            Self::Taken => StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            },
+            Self::TooLarge(m) => StoreError::TooLarge(m),
+            Self::Corrupt(m) => StoreError::Corrupt(m),
+            Self::Unavailable(m) => StoreError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for WriteFailure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge(m) => Self::TooLarge(m),
+            StoreError::Corrupt(m) => Self::Corrupt(m),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// [`EventStore::apply_replicated`] for stores whose writes are
+/// create-if-absent: `create` the event; when its version is taken,
+/// `read_back` the stored one (strongly consistent) and compare.
+///
+/// # Errors
+/// As [`EventStore::apply_replicated`]: `Diverged` for a different stored
+/// event, `Unavailable` when the backend fails or a taken version does not
+/// read back.
+pub async fn apply_by_create<R>(
+    event: &RecordedEvent,
+    create: impl Future<Output = Result<(), WriteFailure>>,
+    read_back: impl FnOnce() -> R,
+) -> Result<ReplicatedApply, StoreError>
+where
+    R: Future<Output = Result<Option<RecordedEvent>, StoreError>>,
+{
+    match create.await {
+        Ok(()) => Ok(ReplicatedApply::Stored),
+        Err(WriteFailure::Taken) => match read_back().await? {
+            Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
+            Some(_) => Err(StoreError::Diverged {
+                stream: event.stream().clone(),
+                version: event.version(),
+            }),
+            None => Err(StoreError::Unavailable(format!(
+                "{} v{} was reported stored but does not read back",
+                event.stream(),
+                event.version()
+            ))),
+        },
+        Err(f) => Err(f.into_store_error(event.stream(), event.version().saturating_sub(1))),
+    }
+}
+
 /// The current time, and waiting.
 pub trait Clock: Send + Sync {
     /// Now.

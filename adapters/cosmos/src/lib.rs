@@ -44,7 +44,8 @@ use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::{CosmosError, Query, TransactionalBatch};
 use serde::{Deserialize, Serialize};
 use twincell_core::{
-    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId,
+    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId, WriteFailure,
+    apply_by_create, check_batch,
 };
 
 #[cfg(feature = "emulator")]
@@ -192,18 +193,18 @@ impl CosmosEventStore {
         Self { container }
     }
 
-    async fn create_one(&self, event: &RecordedEvent) -> Result<(), Failure> {
+    async fn create_one(&self, event: &RecordedEvent) -> Result<(), WriteFailure> {
         let doc = document(event)?;
         self.container
             .create_item(doc.pk.clone(), &doc.id.clone(), doc, None)
             .await
             .map(|_| ())
-            .map_err(|e| Failure::from_cosmos("create_item", &e))
+            .map_err(|e| write_failure("create_item", &e))
     }
 
-    async fn create_all(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+    async fn create_all(&self, events: &[RecordedEvent]) -> Result<(), WriteFailure> {
         if events.len() > MAX_BATCH_OPERATIONS {
-            return Err(Failure::TooLarge(format!(
+            return Err(WriteFailure::TooLarge(format!(
                 "{} events in one append; Cosmos DB commits at most {MAX_BATCH_OPERATIONS} atomically",
                 events.len()
             )));
@@ -211,7 +212,7 @@ impl CosmosEventStore {
         let pk = partition_key(
             &events
                 .first()
-                .ok_or(Failure::Other("empty batch".into()))?
+                .ok_or(WriteFailure::Unavailable("empty batch".into()))?
                 .stream()
                 .aggregate,
         );
@@ -222,10 +223,10 @@ impl CosmosEventStore {
             total += serde_json::to_vec(&doc).map_or(0, |b| b.len());
             batch = batch
                 .create_item(doc)
-                .map_err(|e| Failure::Corrupt(format!("batch item: {e}")))?;
+                .map_err(|e| WriteFailure::Corrupt(format!("batch item: {e}")))?;
         }
         if total > MAX_BATCH_BYTES {
-            return Err(Failure::TooLarge(format!(
+            return Err(WriteFailure::TooLarge(format!(
                 "the append is {total} bytes; a Cosmos DB batch holds at most {MAX_BATCH_BYTES}"
             )));
         }
@@ -233,10 +234,10 @@ impl CosmosEventStore {
             .container
             .execute_transactional_batch(batch, None)
             .await
-            .map_err(|e| Failure::from_cosmos("transactional batch", &e))?;
+            .map_err(|e| write_failure("transactional batch", &e))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(Failure::from_status(
+            return Err(failure_of_status(
                 "transactional batch",
                 u16::from(status.status_code()),
                 "",
@@ -244,14 +245,14 @@ impl CosmosEventStore {
         }
         let results = response
             .into_model()
-            .map_err(|e| Failure::Other(format!("transactional batch response: {e}")))?;
+            .map_err(|e| WriteFailure::Unavailable(format!("transactional batch response: {e}")))?;
         match results
             .results()
             .iter()
             .find(|r| !r.is_success() && r.status_code() != 424)
         {
             None => Ok(()),
-            Some(failed) => Err(Failure::from_status(
+            Some(failed) => Err(failure_of_status(
                 "transactional batch",
                 failed.status_code(),
                 "",
@@ -295,57 +296,21 @@ pub(crate) fn install_crypto() {
     }
 }
 
-/// Why a write failed, before it becomes a [`StoreError`].
-#[derive(Debug)]
-enum Failure {
-    /// 409 or 412: the version is taken.
-    Taken,
-    /// A document or batch over Cosmos DB's limits.
-    TooLarge(String),
-    /// The event can't be written as a document.
-    Corrupt(String),
-    /// Unreachable, throttled, 5xx, or refused for another reason.
-    Other(String),
-}
-
-impl Failure {
-    fn from_status(call: &str, status: u16, detail: &str) -> Self {
-        match status {
-            409 | 412 => Self::Taken,
-            413 => Self::TooLarge(format!("Cosmos DB {call}: 413 {detail}")),
-            _ => Self::Other(format!("Cosmos DB {call}: {status} {detail}")),
-        }
-    }
-
-    fn from_cosmos(call: &str, err: &CosmosError) -> Self {
-        Self::from_status(
-            call,
-            u16::from(err.status().status_code()),
-            &err.to_string(),
-        )
-    }
-
-    fn into_store_error(self, stream: &StreamId, expected: u64) -> StoreError {
-        match self {
-            Self::Taken => StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-            },
-            Self::TooLarge(m) => StoreError::TooLarge(m),
-            Self::Corrupt(m) => StoreError::Corrupt(m),
-            Self::Other(m) => StoreError::Unavailable(m),
-        }
+/// The write failure an HTTP status stands for.
+fn failure_of_status(call: &str, status: u16, detail: &str) -> WriteFailure {
+    match status {
+        409 | 412 => WriteFailure::Taken,
+        413 => WriteFailure::TooLarge(format!("Cosmos DB {call}: 413 {detail}")),
+        _ => WriteFailure::Unavailable(format!("Cosmos DB {call}: {status} {detail}")),
     }
 }
 
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::TooLarge(m) => Self::TooLarge(m),
-            StoreError::Corrupt(m) => Self::Corrupt(m),
-            other => Self::Other(other.to_string()),
-        }
-    }
+fn write_failure(call: &str, err: &CosmosError) -> WriteFailure {
+    failure_of_status(
+        call,
+        u16::from(err.status().status_code()),
+        &err.to_string(),
+    )
 }
 
 fn unavailable(call: &str, err: &CosmosError) -> StoreError {
@@ -410,33 +375,6 @@ fn decode(doc: Document) -> Result<RecordedEvent, StoreError> {
     Ok(event)
 }
 
-/// Checks that `events` is a run of `stream` numbered from
-/// `expected_version + 1`.
-fn check_batch(
-    stream: &StreamId,
-    expected_version: u64,
-    events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidBatch("no events".to_owned()));
-    }
-    for (offset, e) in (1u64..).zip(events) {
-        if e.stream() != stream {
-            return Err(StoreError::InvalidBatch(format!(
-                "event of {} in batch for {stream}",
-                e.stream()
-            )));
-        }
-        if Some(e.version()) != expected_version.checked_add(offset) {
-            return Err(StoreError::InvalidBatch(format!(
-                "version {} out of sequence",
-                e.version()
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl EventStore for CosmosEventStore {
     async fn append(
         &self,
@@ -477,22 +415,10 @@ impl EventStore for CosmosEventStore {
     }
 
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
-        match self.create_one(event).await {
-            Ok(()) => Ok(ReplicatedApply::Stored),
-            Err(Failure::Taken) => match self.read(event.stream(), event.version()).await? {
-                Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
-                Some(_) => Err(StoreError::Diverged {
-                    stream: event.stream().clone(),
-                    version: event.version(),
-                }),
-                None => Err(StoreError::Unavailable(format!(
-                    "{} v{} was reported stored but does not read back",
-                    event.stream(),
-                    event.version()
-                ))),
-            },
-            Err(f) => Err(f.into_store_error(event.stream(), event.version().saturating_sub(1))),
-        }
+        apply_by_create(event, self.create_one(event), || {
+            self.read(event.stream(), event.version())
+        })
+        .await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
@@ -553,15 +479,24 @@ mod tests {
 
     #[test]
     fn conflicts_are_409_and_412_and_limits_are_413() {
-        assert!(matches!(Failure::from_status("x", 409, ""), Failure::Taken));
-        assert!(matches!(Failure::from_status("x", 412, ""), Failure::Taken));
         assert!(matches!(
-            Failure::from_status("x", 413, ""),
-            Failure::TooLarge(_)
+            failure_of_status("x", 409, ""),
+            WriteFailure::Taken
+        ));
+        assert!(matches!(
+            failure_of_status("x", 412, ""),
+            WriteFailure::Taken
+        ));
+        assert!(matches!(
+            failure_of_status("x", 413, ""),
+            WriteFailure::TooLarge(_)
         ));
         for status in [408, 429, 500, 503] {
             assert!(
-                matches!(Failure::from_status("x", status, ""), Failure::Other(_)),
+                matches!(
+                    failure_of_status("x", status, ""),
+                    WriteFailure::Unavailable(_)
+                ),
                 "{status}"
             );
         }

@@ -50,7 +50,8 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem,
 };
 use twincell_core::{
-    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId,
+    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId, WriteFailure,
+    apply_by_create, check_batch,
 };
 
 /// DynamoDB's largest item, in bytes (names and values).
@@ -229,7 +230,7 @@ impl DynamoDbEventStore {
         }
     }
 
-    async fn put_one(&self, event: &RecordedEvent) -> Result<(), Failure> {
+    async fn put_one(&self, event: &RecordedEvent) -> Result<(), WriteFailure> {
         let item = item(event)?;
         self.client
             .put_item()
@@ -239,12 +240,12 @@ impl DynamoDbEventStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Failure::from_sdk("PutItem", &e))
+            .map_err(|e| write_failure("PutItem", &e))
     }
 
-    async fn put_all(&self, events: &[RecordedEvent]) -> Result<(), Failure> {
+    async fn put_all(&self, events: &[RecordedEvent]) -> Result<(), WriteFailure> {
         if events.len() > MAX_TRANSACTION_ITEMS {
-            return Err(Failure::TooLarge(format!(
+            return Err(WriteFailure::TooLarge(format!(
                 "{} events in one append; DynamoDB commits at most {MAX_TRANSACTION_ITEMS} atomically",
                 events.len()
             )));
@@ -259,11 +260,11 @@ impl DynamoDbEventStore {
                 .set_item(Some(item))
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
-                .map_err(|e| Failure::Other(e.to_string()))?;
+                .map_err(|e| WriteFailure::Unavailable(e.to_string()))?;
             actions.push(TransactWriteItem::builder().put(put).build());
         }
         if total > MAX_TRANSACTION_BYTES {
-            return Err(Failure::TooLarge(format!(
+            return Err(WriteFailure::TooLarge(format!(
                 "the append is {total} bytes; a DynamoDB transaction holds at most {MAX_TRANSACTION_BYTES}"
             )));
         }
@@ -273,7 +274,7 @@ impl DynamoDbEventStore {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| Failure::from_sdk("TransactWriteItems", &e))
+            .map_err(|e| write_failure("TransactWriteItems", &e))
     }
 
     async fn get(
@@ -295,73 +296,35 @@ impl DynamoDbEventStore {
     }
 }
 
-/// Why a write failed, before it becomes a [`StoreError`].
-#[derive(Debug)]
-enum Failure {
-    /// A put's condition failed: the version is taken.
-    Taken,
-    /// An item or request over DynamoDB's limits.
-    TooLarge(String),
-    /// The event can't be written as an item.
-    Corrupt(String),
-    /// Unreachable, throttled, 5xx, or refused for another reason.
-    Other(String),
-}
-
-impl Failure {
-    fn from_sdk<E, R>(call: &str, err: &SdkError<E, R>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
-    {
-        let Some(service) = err.as_service_error() else {
-            return Self::Other(describe(call, err));
-        };
-        match service.code() {
-            Some("ConditionalCheckFailedException") => Self::Taken,
-            Some("TransactionCanceledException") => {
-                // The message lists one reason per action, e.g.
-                // "[None, ConditionalCheckFailed]".
-                let message = service.message().unwrap_or_default();
-                if message.contains("ConditionalCheckFailed")
-                    || message.contains("TransactionConflict")
-                {
-                    Self::Taken
-                } else if is_size_message(message) {
-                    Self::TooLarge(describe(call, err))
-                } else {
-                    Self::Other(describe(call, err))
-                }
-            }
-            Some("ValidationException")
-                if is_size_message(service.message().unwrap_or_default()) =>
+/// The write failure an SDK error stands for: a failed condition (alone or
+/// inside a cancelled transaction) is a taken version.
+fn write_failure<E, R>(call: &str, err: &SdkError<E, R>) -> WriteFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let Some(service) = err.as_service_error() else {
+        return WriteFailure::Unavailable(describe(call, err));
+    };
+    match service.code() {
+        Some("ConditionalCheckFailedException") => WriteFailure::Taken,
+        Some("TransactionCanceledException") => {
+            // The message lists one reason per action, e.g.
+            // "[None, ConditionalCheckFailed]".
+            let message = service.message().unwrap_or_default();
+            if message.contains("ConditionalCheckFailed") || message.contains("TransactionConflict")
             {
-                Self::TooLarge(describe(call, err))
+                WriteFailure::Taken
+            } else if is_size_message(message) {
+                WriteFailure::TooLarge(describe(call, err))
+            } else {
+                WriteFailure::Unavailable(describe(call, err))
             }
-            _ => Self::Other(describe(call, err)),
         }
-    }
-
-    fn into_store_error(self, stream: &StreamId, expected: u64) -> StoreError {
-        match self {
-            Self::Taken => StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-            },
-            Self::TooLarge(m) => StoreError::TooLarge(m),
-            Self::Corrupt(m) => StoreError::Corrupt(m),
-            Self::Other(m) => StoreError::Unavailable(m),
+        Some("ValidationException") if is_size_message(service.message().unwrap_or_default()) => {
+            WriteFailure::TooLarge(describe(call, err))
         }
-    }
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::TooLarge(m) => Self::TooLarge(m),
-            StoreError::Corrupt(m) => Self::Corrupt(m),
-            other => Self::Other(other.to_string()),
-        }
+        _ => WriteFailure::Unavailable(describe(call, err)),
     }
 }
 
@@ -500,33 +463,6 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<RecordedEvent, Store
     Ok(event)
 }
 
-/// Checks that `events` is a run of `stream` numbered from
-/// `expected_version + 1`.
-fn check_batch(
-    stream: &StreamId,
-    expected_version: u64,
-    events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Err(StoreError::InvalidBatch("no events".to_owned()));
-    }
-    for (offset, e) in (1u64..).zip(events) {
-        if e.stream() != stream {
-            return Err(StoreError::InvalidBatch(format!(
-                "event of {} in batch for {stream}",
-                e.stream()
-            )));
-        }
-        if Some(e.version()) != expected_version.checked_add(offset) {
-            return Err(StoreError::InvalidBatch(format!(
-                "version {} out of sequence",
-                e.version()
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl EventStore for DynamoDbEventStore {
     async fn append(
         &self,
@@ -572,22 +508,10 @@ impl EventStore for DynamoDbEventStore {
     }
 
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
-        match self.put_one(event).await {
-            Ok(()) => Ok(ReplicatedApply::Stored),
-            Err(Failure::Taken) => match self.get(event.stream(), event.version()).await? {
-                Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
-                Some(_) => Err(StoreError::Diverged {
-                    stream: event.stream().clone(),
-                    version: event.version(),
-                }),
-                None => Err(StoreError::Unavailable(format!(
-                    "{} v{} was reported stored but does not read back",
-                    event.stream(),
-                    event.version()
-                ))),
-            },
-            Err(f) => Err(f.into_store_error(event.stream(), event.version().saturating_sub(1))),
-        }
+        apply_by_create(event, self.put_one(event), || {
+            self.get(event.stream(), event.version())
+        })
+        .await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
