@@ -194,7 +194,7 @@ impl CosmosEventStore {
     }
 
     async fn create_one(&self, event: &RecordedEvent) -> Result<(), WriteFailure> {
-        let doc = document(event)?;
+        let (doc, _) = document(event)?;
         self.container
             .create_item(doc.pk.clone(), &doc.id.clone(), doc, None)
             .await
@@ -219,8 +219,8 @@ impl CosmosEventStore {
         let mut batch = TransactionalBatch::new(pk);
         let mut total = 0usize;
         for event in events {
-            let doc = document(event)?;
-            total += serde_json::to_vec(&doc).map_or(0, |b| b.len());
+            let (doc, size) = document(event)?;
+            total += size;
             batch = batch
                 .create_item(doc)
                 .map_err(|e| WriteFailure::Corrupt(format!("batch item: {e}")))?;
@@ -329,7 +329,8 @@ pub fn document_id(stream: &StreamId, version: u64) -> String {
     format!("{}.{version:020}", stream.origin)
 }
 
-fn document(event: &RecordedEvent) -> Result<Document, StoreError> {
+/// The document of `event` and its size in bytes.
+fn document(event: &RecordedEvent) -> Result<(Document, usize), StoreError> {
     let json = serde_json::to_value(event)
         .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
     let doc = Document {
@@ -344,7 +345,7 @@ fn document(event: &RecordedEvent) -> Result<Document, StoreError> {
     refuse_oversized(size, || {
         format!("event {} v{}", event.stream(), event.version())
     })?;
-    Ok(doc)
+    Ok((doc, size))
 }
 
 /// Refuses a document Cosmos DB would not store, naming it with `what`.
@@ -454,7 +455,7 @@ mod tests {
     #[test]
     fn a_document_decodes_back_to_its_event() {
         let e = event(7);
-        let doc = document(&e).unwrap();
+        let (doc, _) = document(&e).unwrap();
         assert_eq!(doc.id, "azure.00000000000000000007");
         assert_eq!(doc.pk, "inventory#sku-1");
         assert_eq!(decode(doc).unwrap(), e);
@@ -462,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_document_under_another_id_is_corrupt() {
-        let mut doc = document(&event(7)).unwrap();
+        let (mut doc, _) = document(&event(7)).unwrap();
         doc.id = document_id(event(8).stream(), 8);
         assert!(matches!(decode(doc), Err(StoreError::Corrupt(_))));
     }

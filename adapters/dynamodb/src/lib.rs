@@ -231,7 +231,7 @@ impl DynamoDbEventStore {
     }
 
     async fn put_one(&self, event: &RecordedEvent) -> Result<(), WriteFailure> {
-        let item = item(event)?;
+        let (item, _) = item(event)?;
         self.client
             .put_item()
             .table_name(&self.table)
@@ -253,8 +253,8 @@ impl DynamoDbEventStore {
         let mut total = 0usize;
         let mut actions = Vec::with_capacity(events.len());
         for event in events {
-            let item = item(event)?;
-            total += item_size(&item);
+            let (item, size) = item(event)?;
+            total += size;
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(item))
@@ -377,7 +377,8 @@ pub fn sort_key(stream: &StreamId, version: u64) -> String {
     format!("{}#{version:020}", stream.origin)
 }
 
-fn item(event: &RecordedEvent) -> Result<HashMap<String, AttributeValue>, StoreError> {
+/// The item of `event` and its size as DynamoDB counts it.
+fn item(event: &RecordedEvent) -> Result<(HashMap<String, AttributeValue>, usize), StoreError> {
     let json = serde_json::to_string(event)
         .map_err(|e| StoreError::Corrupt(format!("event does not serialize: {e}")))?;
     let item = HashMap::from([
@@ -403,17 +404,18 @@ fn item(event: &RecordedEvent) -> Result<HashMap<String, AttributeValue>, StoreE
         ),
         (EVENT.to_owned(), AttributeValue::S(json)),
     ]);
-    refuse_oversized(&item, || {
+    let size = refuse_oversized(&item, || {
         format!("event {} v{}", event.stream(), event.version())
     })?;
-    Ok(item)
+    Ok((item, size))
 }
 
-/// Refuses an item DynamoDB would not store, naming it with `what`.
+/// Refuses an item DynamoDB would not store, naming it with `what`;
+/// otherwise its size.
 fn refuse_oversized(
     item: &HashMap<String, AttributeValue>,
     what: impl FnOnce() -> String,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let size = item_size(item);
     if size > MAX_ITEM_BYTES {
         return Err(StoreError::TooLarge(format!(
@@ -421,7 +423,7 @@ fn refuse_oversized(
             what()
         )));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// An item's size as DynamoDB counts it: attribute names plus values
@@ -561,12 +563,12 @@ mod tests {
     #[test]
     fn an_item_decodes_back_to_its_event() {
         let e = event("sku-1", 7);
-        assert_eq!(decode(&item(&e).unwrap()).unwrap(), e);
+        assert_eq!(decode(&item(&e).unwrap().0).unwrap(), e);
     }
 
     #[test]
     fn an_item_under_another_key_is_corrupt() {
-        let mut it = item(&event("sku-1", 7)).unwrap();
+        let (mut it, _) = item(&event("sku-1", 7)).unwrap();
         it.insert(
             SK.to_owned(),
             AttributeValue::S("aws#00000000000000000008".to_owned()),
