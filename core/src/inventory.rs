@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{DomainEvent, FulfilCause, RecordedEvent, ReleaseCause};
 use crate::ids::{CellId, OrderId, Sku};
+use crate::ports::MAX_EVENTS_PER_APPEND;
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
 use crate::topology::Topology;
@@ -568,10 +569,16 @@ pub enum InventoryOutcome {
 /// Events to append to this cell's stream and what they achieve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryDecision {
-    /// New events for this cell's stream, in order (may be empty).
+    /// New events for this cell's stream, in order (may be empty); never
+    /// more than [`MAX_EVENTS_PER_APPEND`], so they fit one append.
     pub events: Vec<DomainEvent>,
-    /// The result.
+    /// The result; while `command_pending`, the view after `events`.
     pub outcome: InventoryOutcome,
+    /// `true` when this cell owes more reconcile events than fit one append
+    /// together with the command's: `events` is the first chunk of what it
+    /// owes and the command is not decided yet. The caller appends the
+    /// chunk and decides again.
+    pub command_pending: bool,
 }
 
 /// One SKU's stock from one cell's point of view: its own ledger in full and
@@ -709,12 +716,23 @@ impl Inventory {
     /// # Errors
     /// [`InventoryError`] when the command is refused; nothing is to be
     /// appended then.
+    ///
+    /// A decision always fits one append ([`MAX_EVENTS_PER_APPEND`]): when
+    /// what this cell owes leaves no room for the command's events (a gap
+    /// in a peer's stream that closed at once can leave hundreds owed), the
+    /// decision is the first chunk of what it owes, with `command_pending`
+    /// set, and the command waits for the next decision.
     pub fn decide(
         self,
         command: &InventoryCommand,
         now: Timestamp,
     ) -> Result<InventoryDecision, InventoryError> {
-        let owed = self.reconcile();
+        let mut owed = self.reconcile();
+        // A command adds at most one event of its own plus one request per
+        // other cell holding the order.
+        let room = MAX_EVENTS_PER_APPEND.saturating_sub(1 + self.others().count());
+        let command_pending = owed.len() > room;
+        owed.truncate(MAX_EVENTS_PER_APPEND);
         let mut next = Pending {
             state: self,
             events: Vec::with_capacity(owed.len() + 2),
@@ -723,10 +741,25 @@ impl Inventory {
         for event in owed {
             next.push(event)?;
         }
+        if command_pending {
+            return Ok(InventoryDecision {
+                outcome: next.applied(),
+                events: next.events,
+                command_pending,
+            });
+        }
         let outcome = next.command(command)?;
+        if next.events.len() > MAX_EVENTS_PER_APPEND {
+            // Only a topology of more than 99 cells gets here.
+            return Err(InventoryError::Inconsistent(format!(
+                "a decision of {} events does not fit one append of {MAX_EVENTS_PER_APPEND}",
+                next.events.len()
+            )));
+        }
         Ok(InventoryDecision {
             events: next.events,
             outcome,
+            command_pending,
         })
     }
 
@@ -1618,6 +1651,72 @@ mod tests {
     fn an_unknown_origin_cell_is_folded_and_shown() {
         let events = given(&[("gcp", received(7))]);
         assert_eq!(fold("aws", &events).view().cells[&cell("gcp")].on_hand, 7);
+    }
+
+    #[test]
+    fn what_is_owed_beyond_one_append_comes_in_chunks_before_the_command() {
+        let n = 150;
+        let mut history = vec![("azure", received(n))];
+        for o in 0..n {
+            history.push(("azure", reserved(&format!("o{o}"), 1)));
+        }
+        for o in 0..n {
+            history.push((
+                "aws",
+                DomainEvent::ReleaseRequested {
+                    order_id: order(&format!("o{o}")),
+                    owner: cell("azure"),
+                },
+            ));
+        }
+        let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+        assert!(d.command_pending);
+        assert_eq!(d.events.len(), MAX_EVENTS_PER_APPEND);
+        assert!(
+            d.events
+                .iter()
+                .all(|e| matches!(e, DomainEvent::ReservationReleased { .. }))
+        );
+        let InventoryOutcome::Applied(view) = &d.outcome else {
+            panic!("a chunk answers with the view after it: {:?}", d.outcome);
+        };
+        assert_eq!(view.cells[&cell("azure")].reserved, 50);
+        // The chunk appended, the rest and the command fit the next one.
+        history.extend(d.events.into_iter().map(|e| ("azure", e)));
+        let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+        assert!(!d.command_pending);
+        assert_eq!(d.events.len(), 51);
+        assert_eq!(
+            d.events.last(),
+            Some(&DomainEvent::StockReceived { quantity: q(5) })
+        );
+    }
+
+    #[test]
+    fn owed_events_that_leave_no_room_for_the_command_go_first_alone() {
+        // 99 owed and a receipt fit; with two cells a command needs room
+        // for two events, so 99 owed go alone.
+        let n = 99;
+        let mut history = vec![("azure", received(n))];
+        for o in 0..n {
+            history.push(("azure", reserved(&format!("o{o}"), 1)));
+        }
+        for o in 0..n {
+            history.push((
+                "aws",
+                DomainEvent::ReleaseRequested {
+                    order_id: order(&format!("o{o}")),
+                    owner: cell("azure"),
+                },
+            ));
+        }
+        let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+        assert!(d.command_pending);
+        assert_eq!(d.events.len(), 99);
+        history.pop();
+        let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+        assert!(!d.command_pending, "98 owed leave room for the command");
+        assert_eq!(d.events.len(), 99);
     }
 
     #[test]

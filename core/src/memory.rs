@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::event::{AggregateId, RecordedEvent, StreamId};
 use crate::ids::CellId;
-use crate::ports::{EventStore, ReplicatedApply, StoreError, check_batch};
+use crate::ports::{EventStore, ReplicatedApply, StoreError, check_batch, check_event_size};
 
 /// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
 /// not a map: most aggregates hold one event (a transaction), and a tree
@@ -118,6 +118,7 @@ impl InMemoryEventStore {
 
     fn apply_now(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.ensure_available()?;
+        check_event_size(event)?;
         let mut streams = self.lock();
         let aggregate = streams.entry(event.stream().aggregate.clone()).or_default();
         match aggregate.binary_search_by(|e| key(e).cmp(&key(event))) {

@@ -70,8 +70,9 @@ pub trait EventStore: Send + Sync {
     /// - MUST return [`StoreError::InvalidBatch`] for an empty batch, an
     ///   event of another stream, or a version out of sequence, and write
     ///   nothing.
-    /// - MUST return [`StoreError::TooLarge`] for an event the backend cannot
-    ///   hold, and write nothing.
+    /// - MUST return [`StoreError::TooLarge`] for more than
+    ///   [`MAX_EVENTS_PER_APPEND`] events, an event over [`MAX_EVENT_BYTES`]
+    ///   or one the backend cannot hold, and write nothing.
     /// - MUST return [`StoreError::Unavailable`] when the backend can't be
     ///   reached; a partial write MUST never be visible.
     fn append(
@@ -102,6 +103,8 @@ pub trait EventStore: Send + Sync {
     ///   identical event is already stored, and change nothing.
     /// - MUST return [`StoreError::Diverged`] when a different event is
     ///   stored at that `(stream, version)`, and never overwrite it.
+    /// - MUST return [`StoreError::TooLarge`] for an event over
+    ///   [`MAX_EVENT_BYTES`], and write nothing.
     /// - MUST return [`StoreError::Unavailable`] when the backend can't be
     ///   reached.
     fn apply_replicated(
@@ -116,12 +119,78 @@ pub trait EventStore: Send + Sync {
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Checks the shape rule of [`EventStore::append`]: `events` is a
-/// non-empty run of events of `stream` numbered from
-/// `expected_version + 1`. Every store applies it before writing.
+/// The most events one append may hold. DynamoDB's `TransactWriteItems`
+/// and Cosmos DB's transactional batch both stop at 100 operations; every
+/// store refuses more, the in-memory one included, so a decision that one
+/// store commits every store commits. The service never asks for more: a
+/// cell that owes more reconcile events than this appends them in chunks.
+pub const MAX_EVENTS_PER_APPEND: usize = 100;
+
+/// The largest event, in bytes of its JSON encoding (the form stores keep
+/// and replication carries). Below every limit on the way: a DynamoDB item
+/// (400 KB, the event plus its keys), an Event Grid event (1 MB) and a
+/// Cosmos DB document (2 MB), and small enough that a replication request
+/// of 1 MB carries at least 15 events. No event of today's types comes
+/// near it (the largest, a write-off with a 200-character reason, is under
+/// 2 KB); the limit keeps a future event type from being committed in one
+/// cell and refused by the other. Checked on every append and every
+/// replicated apply.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// Counts bytes written, so an event's encoded size is known without
+/// keeping the encoding.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `event`'s JSON encoding, in bytes.
+#[must_use]
+pub fn encoded_size(event: &RecordedEvent) -> usize {
+    let mut count = ByteCount(0);
+    // Serializing into a counter only fails if serialization itself does,
+    // which no event does; such an event would count as too large.
+    match serde_json::to_writer(&mut count, event) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Refuses an event over [`MAX_EVENT_BYTES`].
 ///
 /// # Errors
-/// [`StoreError::InvalidBatch`] saying what is wrong.
+/// [`StoreError::TooLarge`] naming the event and its size.
+pub fn check_event_size(event: &RecordedEvent) -> Result<(), StoreError> {
+    check_size_within(event, MAX_EVENT_BYTES)
+}
+
+fn check_size_within(event: &RecordedEvent, limit: usize) -> Result<(), StoreError> {
+    let size = encoded_size(event);
+    if size > limit {
+        return Err(StoreError::TooLarge(format!(
+            "event {} v{} is {size} bytes; an event holds at most {limit}",
+            event.stream(),
+            event.version()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the rules of [`EventStore::append`] that need no store: `events`
+/// is a non-empty run of events of `stream` numbered from
+/// `expected_version + 1`, at most [`MAX_EVENTS_PER_APPEND`] of them, each
+/// within [`MAX_EVENT_BYTES`]. Every store applies it before writing.
+///
+/// # Errors
+/// [`StoreError::InvalidBatch`] saying what is wrong with the shape;
+/// [`StoreError::TooLarge`] for too many or too large events.
 pub fn check_batch(
     stream: &StreamId,
     expected_version: u64,
@@ -129,6 +198,12 @@ pub fn check_batch(
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Err(StoreError::InvalidBatch("no events".to_owned()));
+    }
+    if events.len() > MAX_EVENTS_PER_APPEND {
+        return Err(StoreError::TooLarge(format!(
+            "{} events in one append; at most {MAX_EVENTS_PER_APPEND} are committed atomically",
+            events.len()
+        )));
     }
     for (offset, e) in (1u64..).zip(events) {
         if e.stream() != stream {
@@ -143,6 +218,7 @@ pub fn check_batch(
                 e.version()
             )));
         }
+        check_event_size(e)?;
     }
     Ok(())
 }
@@ -193,7 +269,8 @@ impl From<StoreError> for WriteFailure {
 /// `read_back` the stored one (strongly consistent) and compare.
 ///
 /// # Errors
-/// As [`EventStore::apply_replicated`]: `Diverged` for a different stored
+/// As [`EventStore::apply_replicated`]: `TooLarge` for an event over
+/// [`MAX_EVENT_BYTES`] (nothing is sent), `Diverged` for a different stored
 /// event, `Unavailable` when the backend fails or a taken version does not
 /// read back.
 pub async fn apply_by_create<R>(
@@ -204,6 +281,7 @@ pub async fn apply_by_create<R>(
 where
     R: Future<Output = Result<Option<RecordedEvent>, StoreError>>,
 {
+    check_event_size(event)?;
     match create.await {
         Ok(()) => Ok(ReplicatedApply::Stored),
         Err(WriteFailure::Taken) => match read_back().await? {
@@ -265,5 +343,113 @@ pub struct RandomIds;
 impl IdGenerator for RandomIds {
     fn new_id(&self) -> Uuid {
         Uuid::now_v7()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AggregateId, DomainEvent};
+    use crate::ids::{AccountId, CellId, OrderId, Sku, TransactionId};
+    use crate::inventory::WriteOffReason;
+    use crate::money::{Currency, Money};
+    use crate::quantity::Quantity;
+
+    fn stream(sku: &str) -> StreamId {
+        StreamId::new(
+            AggregateId::inventory(&Sku::new(sku).unwrap()),
+            CellId::new("c".repeat(32)).unwrap(),
+        )
+    }
+
+    fn received(stream: &StreamId, version: u64) -> RecordedEvent {
+        RecordedEvent::new(
+            stream.clone(),
+            version,
+            Timestamp::from_unix_millis(Timestamp::MAX_MILLIS).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(1_000_000).unwrap(),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_largest_event_of_every_type_fits_the_limit_many_times_over() {
+        let long = "x".repeat(64);
+        let s = stream(&long);
+        let order = OrderId::new(&long).unwrap();
+        let cell = CellId::new("d".repeat(32)).unwrap();
+        let q = Quantity::new(1_000_000).unwrap();
+        // 200 characters of four bytes each: the longest reason in bytes.
+        let reason = WriteOffReason::new("\u{1D11E}".repeat(200)).unwrap();
+        let events = [
+            DomainEvent::StockWrittenOff {
+                quantity: q,
+                reason,
+            },
+            DomainEvent::ReservationReleased {
+                order_id: order.clone(),
+                quantity: q,
+                cause: crate::event::ReleaseCause::Duplicate {
+                    winner: cell.clone(),
+                },
+            },
+            DomainEvent::AllocationReceived {
+                from_cell: cell,
+                transfer_version: u64::MAX,
+                quantity: q,
+            },
+        ];
+        for event in events {
+            let e = RecordedEvent::new(s.clone(), u64::MAX, Timestamp::EPOCH, event).unwrap();
+            assert!(encoded_size(&e) < 2_048, "{}", encoded_size(&e));
+            assert_eq!(check_event_size(&e), Ok(()));
+        }
+        let tx = RecordedEvent::new(
+            StreamId::new(
+                AggregateId::transaction(TransactionId::from_uuid(uuid::Uuid::max())),
+                CellId::new("aws").unwrap(),
+            ),
+            1,
+            Timestamp::EPOCH,
+            DomainEvent::TransactionCreated {
+                transaction_id: TransactionId::from_uuid(uuid::Uuid::max()),
+                account_id: AccountId::new(&long).unwrap(),
+                money: Money::parse("999999999999.999", Currency::from_code("BHD").unwrap())
+                    .unwrap(),
+            },
+        )
+        .unwrap();
+        assert!(encoded_size(&tx) < 2_048);
+    }
+
+    #[test]
+    fn encoded_size_is_the_length_of_the_json() {
+        let e = received(&stream("sku"), 7);
+        assert_eq!(encoded_size(&e), serde_json::to_vec(&e).unwrap().len());
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_too_large() {
+        let e = received(&stream("sku"), 1);
+        let size = encoded_size(&e);
+        assert_eq!(check_size_within(&e, size), Ok(()));
+        let refused = check_size_within(&e, size - 1);
+        assert!(
+            matches!(&refused, Err(StoreError::TooLarge(m)) if m.contains(&format!("is {size} bytes"))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_a_hundred_events() {
+        let s = stream("sku");
+        let events: Vec<_> = (1..=101).map(|v| received(&s, v)).collect();
+        assert_eq!(check_batch(&s, 0, &events[..100]), Ok(()));
+        assert!(matches!(
+            check_batch(&s, 0, &events),
+            Err(StoreError::TooLarge(m)) if m.contains("101 events")
+        ));
     }
 }

@@ -24,6 +24,12 @@ use crate::validation::{CreateTransaction, ReserveStock, TransferStock, WriteOff
 /// [`Clock::pause`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
 
+/// Appends of owed reconcile events one command may make before its own
+/// (each holds up to [`crate::MAX_EVENTS_PER_APPEND`]): far more than any
+/// history produces; reaching it means a bug, reported as
+/// [`ServiceError::Internal`] rather than looping.
+pub const MAX_RECONCILE_CHUNKS: u32 = 10_000;
+
 /// The first backoff ceiling after a lost version race; it doubles with
 /// every loss up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(2);
@@ -255,10 +261,9 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         command: &InventoryCommand,
     ) -> Result<InventoryOutcome, ServiceError> {
         let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
-        for attempt in 0..self.max_attempts {
-            if attempt > 0 {
-                self.clock.pause(backoff(attempt - 1)).await;
-            }
+        let mut lost = 0u32;
+        let mut chunks = 0u32;
+        loop {
             let inventory = self.load_inventory(sku).await?;
             let now = self.clock.now();
             let expected = inventory.own().map_or(0, CellLedger::version);
@@ -268,12 +273,27 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             }
             let records = self.records(&stream, expected, now, decision.events)?;
             match self.store.append(&stream, expected, &records).await {
+                Ok(()) if decision.command_pending => {
+                    // A chunk of owed reconcile events is progress, not a
+                    // lost race; the bound only guards against a bug.
+                    chunks += 1;
+                    if chunks > MAX_RECONCILE_CHUNKS {
+                        return Err(ServiceError::Internal(format!(
+                            "{sku}: still owing reconcile events after {chunks} appends"
+                        )));
+                    }
+                }
                 Ok(()) => return Ok(decision.outcome),
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Conflict { .. }) => {
+                    lost += 1;
+                    if lost >= self.max_attempts {
+                        return Err(ServiceError::Contention);
+                    }
+                    self.clock.pause(backoff(lost - 1)).await;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ServiceError::Contention)
     }
 
     fn records(

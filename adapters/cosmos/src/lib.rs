@@ -58,6 +58,11 @@ pub const MAX_BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Cosmos DB's largest number of operations in one transactional batch.
 pub const MAX_BATCH_OPERATIONS: usize = 100;
 
+// The core's limits fit this backend: one append is one transactional
+// batch, and an event plus its keys is one document.
+const _: () = assert!(twincell_core::MAX_EVENTS_PER_APPEND <= MAX_BATCH_OPERATIONS);
+const _: () = assert!(twincell_core::MAX_EVENT_BYTES + 1024 < MAX_DOCUMENT_BYTES);
+
 /// The partition [`EventStore::check`] reads; no aggregate type is called
 /// `twincell`.
 const HEALTH_PK: &str = "twincell#health";
@@ -202,13 +207,10 @@ impl CosmosEventStore {
             .map_err(|e| write_failure("create_item", &e))
     }
 
+    /// Writes a batch [`check_batch`] passed: at most
+    /// [`MAX_EVENTS_PER_APPEND`](twincell_core::MAX_EVENTS_PER_APPEND)
+    /// events, which one transactional batch holds.
     async fn create_all(&self, events: &[RecordedEvent]) -> Result<(), WriteFailure> {
-        if events.len() > MAX_BATCH_OPERATIONS {
-            return Err(WriteFailure::TooLarge(format!(
-                "{} events in one append; Cosmos DB commits at most {MAX_BATCH_OPERATIONS} atomically",
-                events.len()
-            )));
-        }
         let pk = partition_key(
             &events
                 .first()

@@ -61,6 +61,11 @@ pub const MAX_TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
 /// DynamoDB's largest number of actions in one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
+// The core's limits fit this backend: one append is one transaction, and
+// an event plus its keys and attributes is one item.
+const _: () = assert!(twincell_core::MAX_EVENTS_PER_APPEND <= MAX_TRANSACTION_ITEMS);
+const _: () = assert!(twincell_core::MAX_EVENT_BYTES + 1024 < MAX_ITEM_BYTES);
+
 /// The IAM actions the store needs on its table: `GetItem` (replays,
 /// health), `PutItem` (appends, alone or inside `TransactWriteItems`) and
 /// `Query` (loads). `template.yaml` grants exactly these.
@@ -243,13 +248,10 @@ impl DynamoDbEventStore {
             .map_err(|e| write_failure("PutItem", &e))
     }
 
+    /// Writes a batch [`check_batch`] passed: at most
+    /// [`MAX_EVENTS_PER_APPEND`](twincell_core::MAX_EVENTS_PER_APPEND)
+    /// events, which one transaction holds.
     async fn put_all(&self, events: &[RecordedEvent]) -> Result<(), WriteFailure> {
-        if events.len() > MAX_TRANSACTION_ITEMS {
-            return Err(WriteFailure::TooLarge(format!(
-                "{} events in one append; DynamoDB commits at most {MAX_TRANSACTION_ITEMS} atomically",
-                events.len()
-            )));
-        }
         let mut total = 0usize;
         let mut actions = Vec::with_capacity(events.len());
         for event in events {

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
 use crate::ids::{CellId, Sku};
-use crate::ports::{EventStore, ReplicatedApply, StoreError};
+use crate::ports::{EventStore, MAX_EVENTS_PER_APPEND, ReplicatedApply, StoreError};
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
 
@@ -138,6 +138,22 @@ pub async fn a_hundred_event_commit_succeeds<S: EventStore>(store: &S) -> Check 
     let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
     expect(loaded == events, || {
         format!("loaded {} of 100", loaded.len())
+    })
+}
+
+/// MUST return `TooLarge` for more than [`MAX_EVENTS_PER_APPEND`] events,
+/// and write nothing.
+pub async fn more_than_a_hundred_events_are_refused_whole<S: EventStore>(store: &S) -> Check {
+    let s = stream("over-hundred-sku", "aws")?;
+    let over = u64::try_from(MAX_EVENTS_PER_APPEND).unwrap_or(100) + 1;
+    let events = received(&s, 1, over)?;
+    let r = store.append(&s, 0, &events).await;
+    expect(matches!(r, Err(StoreError::TooLarge(_))), || {
+        format!("an append of 101 events gave {r:?}")
+    })?;
+    let loaded = store.load(&s.aggregate).await.map_err(|e| e.to_string())?;
+    expect(loaded.is_empty(), || {
+        format!("a refused append of 101 left {} events", loaded.len())
     })
 }
 
@@ -328,6 +344,7 @@ macro_rules! store_contract_tests {
             stale_expected_version_conflicts,
             invalid_batches_are_refused_whole,
             a_hundred_event_commit_succeeds,
+            more_than_a_hundred_events_are_refused_whole,
             an_aggregate_over_a_megabyte_loads_completely,
             of_sixteen_concurrent_appenders_exactly_one_wins,
             a_replicated_apply_is_idempotent,
