@@ -80,9 +80,9 @@ pub use inventory::{
 pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
 pub use ports::{
-    Clock, EventStore, IdGenerator, MAX_EVENT_BYTES, MAX_EVENTS_PER_APPEND, RandomIds,
-    ReplicatedApply, StoreError, SystemClock, WriteFailure, apply_by_create, check_batch,
-    check_event_size,
+    Clock, EventPage, EventStore, IdGenerator, ListCursor, Listing, MAX_EVENT_BYTES,
+    MAX_EVENTS_PER_APPEND, RandomIds, ReplicatedApply, StoreError, SystemClock, WriteFailure,
+    apply_by_create, check_batch, check_event_size,
 };
 pub use quantity::Quantity;
 pub use service::{CreatedTransaction, Service, ServiceError};

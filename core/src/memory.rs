@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::event::{AggregateId, RecordedEvent, StreamId};
+use crate::event::{AggregateId, AggregateType, RecordedEvent, StreamId};
 use crate::ids::CellId;
-use crate::ports::{EventStore, ReplicatedApply, StoreError, check_batch, check_event_size};
+use crate::ports::{
+    EventPage, EventStore, ListCursor, Listing, ReplicatedApply, StoreError, check_batch,
+    check_event_size,
+};
 
 /// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
 /// not a map: most aggregates hold one event (a transaction), and a tree
@@ -135,6 +138,82 @@ impl InMemoryEventStore {
     }
 }
 
+/// Where a listing resumes: after this event of this aggregate.
+type Position = (AggregateId, CellId, u64);
+
+/// `m1:<aggregate type>:<aggregate id>:<origin>:<version>`; no part can
+/// hold a `:`.
+fn cursor_of(event: &RecordedEvent) -> ListCursor {
+    let aggregate = &event.stream().aggregate;
+    ListCursor::new(format!(
+        "m1:{}:{}:{}:{}",
+        aggregate.kind().as_str(),
+        aggregate.id(),
+        event.origin(),
+        event.version()
+    ))
+}
+
+fn parse_cursor(cursor: &ListCursor) -> Result<Position, StoreError> {
+    let invalid = || StoreError::InvalidCursor(format!("{cursor:?} is not an in-memory cursor"));
+    let mut parts = cursor.as_str().split(':');
+    let (Some("m1"), Some(kind), Some(id), Some(origin), Some(version), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(invalid());
+    };
+    let kind = match kind {
+        "transaction" => AggregateType::Transaction,
+        "inventory" => AggregateType::Inventory,
+        _ => return Err(invalid()),
+    };
+    let aggregate = AggregateId::parse(kind, id).map_err(|_| invalid())?;
+    let origin = CellId::new(origin).map_err(|_| invalid())?;
+    let version = version.parse().map_err(|_| invalid())?;
+    Ok((aggregate, origin, version))
+}
+
+impl InMemoryEventStore {
+    /// Walks every aggregate in order (memory has no index to read): fine
+    /// for the sizes a process holds.
+    fn list_now(&self, listing: &Listing) -> Result<EventPage, StoreError> {
+        self.ensure_available()?;
+        let after = listing.after.as_ref().map(parse_cursor).transpose()?;
+        let limit = listing.limit.max(1);
+        let streams = self.lock();
+        let range = match &after {
+            Some((aggregate, ..)) => streams.range(aggregate.clone()..),
+            None => streams.range(..),
+        };
+        let mut page = EventPage::default();
+        for (aggregate, events) in range {
+            for event in events {
+                let resumed = after.as_ref().is_none_or(|(a, origin, version)| {
+                    a != aggregate || (event.origin(), event.version()) > (origin, *version)
+                });
+                let wanted = event.origin() == &listing.origin
+                    && listing
+                        .since
+                        .is_none_or(|since| event.recorded_at() >= since);
+                if !(resumed && wanted) {
+                    continue;
+                }
+                if page.events.len() == limit {
+                    page.next = page.events.last().map(cursor_of);
+                    return Ok(page);
+                }
+                page.events.push(event.clone());
+            }
+        }
+        Ok(page)
+    }
+}
+
 impl EventStore for InMemoryEventStore {
     async fn append(
         &self,
@@ -151,6 +230,10 @@ impl EventStore for InMemoryEventStore {
 
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.apply_now(event)
+    }
+
+    async fn list_origin(&self, listing: &Listing) -> Result<EventPage, StoreError> {
+        self.list_now(listing)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

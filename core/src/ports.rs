@@ -7,6 +7,7 @@ use std::future::Future;
 use uuid::Uuid;
 
 use crate::event::{AggregateId, RecordedEvent, StreamId};
+use crate::ids::CellId;
 use crate::timestamp::Timestamp;
 
 /// What became of a replicated event.
@@ -51,6 +52,59 @@ pub enum StoreError {
     /// Stored data could not be read back as events.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A listing cursor this store did not make (or made for another
+    /// listing); nothing was read.
+    #[error("invalid listing cursor: {0}")]
+    InvalidCursor(String),
+}
+
+/// Where a listing of one origin's events ([`EventStore::list_origin`])
+/// resumes. Opaque text that only the kind of store that made it reads, and
+/// valid in another process later: a resync can stop and continue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListCursor(String);
+
+impl ListCursor {
+    /// Wraps cursor text (from a page's `next`, possibly stored elsewhere in
+    /// between). The store checks it when it is used.
+    #[must_use]
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The text, to store or send.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a listing of one origin's events covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The cell whose events are listed.
+    pub origin: CellId,
+    /// Only events recorded at or after this instant (all when `None`).
+    pub since: Option<Timestamp>,
+    /// Resume after this cursor (from the start when `None`).
+    pub after: Option<ListCursor>,
+    /// The most events one page may hold (at least 1).
+    pub limit: usize,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventPage {
+    /// Events of the listed origin, in no particular order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next: Option<ListCursor>,
 }
 
 /// An append-only, per-stream versioned event log.
@@ -111,6 +165,29 @@ pub trait EventStore: Send + Sync {
         &self,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<ReplicatedApply, StoreError>> + Send;
+
+    /// One page of the events whose origin is `listing.origin` (and, with
+    /// `since`, that were recorded at or after it), for a resync: a cell
+    /// re-sends its own events through the replication path after an outage
+    /// longer than the transports keep them. Reads an index or feed of the
+    /// origin's events, never a scan of everything stored.
+    ///
+    /// # Errors
+    /// - Following `next` from no cursor until it is `None` MUST yield every
+    ///   event of the origin (and `since`) stored before the listing began,
+    ///   each exactly once, and no event of another origin. A page MUST hold
+    ///   at most `limit` events; it may hold fewer, even none, while `next`
+    ///   is `Some`.
+    /// - A cursor MUST resume the listing where its page ended, also in
+    ///   another process and with another store value on the same data.
+    /// - MUST return [`StoreError::InvalidCursor`] for a cursor this kind of
+    ///   store did not make.
+    /// - MUST return [`StoreError::Unavailable`] when the backend can't be
+    ///   reached and [`StoreError::Corrupt`] when stored data does not decode.
+    fn list_origin(
+        &self,
+        listing: &Listing,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
 
     /// A cheap round trip proving the backend answers.
     ///

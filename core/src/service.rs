@@ -97,10 +97,10 @@ impl From<StoreError> for ServiceError {
                 version,
             },
             StoreError::Unavailable(reason) => Self::Unavailable(reason),
-            e
-            @ (StoreError::InvalidBatch(_) | StoreError::TooLarge(_) | StoreError::Corrupt(_)) => {
-                Self::Internal(e.to_string())
-            }
+            e @ (StoreError::InvalidBatch(_)
+            | StoreError::TooLarge(_)
+            | StoreError::Corrupt(_)
+            | StoreError::InvalidCursor(_)) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -596,6 +596,12 @@ mod tests {
             event: &RecordedEvent,
         ) -> Result<ReplicatedApply, StoreError> {
             self.0.apply_replicated(event).await
+        }
+        async fn list_origin(
+            &self,
+            listing: &crate::ports::Listing,
+        ) -> Result<crate::ports::EventPage, StoreError> {
+            self.0.list_origin(listing).await
         }
         async fn check(&self) -> Result<(), StoreError> {
             Ok(())

@@ -46,6 +46,12 @@ impl EventStore for CountingStore {
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.inner.apply_replicated(event).await
     }
+    async fn list_origin(
+        &self,
+        listing: &twincell_core::Listing,
+    ) -> Result<twincell_core::EventPage, StoreError> {
+        self.inner.list_origin(listing).await
+    }
     async fn check(&self) -> Result<(), StoreError> {
         self.inner.check().await
     }

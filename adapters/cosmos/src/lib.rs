@@ -14,6 +14,7 @@
 //!   "origin": "aws",
 //!   "version": 7,
 //!   "type": "twincell.inventory.stock-reserved.v1",
+//!   "recorded_at": 1795320745007,
 //!   "event": { "…": "the whole recorded event" }
 //! }
 //! ```
@@ -34,6 +35,15 @@
 //! - A replicated event is the same create; on 409 the stored document is
 //!   read back and compared: equal is [`ReplicatedApply::AlreadyPresent`],
 //!   different is [`StoreError::Diverged`].
+//! - A resync lists one origin's events ([`EventStore::list_origin`]) with
+//!   the query `SELECT * FROM c WHERE c.origin = @origin` (and
+//!   `c.recorded_at >= @since`) across partitions, served by the
+//!   container's default index (every path indexed). Not the change feed:
+//!   the change feed returns every document of every origin and never ends
+//!   (a caught-up feed answers "no changes", on each partition range
+//!   separately), while the indexed query reads only the origin's documents
+//!   and ends. A cursor is the query's continuation token and the number
+//!   of items of its next page already returned.
 //! - A document over 2 MB is refused before anything is sent
 //!   ([`StoreError::TooLarge`]); 429 after the SDK's retries, 408, 5xx and
 //!   transport failures are [`StoreError::Unavailable`]. No SDK type crosses
@@ -44,8 +54,8 @@ use azure_data_cosmos::feed::FeedScope;
 use azure_data_cosmos::{CosmosError, Query, TransactionalBatch};
 use serde::{Deserialize, Serialize};
 use twincell_core::{
-    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId, WriteFailure,
-    apply_by_create, check_batch,
+    AggregateId, CellId, EventPage, EventStore, ListCursor, Listing, RecordedEvent,
+    ReplicatedApply, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
 };
 
 #[cfg(feature = "emulator")]
@@ -156,6 +166,10 @@ struct Document {
     version: u64,
     #[serde(rename = "type")]
     kind: String,
+    /// Unix milliseconds, for listings since an instant (absent in
+    /// documents written before listings existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<i64>,
     event: serde_json::Value,
 }
 
@@ -341,6 +355,7 @@ fn document(event: &RecordedEvent) -> Result<(Document, usize), StoreError> {
         origin: event.origin().to_string(),
         version: event.version(),
         kind: event.event().type_name().to_owned(),
+        recorded_at: Some(event.recorded_at().unix_millis()),
         event: json,
     };
     let size = serde_json::to_vec(&doc).map_or(0, |b| b.len());
@@ -376,6 +391,120 @@ fn decode(doc: Document) -> Result<RecordedEvent, StoreError> {
         )));
     }
     Ok(event)
+}
+
+/// Where a listing resumes: the continuation token of the query page to
+/// read next (`None`: the first), and how many of that page's items were
+/// already returned (pages are re-read from their token, so a page larger
+/// than the listing's limit can be returned in parts).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cursor {
+    v: u8,
+    origin: String,
+    token: Option<String>,
+    skip: usize,
+}
+
+impl Cursor {
+    fn encode(&self) -> Result<ListCursor, StoreError> {
+        serde_json::to_string(self)
+            .map(ListCursor::new)
+            .map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))
+    }
+
+    fn decode(cursor: &ListCursor, origin: &CellId) -> Result<Self, StoreError> {
+        let c: Self = serde_json::from_str(cursor.as_str()).map_err(|_| {
+            StoreError::InvalidCursor(format!("{cursor:?} is not a Cosmos DB cursor"))
+        })?;
+        if c.v != 1 || c.origin != origin.as_str() {
+            return Err(StoreError::InvalidCursor(format!(
+                "{cursor:?} was not made for a listing of {origin}"
+            )));
+        }
+        Ok(c)
+    }
+}
+
+impl CosmosEventStore {
+    async fn list_page(&self, listing: &Listing, cursor: Cursor) -> Result<EventPage, StoreError> {
+        use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
+        use futures_util::TryStreamExt;
+        let limit = listing.limit.max(1);
+        let text = match listing.since {
+            Some(_) => "SELECT * FROM c WHERE c.origin = @origin AND c.recorded_at >= @since",
+            None => "SELECT * FROM c WHERE c.origin = @origin",
+        };
+        let mut query = Query::from(text)
+            .with_parameter("@origin", listing.origin.as_str())
+            .map_err(|e| unavailable("query", &e))?;
+        if let Some(since) = listing.since {
+            query = query
+                .with_parameter("@since", since.unix_millis())
+                .map_err(|e| unavailable("query", &e))?;
+        }
+        let count = u32::try_from(limit)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let mut options =
+            QueryOptions::default().with_max_item_count(MaxItemCountHint::Limit(count));
+        if let Some(token) = &cursor.token {
+            options = options.with_continuation_token(
+                azure_data_cosmos::feed::ContinuationToken::from_string(token.clone()),
+            );
+        }
+        let mut pages = self
+            .container
+            .query_items::<Document>(query, FeedScope::full_container(), Some(options))
+            .await
+            .map_err(|e| listing_error(&e, cursor.token.is_some()))?
+            .into_pages();
+        let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| listing_error(&e, cursor.token.is_some()))?
+        else {
+            return Ok(EventPage::default());
+        };
+        let items = page.into_items();
+        let rest = items.len().saturating_sub(cursor.skip);
+        let take = rest.min(limit);
+        let mut events = Vec::with_capacity(take);
+        for doc in items.into_iter().skip(cursor.skip).take(take) {
+            events.push(decode(doc)?);
+        }
+        let next = if rest > take {
+            Cursor {
+                skip: cursor.skip + take,
+                ..cursor
+            }
+        } else {
+            let token = pages
+                .to_continuation_token()
+                .map_err(|e| unavailable("query continuation", &e))?;
+            Cursor {
+                v: 1,
+                origin: cursor.origin,
+                token: Some(token.as_str().to_owned()),
+                skip: 0,
+            }
+        };
+        Ok(EventPage {
+            events,
+            next: Some(next.encode()?),
+        })
+    }
+}
+
+/// A failed listing query: a resumed one refused as a bad request had a
+/// token the SDK does not accept.
+fn listing_error(err: &CosmosError, resumed: bool) -> StoreError {
+    if resumed && u16::from(err.status().status_code()) == 400 {
+        StoreError::InvalidCursor(format!("Cosmos DB refused the continuation token: {err}"))
+    } else {
+        unavailable("query", err)
+    }
 }
 
 impl EventStore for CosmosEventStore {
@@ -422,6 +551,19 @@ impl EventStore for CosmosEventStore {
             self.read(event.stream(), event.version())
         })
         .await
+    }
+
+    async fn list_origin(&self, listing: &Listing) -> Result<EventPage, StoreError> {
+        let cursor = match &listing.after {
+            Some(after) => Cursor::decode(after, &listing.origin)?,
+            None => Cursor {
+                v: 1,
+                origin: listing.origin.to_string(),
+                token: None,
+                skip: 0,
+            },
+        };
+        self.list_page(listing, cursor).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -13,6 +13,17 @@
 //! | `version` | N | the event's version in its origin's stream |
 //! | `type` | S | the event type, e.g. `twincell.inventory.stock-reserved.v1` |
 //! | `event` | S | the whole recorded event as JSON (what [`EventStore::load`] decodes) |
+//! | `origin_shard` | S | `<origin cell>#<shard>`, the shard `00`–`15` a hash of `pk` |
+//! | `recorded_at` | N | when the origin recorded the event, Unix milliseconds |
+//!
+//! One global secondary index, [`ORIGIN_INDEX`] (`origin_shard`,
+//! `recorded_at`, projecting `event`), lists one origin's events for a
+//! resync ([`EventStore::list_origin`]) without scanning the table: 16
+//! index partitions per origin, so a cell's writes spread over 16
+//! partitions of the index instead of queueing behind one, read in turn.
+//! The index is eventually consistent: an event written in the last moment
+//! may be missing from a listing (a resync is for events older than the
+//! replication transports keep, hours at least).
 //!
 //! - One aggregate is one item collection, so [`load`](EventStore::load) is
 //!   a single strongly consistent `Query` on `pk`, followed page by page.
@@ -46,12 +57,13 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TransactWriteItem,
 };
 use twincell_core::{
-    AggregateId, EventStore, RecordedEvent, ReplicatedApply, StoreError, StreamId, WriteFailure,
-    apply_by_create, check_batch,
+    AggregateId, CellId, EventPage, EventStore, ListCursor, Listing, RecordedEvent,
+    ReplicatedApply, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
 };
 
 /// DynamoDB's largest item, in bytes (names and values).
@@ -68,12 +80,21 @@ const _: () = assert!(twincell_core::MAX_EVENT_BYTES + 1024 < MAX_ITEM_BYTES);
 
 /// The IAM actions the store needs on its table: `GetItem` (replays,
 /// health), `PutItem` (appends, alone or inside `TransactWriteItems`) and
-/// `Query` (loads). `template.yaml` grants exactly these.
+/// `Query` (loads, and listings on [`ORIGIN_INDEX`]). `template.yaml`
+/// grants exactly these, on the table and that index.
 pub const IAM_ACTIONS: [&str; 3] = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"];
 
 const PK: &str = "pk";
 const SK: &str = "sk";
 const EVENT: &str = "event";
+const ORIGIN_SHARD: &str = "origin_shard";
+const RECORDED_AT: &str = "recorded_at";
+
+/// The index listing one origin's events by time: partition key
+/// `origin_shard`, sort key `recorded_at`, projecting `event`.
+pub const ORIGIN_INDEX: &str = "by-origin";
+/// Index partitions per origin.
+pub const ORIGIN_SHARDS: u8 = 16;
 /// The key [`EventStore::check`] reads: no event can have it, since no
 /// aggregate type is called `twincell`.
 const HEALTH_PK: &str = "twincell#health";
@@ -211,6 +232,23 @@ impl DynamoDbEventStore {
                 .build()
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
         };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(ORIGIN_INDEX)
+            .key_schema(key(ORIGIN_SHARD, KeyType::Hash)?)
+            .key_schema(key(RECORDED_AT, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes(EVENT)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let number = AttributeDefinition::builder()
+            .attribute_name(RECORDED_AT)
+            .attribute_type(ScalarAttributeType::N)
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let stream = StreamSpecification::builder()
             .stream_enabled(true)
             .stream_view_type(StreamViewType::NewImage)
@@ -222,8 +260,11 @@ impl DynamoDbEventStore {
             .table_name(&self.table)
             .attribute_definitions(attr(PK)?)
             .attribute_definitions(attr(SK)?)
+            .attribute_definitions(attr(ORIGIN_SHARD)?)
+            .attribute_definitions(number)
             .key_schema(key(PK, KeyType::Hash)?)
             .key_schema(key(SK, KeyType::Range)?)
+            .global_secondary_indexes(index)
             .billing_mode(BillingMode::PayPerRequest)
             .stream_specification(stream)
             .send()
@@ -379,6 +420,22 @@ pub fn sort_key(stream: &StreamId, version: u64) -> String {
     format!("{}#{version:020}", stream.origin)
 }
 
+/// The index shard of an aggregate: FNV-1a of its partition key, so every
+/// process agrees.
+fn shard_of(partition_key: &str) -> u8 {
+    let hash = partition_key
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    u8::try_from(hash % u64::from(ORIGIN_SHARDS)).unwrap_or(0)
+}
+
+/// The index partition of `origin`'s events in `shard`.
+fn origin_shard(origin: &CellId, shard: u8) -> String {
+    format!("{origin}#{shard:02}")
+}
+
 /// The item of `event` and its size as DynamoDB counts it.
 fn item(event: &RecordedEvent) -> Result<(HashMap<String, AttributeValue>, usize), StoreError> {
     let json = serde_json::to_string(event)
@@ -405,6 +462,17 @@ fn item(event: &RecordedEvent) -> Result<(HashMap<String, AttributeValue>, usize
             AttributeValue::S(event.event().type_name().to_owned()),
         ),
         (EVENT.to_owned(), AttributeValue::S(json)),
+        (
+            ORIGIN_SHARD.to_owned(),
+            AttributeValue::S(origin_shard(
+                event.origin(),
+                shard_of(&partition_key(&event.stream().aggregate)),
+            )),
+        ),
+        (
+            RECORDED_AT.to_owned(),
+            AttributeValue::N(event.recorded_at().unix_millis().to_string()),
+        ),
     ]);
     let size = refuse_oversized(&item, || {
         format!("event {} v{}", event.stream(), event.version())
@@ -467,6 +535,123 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<RecordedEvent, Store
     Ok(event)
 }
 
+/// Where a listing of one origin resumes: the shard, and the index key of
+/// the last item read there (`None`: the shard's start).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cursor {
+    v: u8,
+    origin: String,
+    shard: u8,
+    key: Option<CursorKey>,
+}
+
+/// The four attributes of an index key (`recorded_at` as its number text).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CursorKey {
+    pk: String,
+    sk: String,
+    origin_shard: String,
+    recorded_at: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> Result<ListCursor, StoreError> {
+        serde_json::to_string(self)
+            .map(ListCursor::new)
+            .map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))
+    }
+
+    fn decode(cursor: &ListCursor, origin: &CellId) -> Result<Self, StoreError> {
+        let invalid = || StoreError::InvalidCursor(format!("{cursor:?} is not a DynamoDB cursor"));
+        let c: Self = serde_json::from_str(cursor.as_str()).map_err(|_| invalid())?;
+        let key_fits = c.key.as_ref().is_none_or(|k| {
+            k.origin_shard == origin_shard(origin, c.shard) && k.recorded_at.parse::<i64>().is_ok()
+        });
+        if c.v != 1 || c.origin != origin.as_str() || c.shard >= ORIGIN_SHARDS || !key_fits {
+            return Err(StoreError::InvalidCursor(format!(
+                "{cursor:?} was not made for a listing of {origin}"
+            )));
+        }
+        Ok(c)
+    }
+
+    fn start_key(&self) -> Option<HashMap<String, AttributeValue>> {
+        self.key.as_ref().map(|k| {
+            HashMap::from([
+                (PK.to_owned(), AttributeValue::S(k.pk.clone())),
+                (SK.to_owned(), AttributeValue::S(k.sk.clone())),
+                (
+                    ORIGIN_SHARD.to_owned(),
+                    AttributeValue::S(k.origin_shard.clone()),
+                ),
+                (
+                    RECORDED_AT.to_owned(),
+                    AttributeValue::N(k.recorded_at.clone()),
+                ),
+            ])
+        })
+    }
+
+    fn key_from(last: &HashMap<String, AttributeValue>) -> Result<CursorKey, StoreError> {
+        let text = |name: &str| match last.get(name) {
+            Some(AttributeValue::S(s) | AttributeValue::N(s)) => Ok(s.clone()),
+            _ => Err(StoreError::Corrupt(format!(
+                "the index's last key has no `{name}`"
+            ))),
+        };
+        Ok(CursorKey {
+            pk: text(PK)?,
+            sk: text(SK)?,
+            origin_shard: text(ORIGIN_SHARD)?,
+            recorded_at: text(RECORDED_AT)?,
+        })
+    }
+}
+
+impl DynamoDbEventStore {
+    /// One `Query` page of one shard of the origin index.
+    async fn list_shard(
+        &self,
+        listing: &Listing,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<(Vec<RecordedEvent>, Option<CursorKey>), StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ORIGIN_INDEX)
+            .expression_attribute_values(
+                ":shard",
+                AttributeValue::S(origin_shard(&listing.origin, cursor.shard)),
+            )
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(cursor.start_key());
+        query = match listing.since {
+            Some(since) => query
+                .key_condition_expression("origin_shard = :shard AND recorded_at >= :since")
+                .expression_attribute_values(
+                    ":since",
+                    AttributeValue::N(since.unix_millis().to_string()),
+                ),
+            None => query.key_condition_expression("origin_shard = :shard"),
+        };
+        let page = query.send().await.map_err(|e| unavailable("Query", &e))?;
+        let events = page
+            .items()
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => Some(Cursor::key_from(&key)?),
+            _ => None,
+        };
+        Ok((events, next))
+    }
+}
+
 impl EventStore for DynamoDbEventStore {
     async fn append(
         &self,
@@ -516,6 +701,38 @@ impl EventStore for DynamoDbEventStore {
             self.get(event.stream(), event.version())
         })
         .await
+    }
+
+    async fn list_origin(&self, listing: &Listing) -> Result<EventPage, StoreError> {
+        let limit = listing.limit.max(1);
+        let mut cursor = match &listing.after {
+            Some(after) => Cursor::decode(after, &listing.origin)?,
+            None => Cursor {
+                v: 1,
+                origin: listing.origin.to_string(),
+                shard: 0,
+                key: None,
+            },
+        };
+        let mut page = EventPage::default();
+        // Shards in turn until the page is full or the last shard is done.
+        loop {
+            let (events, last) = self
+                .list_shard(listing, &cursor, limit - page.events.len())
+                .await?;
+            page.events.extend(events);
+            cursor.key = last;
+            if cursor.key.is_none() {
+                if cursor.shard + 1 >= ORIGIN_SHARDS {
+                    return Ok(page);
+                }
+                cursor.shard += 1;
+            }
+            if page.events.len() >= limit {
+                page.next = Some(cursor.encode()?);
+                return Ok(page);
+            }
+        }
     }
 
     async fn check(&self) -> Result<(), StoreError> {

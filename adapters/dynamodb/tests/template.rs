@@ -38,9 +38,54 @@ fn the_table_is_keyed_streamed_recoverable_and_on_demand() {
         })
         .collect();
     assert_eq!(keys, [("pk", "HASH"), ("sk", "RANGE")]);
-    for a in p["AttributeDefinitions"].as_sequence().unwrap() {
-        assert_eq!(a["AttributeType"].as_str(), Some("S"), "{a:?}");
-    }
+    let mut attributes: Vec<(&str, &str)> = p["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["AttributeName"].as_str().unwrap(),
+                a["AttributeType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    attributes.sort_unstable();
+    assert_eq!(
+        attributes,
+        [
+            ("origin_shard", "S"),
+            ("pk", "S"),
+            ("recorded_at", "N"),
+            ("sk", "S")
+        ]
+    );
+    let indexes = p["GlobalSecondaryIndexes"].as_sequence().unwrap();
+    assert_eq!(indexes.len(), 1);
+    let index = &indexes[0];
+    assert_eq!(
+        index["IndexName"].as_str(),
+        Some(twincell_dynamodb::ORIGIN_INDEX)
+    );
+    let index_keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        index_keys,
+        [("origin_shard", "HASH"), ("recorded_at", "RANGE")]
+    );
+    assert_eq!(
+        index["Projection"]["ProjectionType"].as_str(),
+        Some("INCLUDE")
+    );
+    assert_eq!(strings(&index["Projection"]["NonKeyAttributes"]), ["event"]);
     assert_eq!(
         p["StreamSpecification"]["StreamViewType"].as_str(),
         Some("NEW_IMAGE")
@@ -69,9 +114,19 @@ fn the_function_may_make_the_stores_calls_on_its_table_and_nothing_else() {
     let mut actions = strings(&statement["Action"]);
     actions.sort();
     assert_eq!(actions, twincell_dynamodb::IAM_ACTIONS);
-    let resource = format!("{:?}", statement["Resource"]);
+    let resources = statement["Resource"].as_sequence().unwrap();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    let table = format!("{:?}", resources[0]);
+    assert!(table.contains("EventsTable.Arn"), "{table}");
+    let index = format!("{:?}", resources[1]);
     assert!(
-        resource.contains("EventsTable.Arn") && !resource.contains('*'),
-        "{resource}"
+        index.contains(&format!(
+            "${{EventsTable.Arn}}/index/{}",
+            twincell_dynamodb::ORIGIN_INDEX
+        )),
+        "{index}"
     );
+    for r in resources {
+        assert!(!format!("{r:?}").contains('*'), "{r:?}");
+    }
 }

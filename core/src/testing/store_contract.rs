@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 
 use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
 use crate::ids::{CellId, Sku};
-use crate::ports::{EventStore, MAX_EVENTS_PER_APPEND, ReplicatedApply, StoreError};
+use crate::ports::{
+    EventStore, ListCursor, Listing, MAX_EVENTS_PER_APPEND, ReplicatedApply, StoreError,
+};
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
 
@@ -319,6 +321,191 @@ pub async fn a_different_replay_is_reported_and_never_overwrites<S: EventStore>(
     })
 }
 
+/// Follows a listing from `after` to its end, checking the page limit.
+async fn list_all<S: EventStore>(
+    store: &S,
+    origin: &str,
+    since: Option<Timestamp>,
+    after: Option<ListCursor>,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, String> {
+    let mut listing = Listing {
+        origin: cell(origin)?,
+        since,
+        after,
+        limit,
+    };
+    let mut all = Vec::new();
+    for _ in 0..10_000 {
+        let page = store
+            .list_origin(&listing)
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(page.events.len() <= limit, || {
+            format!("a page of limit {limit} held {}", page.events.len())
+        })?;
+        all.extend(page.events);
+        match page.next {
+            // Cursors are text that may travel between processes.
+            Some(next) => listing.after = Some(ListCursor::new(next.as_str().to_owned())),
+            None => return Ok(all),
+        }
+    }
+    Err("the listing did not end after 10 000 pages".to_owned())
+}
+
+/// Events of `origin` on several aggregates, appended (own) or applied
+/// (replicated), plus a transaction: what a resync listing must find.
+async fn stored_for_listing<S: EventStore>(
+    store: &S,
+    prefix: &str,
+) -> Result<(Vec<RecordedEvent>, Vec<RecordedEvent>), String> {
+    let mut aws = Vec::new();
+    let mut azure = Vec::new();
+    for n in 0..5 {
+        let s = stream(&format!("{prefix}-{n}"), "aws")?;
+        let events = received(&s, 1, 4)?;
+        store
+            .append(&s, 0, &events)
+            .await
+            .map_err(|e| e.to_string())?;
+        aws.extend(events);
+    }
+    for n in 0..3 {
+        let s = stream(&format!("{prefix}-{n}"), "azure")?;
+        for e in received(&s, 1, 2)? {
+            store
+                .apply_replicated(&e)
+                .await
+                .map_err(|e| e.to_string())?;
+            azure.push(e);
+        }
+    }
+    let id = crate::ids::TransactionId::from_uuid(uuid::Uuid::from_u128(
+        0x0193_a5b2_7c4d_7e8f_9a0b_1c2d_3e4f_5a6b,
+    ));
+    let tx = StreamId::new(AggregateId::transaction(id), cell("aws")?);
+    let created = RecordedEvent::new(
+        tx.clone(),
+        1,
+        Timestamp::from_unix_millis(3).map_err(|e| e.to_string())?,
+        DomainEvent::TransactionCreated {
+            transaction_id: id,
+            account_id: crate::ids::AccountId::new("acct").map_err(|e| e.to_string())?,
+            money: crate::money::Money::parse(
+                "1",
+                crate::money::Currency::from_code("EUR").map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    store
+        .append(&tx, 0, std::slice::from_ref(&created))
+        .await
+        .map_err(|e| e.to_string())?;
+    aws.push(created);
+    Ok((aws, azure))
+}
+
+fn same_events(got: &[RecordedEvent], want: &[RecordedEvent], what: &str) -> Check {
+    let key = |e: &RecordedEvent| (e.stream().clone(), e.version());
+    let mut got_keys: Vec<_> = got.iter().map(key).collect();
+    got_keys.sort();
+    let before = got_keys.len();
+    got_keys.dedup();
+    expect(got_keys.len() == before, || {
+        format!("{what}: {} events listed twice", before - got_keys.len())
+    })?;
+    let mut want_sorted: Vec<_> = want.to_vec();
+    want_sorted.sort_by_key(key);
+    let mut got_sorted: Vec<_> = got.to_vec();
+    got_sorted.sort_by_key(key);
+    expect(got_sorted == want_sorted, || {
+        format!(
+            "{what}: listed {} events, expected {}: {:?}",
+            got_sorted.len(),
+            want_sorted.len(),
+            got_sorted.iter().map(key).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Following a listing page by page yields every event of the origin
+/// exactly once and none of another origin, whatever the page size.
+pub async fn listing_an_origin_yields_each_of_its_events_once<S: EventStore>(store: &S) -> Check {
+    let (aws, azure) = stored_for_listing(store, "list-sku").await?;
+    for limit in [1, 3, 100] {
+        let listed = list_all(store, "aws", None, None, limit).await?;
+        same_events(&listed, &aws, &format!("aws, pages of {limit}"))?;
+    }
+    let listed = list_all(store, "azure", None, None, 2).await?;
+    same_events(&listed, &azure, "azure (replicated here)")?;
+    let listed = list_all(store, "gcp", None, None, 5).await?;
+    same_events(&listed, &[], "an origin with no events")
+}
+
+/// A cursor resumes the listing where its page ended.
+pub async fn a_listing_resumes_from_its_cursor<S: EventStore>(store: &S) -> Check {
+    let (aws, _) = stored_for_listing(store, "resume-sku").await?;
+    let mut listing = Listing {
+        origin: cell("aws")?,
+        since: None,
+        after: None,
+        limit: 4,
+    };
+    let mut seen = Vec::new();
+    // Read two pages, then pick up from the second page's cursor as a
+    // later process would.
+    for _ in 0..2 {
+        let page = store
+            .list_origin(&listing)
+            .await
+            .map_err(|e| e.to_string())?;
+        seen.extend(page.events);
+        listing.after = page.next;
+    }
+    let after = listing
+        .after
+        .ok_or("a listing of 21 events ended within two pages of 4")?;
+    let rest = list_all(store, "aws", None, Some(after), 7).await?;
+    seen.extend(rest);
+    same_events(&seen, &aws, "two pages, then the rest from the cursor")
+}
+
+/// `since` keeps the events recorded at or after it.
+pub async fn a_listing_since_an_instant_keeps_later_events<S: EventStore>(store: &S) -> Check {
+    let (aws, _) = stored_for_listing(store, "since-sku").await?;
+    let since = Timestamp::from_unix_millis(3).map_err(|e| e.to_string())?;
+    let later: Vec<_> = aws
+        .iter()
+        .filter(|e| e.recorded_at() >= since)
+        .cloned()
+        .collect();
+    expect(!later.is_empty() && later.len() < aws.len(), || {
+        "the fixture must have events on both sides of the instant".to_owned()
+    })?;
+    let listed = list_all(store, "aws", Some(since), None, 5).await?;
+    same_events(&listed, &later, "since 3 ms")
+}
+
+/// MUST return `InvalidCursor` for a cursor this kind of store did not make.
+pub async fn a_foreign_cursor_is_invalid<S: EventStore>(store: &S) -> Check {
+    for text in ["", "not-a-cursor", "m1:inventory:sku:aws", "{\"s\":99}"] {
+        let listing = Listing {
+            origin: cell("aws")?,
+            since: None,
+            after: Some(ListCursor::new(text)),
+            limit: 10,
+        };
+        let r = store.list_origin(&listing).await;
+        expect(matches!(r, Err(StoreError::InvalidCursor(_))), || {
+            format!("cursor {text:?} gave {r:?}")
+        })?;
+    }
+    Ok(())
+}
+
 /// A reachable store answers its check.
 pub async fn a_reachable_store_checks_ok<S: EventStore>(store: &S) -> Check {
     store
@@ -349,6 +536,10 @@ macro_rules! store_contract_tests {
             of_sixteen_concurrent_appenders_exactly_one_wins,
             a_replicated_apply_is_idempotent,
             a_different_replay_is_reported_and_never_overwrites,
+            listing_an_origin_yields_each_of_its_events_once,
+            a_listing_resumes_from_its_cursor,
+            a_listing_since_an_instant_keeps_later_events,
+            a_foreign_cursor_is_invalid,
             a_reachable_store_checks_ok
         );
     };
