@@ -10,6 +10,8 @@
 //! - [`event`]: events, streams `(aggregate, id, origin cell)`, event ids.
 //! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits.
 //! - [`Service`]: load → decide → append with bounded retries.
+//! - [`replication`]: what a batch of other cells' events did, and the
+//!   gaps a cell is waiting on.
 //! - [`InMemoryEventStore`]: the store for tests and local runs.
 //!
 //! ## Example
@@ -63,6 +65,7 @@ pub mod memory;
 pub mod money;
 pub mod ports;
 pub mod quantity;
+pub mod replication;
 pub mod service;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -85,6 +88,7 @@ pub use ports::{
     apply_by_create, check_batch, check_event_size,
 };
 pub use quantity::Quantity;
+pub use replication::{BatchReport, StreamProgress};
 pub use service::{CreatedTransaction, Service, ServiceError};
 pub use timestamp::Timestamp;
 pub use topology::{Topology, TopologyError};

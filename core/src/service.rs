@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use crate::event::{AggregateId, DomainEvent, EventError, RecordedEvent, StreamId};
+use crate::event::{AggregateId, AggregateType, DomainEvent, EventError, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{
     CellLedger, Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
 };
 use crate::ports::{Clock, EventStore, IdGenerator, ReplicatedApply, StoreError};
 use crate::quantity::Quantity;
+use crate::replication::{BatchReport, StreamProgress};
 use crate::topology::Topology;
 use crate::transaction::{self, CreateDecision, CreateError, Transaction};
 use crate::validation::{CreateTransaction, ReserveStock, TransferStock, WriteOffStock};
@@ -260,11 +261,26 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         command: &InventoryCommand,
     ) -> Result<InventoryOutcome, ServiceError> {
+        self.run_inventory(sku, command, None).await
+    }
+
+    /// [`Service::execute`], its first attempt deciding on `loaded` (the
+    /// SKU's events, just read) when given.
+    async fn run_inventory(
+        &self,
+        sku: &Sku,
+        command: &InventoryCommand,
+        mut loaded: Option<Vec<RecordedEvent>>,
+    ) -> Result<InventoryOutcome, ServiceError> {
         let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
         let mut lost = 0u32;
         let mut chunks = 0u32;
         loop {
-            let inventory = self.load_inventory(sku).await?;
+            let inventory = match loaded.take() {
+                Some(events) => Inventory::fold(sku, &self.topology, &events)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                None => self.load_inventory(sku).await?,
+            };
             let now = self.clock.now();
             let expected = inventory.own().map_or(0, CellLedger::version);
             let decision = inventory.decide(command, now)?;
@@ -397,17 +413,114 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         &self,
         event: &RecordedEvent,
     ) -> Result<ReplicatedApply, ServiceError> {
-        if event.origin() == self.topology.this() {
-            return Err(ServiceError::OwnEventReplicated(event.stream().to_string()));
+        let report = self
+            .apply_replicated_batch(std::slice::from_ref(event))
+            .await;
+        let outcome = report.outcomes.into_iter().next().unwrap_or_else(|| {
+            Err(ServiceError::Internal(
+                "a batch of one had no outcome".into(),
+            ))
+        })?;
+        report.follow_up?;
+        Ok(outcome)
+    }
+
+    /// Stores a batch of events other cells wrote (in any order, with
+    /// repeats), then reconciles each SKU they touch once: what one
+    /// delivery of a replication transport asks. Events are stored in
+    /// `(stream, version)` order, so a gap the batch itself fills closes
+    /// before anything is reconciled.
+    ///
+    /// Never fails as a whole: the report says what became of each event
+    /// (an event of this cell's own origin is refused, never stored; a
+    /// diverged one never overwrites), how far each touched stream has
+    /// arrived, and whether the follow-up reconciles ran. Once the store is
+    /// unavailable the remaining events are not tried.
+    pub async fn apply_replicated_batch(&self, events: &[RecordedEvent]) -> BatchReport {
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        order.sort_by_key(|&i| events.get(i).map(|e| (e.stream(), e.version())));
+        let mut outcomes: Vec<Option<Result<ReplicatedApply, ServiceError>>> =
+            events.iter().map(|_| None).collect();
+        let mut touched: Vec<&StreamId> = Vec::new();
+        let mut down: Option<String> = None;
+        for i in order {
+            let (Some(event), Some(slot)) = (events.get(i), outcomes.get_mut(i)) else {
+                continue;
+            };
+            let outcome = if let Some(reason) = &down {
+                Err(ServiceError::Unavailable(format!("not tried: {reason}")))
+            } else if event.origin() == self.topology.this() {
+                Err(ServiceError::OwnEventReplicated(event.stream().to_string()))
+            } else {
+                match self.store.apply_replicated(event).await {
+                    Ok(applied) => {
+                        if touched.last() != Some(&event.stream()) {
+                            touched.push(event.stream());
+                        }
+                        Ok(applied)
+                    }
+                    Err(StoreError::Unavailable(reason)) => {
+                        down = Some(reason.clone());
+                        Err(ServiceError::Unavailable(reason))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            };
+            *slot = Some(outcome);
         }
-        let applied = self.store.apply_replicated(event).await?;
-        let aggregate = &event.stream().aggregate;
-        if aggregate.kind() == crate::event::AggregateType::Inventory {
-            let sku =
-                Sku::new(aggregate.id()).map_err(|e| ServiceError::Internal(e.to_string()))?;
-            self.execute(&sku, &InventoryCommand::Reconcile).await?;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(ServiceError::Internal("event not tried".into()))))
+            .collect();
+        let (streams, follow_up) = match down {
+            Some(reason) => (Vec::new(), Err(ServiceError::Unavailable(reason))),
+            None => self.follow_up(&touched).await,
+        };
+        BatchReport {
+            outcomes,
+            streams,
+            follow_up,
         }
-        Ok(applied)
+    }
+
+    /// Loads each aggregate the `touched` streams belong to once, records
+    /// how far each stream has arrived, and reconciles each SKU.
+    async fn follow_up(
+        &self,
+        touched: &[&StreamId],
+    ) -> (Vec<StreamProgress>, Result<(), ServiceError>) {
+        let mut aggregates: Vec<&AggregateId> = touched.iter().map(|s| &s.aggregate).collect();
+        aggregates.sort_unstable();
+        aggregates.dedup();
+        let mut streams = Vec::with_capacity(touched.len());
+        let mut result = Ok(());
+        for aggregate in aggregates {
+            let events = match self.store.load(aggregate).await {
+                Ok(events) => events,
+                Err(e) => {
+                    result = result.and(Err(e.into()));
+                    continue;
+                }
+            };
+            streams.extend(
+                touched
+                    .iter()
+                    .filter(|s| &s.aggregate == aggregate)
+                    .map(|s| StreamProgress::of(s, &events)),
+            );
+            if aggregate.kind() != AggregateType::Inventory {
+                continue;
+            }
+            let reconciled = match Sku::new(aggregate.id()) {
+                Ok(sku) => self
+                    .run_inventory(&sku, &InventoryCommand::Reconcile, Some(events))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(ServiceError::Internal(e.to_string())),
+            };
+            result = result.and(reconciled);
+        }
+        (streams, result)
     }
 }
 
@@ -571,6 +684,90 @@ mod tests {
         assert_eq!(view.cells[&CellId::new("azure").unwrap()].available, 2);
         assert_eq!(view.cells[&CellId::new("aws").unwrap()].on_hand, 3);
         assert_eq!(view.on_hand, 5);
+    }
+
+    #[test]
+    fn a_batch_is_stored_in_stream_order_and_each_sku_reconciled_once() {
+        let aws = service("aws");
+        let azure = service("azure");
+        block_on(aws.receive(&sku(), Quantity::new(5).unwrap())).unwrap();
+        let to_azure = TransferStock {
+            to_cell: CellId::new("azure").unwrap(),
+            quantity: Quantity::new(2).unwrap(),
+        };
+        block_on(aws.transfer(&sku(), to_azure)).unwrap();
+        let sent = aws.store().events_from(&CellId::new("aws").unwrap());
+        let own = {
+            block_on(azure.receive(&Sku::new("mine").unwrap(), Quantity::new(1).unwrap()))
+                .unwrap();
+            azure
+                .store()
+                .events_from(&CellId::new("azure").unwrap())
+                .remove(0)
+        };
+        // Newest first, a repeat, and one of azure's own.
+        let batch = vec![sent[1].clone(), own, sent[0].clone(), sent[1].clone()];
+        let report = block_on(azure.apply_replicated_batch(&batch));
+        assert_eq!(report.outcomes[0], Ok(ReplicatedApply::Stored));
+        assert!(matches!(
+            report.outcomes[1],
+            Err(ServiceError::OwnEventReplicated(_))
+        ));
+        assert_eq!(report.outcomes[2], Ok(ReplicatedApply::Stored));
+        assert_eq!(report.outcomes[3], Ok(ReplicatedApply::AlreadyPresent));
+        assert_eq!(report.follow_up, Ok(()));
+        assert!(!report.is_complete(), "the own event was refused");
+        assert_eq!(report.streams.len(), 1);
+        assert!(!report.streams[0].has_gap());
+        assert_eq!(report.streams[0].contiguous, 2);
+        let received = azure
+            .store()
+            .events_from(&CellId::new("azure").unwrap())
+            .into_iter()
+            .filter(|e| matches!(e.event(), DomainEvent::AllocationReceived { .. }))
+            .count();
+        assert_eq!(received, 1, "the transfer is taken in once");
+    }
+
+    #[test]
+    fn a_batch_with_a_gap_reports_it_and_folds_nothing_past_it() {
+        let aws = service("aws");
+        let azure = service("azure");
+        for n in 1..=3 {
+            block_on(aws.receive(&sku(), Quantity::new(n).unwrap())).unwrap();
+        }
+        let sent = aws.store().events_from(&CellId::new("aws").unwrap());
+        let report = block_on(azure.apply_replicated_batch(&[sent[2].clone()]));
+        assert!(report.is_complete());
+        assert_eq!(report.streams[0].missing, [1, 2]);
+        assert_eq!(
+            block_on(azure.inventory(&sku())).unwrap().on_hand,
+            0,
+            "nothing past the gap"
+        );
+        let report = block_on(azure.apply_replicated_batch(&sent[..2]));
+        assert!(report.is_complete() && !report.streams[0].has_gap());
+        assert_eq!(block_on(azure.inventory(&sku())).unwrap().on_hand, 6);
+    }
+
+    #[test]
+    fn a_batch_on_an_unavailable_store_tries_nothing_more_and_says_so() {
+        let aws = service("aws");
+        let azure = service("azure");
+        block_on(aws.receive(&sku(), Quantity::new(1).unwrap())).unwrap();
+        block_on(aws.receive(&sku(), Quantity::new(1).unwrap())).unwrap();
+        let sent = aws.store().events_from(&CellId::new("aws").unwrap());
+        azure.store().set_available(false);
+        let report = block_on(azure.apply_replicated_batch(&sent));
+        assert!(
+            report
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, Err(ServiceError::Unavailable(_))))
+        );
+        assert!(matches!(report.follow_up, Err(ServiceError::Unavailable(_))));
+        azure.store().set_available(true);
+        assert!(azure.store().is_empty());
     }
 
     /// A store whose appends always lose the race: unit test of the retry bound.
