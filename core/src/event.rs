@@ -37,6 +37,16 @@ impl AggregateType {
             Self::Inventory => "inventory",
         }
     }
+
+    /// The type named `name` ([`AggregateType::as_str`]).
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "transaction" => Some(Self::Transaction),
+            "inventory" => Some(Self::Inventory),
+            _ => None,
+        }
+    }
 }
 
 /// One aggregate: its type and id. The id is valid for the type.
@@ -173,7 +183,7 @@ pub enum FulfilCause {
 
 /// Everything that can happen, with its stable type name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
+#[serde(tag = "type", content = "data", deny_unknown_fields)]
 pub enum DomainEvent {
     /// A transaction was created in the stream's origin cell.
     #[serde(rename = "twincell.transaction.created.v1")]
@@ -264,6 +274,21 @@ pub enum DomainEvent {
 }
 
 impl DomainEvent {
+    /// Every type name this version knows. An event of another
+    /// `twincell.` type comes from a newer cell.
+    pub const TYPE_NAMES: [&'static str; 10] = [
+        "twincell.transaction.created.v1",
+        "twincell.inventory.stock-received.v1",
+        "twincell.inventory.stock-written-off.v1",
+        "twincell.inventory.stock-reserved.v1",
+        "twincell.inventory.reservation-released.v1",
+        "twincell.inventory.release-requested.v1",
+        "twincell.inventory.reservation-fulfilled.v1",
+        "twincell.inventory.fulfilment-requested.v1",
+        "twincell.inventory.allocation-transferred.v1",
+        "twincell.inventory.allocation-received.v1",
+    ];
+
     /// The stable type name (the CloudEvents `type`).
     #[must_use]
     pub fn type_name(&self) -> &'static str {
@@ -491,11 +516,17 @@ mod tests {
             },
         ];
         let mut names = std::collections::BTreeSet::new();
+        assert_eq!(
+            all.len(),
+            DomainEvent::TYPE_NAMES.len(),
+            "every type is tried"
+        );
         for e in all {
             let json = serde_json::to_value(&e).unwrap();
             assert_eq!(json["type"], e.type_name());
             assert!(e.type_name().ends_with(".v1"));
             assert!(names.insert(e.type_name()));
+            assert!(DomainEvent::TYPE_NAMES.contains(&e.type_name()));
             assert_eq!(serde_json::from_value::<DomainEvent>(json).unwrap(), e);
         }
     }
@@ -550,6 +581,10 @@ mod tests {
         assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
         let mut json = serde_json::to_value(received(1)).unwrap();
         json["event"]["data"]["quantity"] = 0.into();
+        assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
+        // A changed shape is a new type name, never extra fields.
+        let mut json = serde_json::to_value(received(1)).unwrap();
+        json["event"]["data"]["note"] = "new".into();
         assert!(serde_json::from_value::<RecordedEvent>(json).is_err());
     }
 }

@@ -167,11 +167,7 @@ fn parse_cursor(cursor: &ListCursor) -> Result<Position, StoreError> {
     ) else {
         return Err(invalid());
     };
-    let kind = match kind {
-        "transaction" => AggregateType::Transaction,
-        "inventory" => AggregateType::Inventory,
-        _ => return Err(invalid()),
-    };
+    let kind = AggregateType::parse(kind).ok_or_else(invalid)?;
     let aggregate = AggregateId::parse(kind, id).map_err(|_| invalid())?;
     let origin = CellId::new(origin).map_err(|_| invalid())?;
     let version = version.parse().map_err(|_| invalid())?;

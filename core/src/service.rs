@@ -698,8 +698,7 @@ mod tests {
         block_on(aws.transfer(&sku(), to_azure)).unwrap();
         let sent = aws.store().events_from(&CellId::new("aws").unwrap());
         let own = {
-            block_on(azure.receive(&Sku::new("mine").unwrap(), Quantity::new(1).unwrap()))
-                .unwrap();
+            block_on(azure.receive(&Sku::new("mine").unwrap(), Quantity::new(1).unwrap())).unwrap();
             azure
                 .store()
                 .events_from(&CellId::new("azure").unwrap())
@@ -765,7 +764,10 @@ mod tests {
                 .iter()
                 .all(|o| matches!(o, Err(ServiceError::Unavailable(_))))
         );
-        assert!(matches!(report.follow_up, Err(ServiceError::Unavailable(_))));
+        assert!(matches!(
+            report.follow_up,
+            Err(ServiceError::Unavailable(_))
+        ));
         azure.store().set_available(true);
         assert!(azure.store().is_empty());
     }
