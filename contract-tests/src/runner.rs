@@ -122,6 +122,22 @@ fn compare(runs: &[TargetRun], deterministic: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The placeholder of the target's replication key.
+pub const REPLICATION_KEY_PLACEHOLDER: &str = "replication_key";
+
+/// Whether `case` sends the replication key (and so needs targets that
+/// know it).
+#[must_use]
+pub fn needs_replication_key(case: &Case) -> bool {
+    let placeholder = format!("{{{{{REPLICATION_KEY_PLACEHOLDER}}}}}");
+    case.steps.iter().any(|s| {
+        s.request
+            .headers
+            .iter()
+            .any(|(_, v)| v.contains(&placeholder))
+    })
+}
+
 /// Runs case number `index` on every target. `run_id` makes `{{run}}`
 /// unique per run; the case index is appended.
 pub async fn run_case(
@@ -137,6 +153,9 @@ pub async fn run_case(
             ("cell".to_owned(), target.cell().to_owned()),
             ("peer".to_owned(), target.peer().to_owned()),
         ]);
+        if let Some(key) = target.replication_key() {
+            bindings.insert(REPLICATION_KEY_PLACEHOLDER.to_owned(), key.to_owned());
+        }
         let mut answers = Vec::new();
         let mut error = None;
         match target.session().await {

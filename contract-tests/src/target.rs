@@ -23,6 +23,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// byte for byte.
 pub const FIXED_CLOCK_MS: i64 = 1_795_320_745_007;
 
+/// The replication key every local target runs with (bound to
+/// `{{replication_key}}` in cases), so the `/replication/*` routes answer
+/// alike everywhere.
+pub const REPLICATION_KEY: &str = "contract-replication-key-0123456789abcdef";
+
 /// Somewhere cases run.
 pub trait Target: Send + Sync {
     /// The column name in reports.
@@ -33,6 +38,11 @@ pub trait Target: Send + Sync {
     fn peer(&self) -> &str;
     /// Whether its clock and ids are fixed, so answers compare byte for byte.
     fn deterministic(&self) -> bool;
+    /// The cell's replication key, when the run knows it (bound to
+    /// `{{replication_key}}`; cases using it need it).
+    fn replication_key(&self) -> Option<&str> {
+        None
+    }
     /// A fresh session for one case.
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>>;
 }
@@ -202,6 +212,9 @@ impl Target for AzureProcess {
     fn name(&self) -> &str {
         &self.name
     }
+    fn replication_key(&self) -> Option<&str> {
+        Some(REPLICATION_KEY)
+    }
     fn cell(&self) -> &str {
         &self.cell
     }
@@ -222,6 +235,7 @@ impl Target for AzureProcess {
                 .env("TWINCELL_CELL", &self.cell)
                 .env("TWINCELL_PEERS", &self.peer)
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
+                .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("RUST_LOG", "off")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -329,6 +343,9 @@ impl Target for LambdaProcess {
     fn name(&self) -> &str {
         &self.name
     }
+    fn replication_key(&self) -> Option<&str> {
+        Some(REPLICATION_KEY)
+    }
     fn cell(&self) -> &str {
         &self.cell
     }
@@ -362,6 +379,7 @@ impl Target for LambdaProcess {
                 .env("TWINCELL_CELL", &self.cell)
                 .env("TWINCELL_PEERS", &self.peer)
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
+                .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("RUST_LOG", "off")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -384,6 +402,7 @@ pub struct UrlTarget {
     base: String,
     peer: String,
     client: reqwest::Client,
+    replication_key: Option<String>,
 }
 
 impl UrlTarget {
@@ -405,7 +424,15 @@ impl UrlTarget {
             base: base.trim_end_matches('/').to_owned(),
             peer: peer.to_owned(),
             client,
+            replication_key: None,
         })
+    }
+
+    /// The cell's replication key, for the cases that deliver events.
+    #[must_use]
+    pub fn with_replication_key(mut self, key: Option<String>) -> Self {
+        self.replication_key = key;
+        self
     }
 }
 
@@ -454,6 +481,9 @@ impl Session for UrlSession {
 impl Target for UrlTarget {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn replication_key(&self) -> Option<&str> {
+        self.replication_key.as_deref()
     }
     fn cell(&self) -> &str {
         &self.name

@@ -21,6 +21,11 @@ impl Drop for Cell {
     }
 }
 
+/// Each cell's replication key.
+fn key(cell: &str) -> String {
+    format!("{cell}-replication-key-0123456789abcdef0123")
+}
+
 fn start(cell: &str, peer: &str) -> Cell {
     let binary = twincell_contract::target::bin_dir().join("handler");
     assert!(
@@ -33,6 +38,7 @@ fn start(cell: &str, peer: &str) -> Cell {
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
         .env("TWINCELL_CELL", cell)
         .env("TWINCELL_PEERS", peer)
+        .env("TWINCELL_REPLICATION_KEY", key(cell))
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .spawn()
@@ -50,26 +56,42 @@ fn start(cell: &str, peer: &str) -> Cell {
 fn the_cli_proves_parity_of_two_running_cells_and_is_safe_to_run_again() {
     let aws = start("aws", "azure");
     let azure = start("azure", "aws");
+    // The first run knows the replication keys (from the environment, never
+    // the command line); the second does not, and leaves out the cases
+    // that need them, saying so.
     for run in 1..=2 {
-        let output = Command::new(env!("CARGO_BIN_EXE_twincell-contract"))
-            .args([
-                "--target",
-                &format!("aws={}", aws.url),
-                "--target",
-                &format!("azure={}", azure.url),
-            ])
-            .output()
-            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twincell-contract"));
+        command.args([
+            "--target",
+            &format!("aws={}", aws.url),
+            "--target",
+            &format!("azure={}", azure.url),
+        ]);
+        if run == 1 {
+            command
+                .env("AWS_CELL_KEY", key("aws"))
+                .env("AZURE_CELL_KEY", key("azure"))
+                .args([
+                    "--replication-key-env",
+                    "aws=AWS_CELL_KEY",
+                    "--replication-key-env",
+                    "azure=AZURE_CELL_KEY",
+                ]);
+        }
+        let output = command.output().unwrap();
         let report = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "run {run}:\n{report}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let errors = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}:\n{report}\n{errors}");
         assert!(
             report.contains(" passed, 0 failed ("),
             "run {run}:\n{report}"
         );
+        assert_eq!(
+            report.contains("replication-delivery-of-an-unknown-twincell-type"),
+            run == 1,
+            "run {run}:\n{report}"
+        );
+        assert_eq!(errors.contains("were not run"), run == 2, "{errors}");
     }
 }
 

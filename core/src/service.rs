@@ -160,6 +160,11 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         &self.store
     }
 
+    /// The time on this cell's clock.
+    pub fn now(&self) -> crate::timestamp::Timestamp {
+        self.clock.now()
+    }
+
     /// Whether the store answers.
     ///
     /// # Errors

@@ -1,10 +1,15 @@
 //! # twincell-aws
 //!
-//! The AWS cell: the shared router behind `lambda_http`. API Gateway REST
+//! The AWS cell: the shared router behind `lambda_http` (the `api`
+//! binary), and the [`replicator`] that publishes the cell's own events
+//! from the table's stream. API Gateway REST
 //! (v1), HTTP API (v2), ALB and Lambda function URL events all reach the
 //! router with the same path the Azure cell sees: `lambda_http` puts an API
 //! Gateway stage in front of the path, and [`strip_stage`] takes it off
 //! again, so a stage never changes routing.
+
+pub mod replicator;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -17,8 +22,12 @@ use twincell_core::{Clock, EventStore, IdGenerator, Service};
 /// What a Lambda invocation runs: [`strip_stage`], then the router.
 pub type App = MapRequest<axum::Router, fn(Request) -> Request>;
 
-/// The Lambda handler of one cell over `service`.
-pub fn app<S, C, I>(service: Arc<Service<S, C, I>>) -> App
+/// The Lambda handler of one cell over `service`, with the replication
+/// routes when `replication` is given.
+pub fn app<S, C, I>(
+    service: Arc<Service<S, C, I>>,
+    replication: Option<twincell_http::Replication>,
+) -> App
 where
     S: EventStore + 'static,
     C: Clock + 'static,
@@ -27,7 +36,7 @@ where
     let normalize: fn(Request) -> Request = strip_stage;
     ServiceBuilder::new()
         .map_request(normalize)
-        .service(twincell_http::router(service))
+        .service(twincell_http::router_with_replication(service, replication))
 }
 
 /// Routes on the path the client sent, without the API Gateway stage.

@@ -30,7 +30,7 @@ fn service() -> Arc<Service<InMemoryEventStore, ManualClock, SequentialIds>> {
 /// Invokes the handler with one event; returns the function's JSON answer.
 async fn invoke(event: &str) -> Value {
     let payload: LambdaRequest = serde_json::from_str(event).unwrap();
-    let mut adapter = Adapter::from(twincell_aws::app(service()));
+    let mut adapter = Adapter::from(twincell_aws::app(service(), None));
     let response = adapter
         .ready()
         .await

@@ -13,6 +13,10 @@
 //!   `TWINCELL_COSMOS_CONTAINER` (default `events`): store events in Cosmos
 //!   DB. Without an endpoint, events live in memory (local development
 //!   only).
+//! - Replication (see `twincell_replication::config`; keys as Key Vault
+//!   references): `TWINCELL_REPLICATION_KEY` turns the `/replication/*`
+//!   routes on; `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
+//!   `…_TARGET_KEY` say where this cell publishes its own events (resync).
 //! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
 //!   logs are JSON lines on stdout.
 //!
@@ -43,6 +47,7 @@ use twincell_core::{
 struct Config {
     port: u16,
     topology: Topology,
+    replication: twincell_replication::Settings,
     #[cfg(feature = "contract-mode")]
     fixed_clock_ms: Option<i64>,
 }
@@ -65,6 +70,7 @@ impl Config {
         Ok(Self {
             port,
             topology,
+            replication: twincell_replication::Settings::from_env()?,
             #[cfg(feature = "contract-mode")]
             fixed_clock_ms: env("TWINCELL_FIXED_CLOCK_MS")
                 .map(|v| v.trim().parse().context("TWINCELL_FIXED_CLOCK_MS"))
@@ -133,18 +139,26 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
         let service = Service::new(config.topology, store, clock, SequentialIds::default());
-        return serve(config.port, service).await;
+        return serve(config.port, service, config.replication).await;
     }
     let service = Service::new(config.topology, store, twincell_http::TokioClock, RandomIds);
-    serve(config.port, service).await
+    serve(config.port, service, config.replication).await
 }
 
-async fn serve<S, C, I>(port: u16, service: Service<S, C, I>) -> anyhow::Result<()>
+async fn serve<S, C, I>(
+    port: u16,
+    service: Service<S, C, I>,
+    settings: twincell_replication::Settings,
+) -> anyhow::Result<()>
 where
     S: EventStore + 'static,
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
+    let publisher = twincell_replication::publish::shared(settings.target)?;
+    let replication = settings
+        .key
+        .map(|key| twincell_http::Replication { key, publisher });
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;
@@ -156,10 +170,13 @@ where
         println!("twincell {cell} cell listening on http://{address}");
     }
     tracing::info!(%cell, %address, "serving");
-    axum::serve(listener, twincell_http::router(Arc::new(service)))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")
+    axum::serve(
+        listener,
+        twincell_http::router_with_replication(Arc::new(service), replication),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("serving")
 }
 
 /// Resolves on Ctrl-C or SIGTERM (the Functions host stops handlers with it).

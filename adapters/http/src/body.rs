@@ -34,8 +34,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Problem> {
         check_content_type(req.headers())?;
-        check_content_length(req.headers())?;
-        let bytes = read_limited(req.into_body()).await?;
+        check_content_length(req.headers(), BODY_LIMIT)?;
+        let bytes = read_limited(req.into_body(), BODY_LIMIT).await?;
         parse(&bytes).map(JsonBody)
     }
 }
@@ -44,10 +44,10 @@ fn unsupported(detail: &str) -> Problem {
     Problem::new(ProblemKind::UnsupportedMediaType, detail)
 }
 
-fn too_large() -> Problem {
+fn too_large(limit: usize) -> Problem {
     Problem::new(
         ProblemKind::PayloadTooLarge,
-        format!("the body is larger than {BODY_LIMIT} bytes"),
+        format!("the body is larger than {limit} bytes"),
     )
 }
 
@@ -89,21 +89,23 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-fn check_content_length(headers: &HeaderMap) -> Result<(), Problem> {
+/// 413 when `Content-Length` declares more than `limit` bytes.
+pub(crate) fn check_content_length(headers: &HeaderMap, limit: usize) -> Result<(), Problem> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > u64::try_from(BODY_LIMIT).unwrap_or(u64::MAX) => Err(too_large()),
+        Some(n) if n > u64::try_from(limit).unwrap_or(u64::MAX) => Err(too_large(limit)),
         _ => Ok(()),
     }
 }
 
-async fn read_limited(body: Body) -> Result<bytes::Bytes, Problem> {
-    match Limited::new(body, BODY_LIMIT).collect().await {
+/// The body, or 413 once more than `limit` bytes arrive.
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, Problem> {
+    match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Err(_) => Err(malformed("the body could not be read")),
     }
 }

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod headers;
 pub mod normalize;
 pub mod problem;
+pub mod replication;
 mod routes;
 
 use std::any::Any;
@@ -33,6 +34,7 @@ use twincell_core::{Clock, EventStore, IdGenerator, Service};
 pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
 pub use problem::{Problem, ProblemKind};
+pub use replication::Replication;
 pub use routes::IDEMPOTENT_REPLAYED;
 
 /// The response header naming the cell that answered.
@@ -56,10 +58,29 @@ pub const ROUTES: &[(&str, &str)] = &[
         "/inventory/{sku}/reservations/{order_id}/fulfilment",
     ),
     ("POST", "/inventory/{sku}/transfers"),
+    ("POST", "/replication/events"),
+    ("OPTIONS", "/replication/events"),
+    ("GET", "/replication/status"),
+    ("POST", "/replication/resync"),
 ];
 
-/// The API of one cell over `service`.
+/// The API of one cell over `service`, with replication off (every
+/// `/replication/*` request is 404).
 pub fn router<S, C, I>(service: Arc<Service<S, C, I>>) -> Router
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
+    router_with_replication(service, None)
+}
+
+/// The API of one cell over `service`; with `replication`, the
+/// [`replication`] routes too.
+pub fn router_with_replication<S, C, I>(
+    service: Arc<Service<S, C, I>>,
+    replication: Option<Replication>,
+) -> Router
 where
     S: EventStore + 'static,
     C: Clock + 'static,
@@ -100,9 +121,15 @@ where
             "/inventory/{sku}/transfers",
             post(routes::transfer::<S, C, I>),
         )
+        .with_state(service.clone());
+    let routes = match replication {
+        Some(replication) => routes.merge(replication::routes(service, replication)),
+        None => routes,
+    };
+    // After the merge, so the replication routes answer 405 alike.
+    let routes = routes
         .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        .with_state(service);
+        .method_not_allowed_fallback(routes::method_not_allowed);
     // Routing happens on the normalized path: the outer router hands every
     // request, normalized, to the routes.
     let normalize: fn(Request) -> Request = normalize::normalize;

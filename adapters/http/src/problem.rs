@@ -40,15 +40,26 @@ pub enum ProblemKind {
     StockLimitExceeded,
     /// A replicated event differs from the stored one.
     ReplicaDiverged,
+    /// No or the wrong replication key.
+    Unauthorized,
+    /// A delivery held diverged replays or events of this cell's own
+    /// origin; `events` names them. Never applied.
+    ReplicationConflict,
+    /// A delivery held an event type this version does not know (a newer
+    /// cell sent it); retried, it applies once this cell is upgraded.
+    UnsupportedEventType,
     /// The store can't be reached or is too contended; retry.
     ServiceUnavailable,
+    /// The replication target refused a resync publish or could not be
+    /// reached.
+    ReplicationTargetFailed,
     /// A bug; details are in the logs under the request id.
     InternalError,
 }
 
 impl ProblemKind {
     /// Every kind, for docs and tests.
-    pub const ALL: [ProblemKind; 15] = [
+    pub const ALL: [ProblemKind; 19] = [
         Self::MalformedBody,
         Self::InvalidHeader,
         Self::UnsupportedMediaType,
@@ -62,7 +73,11 @@ impl ProblemKind {
         Self::ReservationClosed,
         Self::StockLimitExceeded,
         Self::ReplicaDiverged,
+        Self::Unauthorized,
+        Self::ReplicationConflict,
+        Self::UnsupportedEventType,
         Self::ServiceUnavailable,
+        Self::ReplicationTargetFailed,
         Self::InternalError,
     ];
 
@@ -83,7 +98,11 @@ impl ProblemKind {
             Self::ReservationClosed => "reservation-closed",
             Self::StockLimitExceeded => "stock-limit-exceeded",
             Self::ReplicaDiverged => "replica-diverged",
+            Self::Unauthorized => "unauthorized",
+            Self::ReplicationConflict => "replication-conflict",
+            Self::UnsupportedEventType => "unsupported-event-type",
             Self::ServiceUnavailable => "service-unavailable",
+            Self::ReplicationTargetFailed => "replication-target-failed",
             Self::InternalError => "internal-error",
         }
     }
@@ -111,7 +130,11 @@ impl ProblemKind {
             Self::ReservationClosed => "Reservation closed",
             Self::StockLimitExceeded => "Stock limit exceeded",
             Self::ReplicaDiverged => "Replica diverged",
+            Self::Unauthorized => "Unauthorized",
+            Self::ReplicationConflict => "Replication conflict",
+            Self::UnsupportedEventType => "Unsupported event type",
             Self::ServiceUnavailable => "Service unavailable",
+            Self::ReplicationTargetFailed => "Replication target failed",
             Self::InternalError => "Internal error",
         }
     }
@@ -123,22 +146,42 @@ impl ProblemKind {
             Self::MalformedBody | Self::InvalidHeader => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ValidationFailed | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ValidationFailed | Self::IdempotencyKeyReused | Self::UnsupportedEventType => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InsufficientStock
             | Self::ReservationMismatch
             | Self::ReservationClosed
             | Self::StockLimitExceeded
-            | Self::ReplicaDiverged => StatusCode::CONFLICT,
+            | Self::ReplicaDiverged
+            | Self::ReplicationConflict => StatusCode::CONFLICT,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ReplicationTargetFailed => StatusCode::BAD_GATEWAY,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
+static NO_MEMBERS: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+    std::sync::LazyLock::new(serde_json::Map::new);
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The most events a problem names in `events`.
+pub const EVENTS_LISTED: usize = 100;
+
+/// One event of a replication delivery a problem is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRef {
+    /// The CloudEvent `id` as sent (empty when it had none).
+    pub id: String,
+    /// Why it was not applied.
+    pub reason: String,
+}
 
 /// A failure on its way to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,8 +189,21 @@ pub struct Problem {
     kind: ProblemKind,
     detail: String,
     errors: Vec<Violation>,
+    /// What few problems carry, boxed so every `Result<_, Problem>` stays
+    /// small.
+    extras: Option<Box<Extras>>,
     /// The cause of a 5xx, for the log line only; never sent.
     cause: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Extras {
+    /// Replication events the problem is about (at most [`EVENTS_LISTED`]).
+    events: Vec<EventRef>,
+    /// Headers the kind needs besides `Content-Type` (`WWW-Authenticate`).
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// Extension members (RFC 9457 §3.2) after the standard ones.
+    members: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The cause of a 5xx, carried in the response extensions to the layer that
@@ -164,6 +220,10 @@ struct Body<'a> {
     detail: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     errors: &'a [Violation],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    events: &'a [EventRef],
+    #[serde(flatten)]
+    members: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl Problem {
@@ -174,8 +234,42 @@ impl Problem {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            extras: None,
             cause: None,
         }
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Adds the extension member `name` (never one of the standard ones).
+    #[must_use]
+    pub fn with_member(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extras().members.insert(name.to_owned(), value);
+        self
+    }
+
+    /// Names the events the problem is about (the first
+    /// [`EVENTS_LISTED`]).
+    #[must_use]
+    pub fn with_events(mut self, events: impl IntoIterator<Item = EventRef>) -> Self {
+        self.extras().events = events.into_iter().take(EVENTS_LISTED).collect();
+        self
+    }
+
+    /// Sends `name: value` with the problem.
+    #[must_use]
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.extras().headers.push((name, value));
+        self
+    }
+
+    /// Keeps `cause` for the log line of the request (never sent).
+    #[must_use]
+    pub fn with_cause(mut self, cause: impl Into<String>) -> Self {
+        self.cause = Some(cause.into());
+        self
     }
 
     /// 422 listing every violation.
@@ -308,6 +402,8 @@ impl IntoResponse for Problem {
             status: self.kind.status().as_u16(),
             detail: &self.detail,
             errors: &self.errors,
+            events: self.extras.as_ref().map_or(&[], |x| x.events.as_slice()),
+            members: self.extras.as_ref().map_or(&NO_MEMBERS, |x| &x.members),
         };
         // Serializing plain strings and integers cannot fail; the fallback
         // keeps even that impossible case a well-formed problem.
@@ -322,6 +418,9 @@ impl IntoResponse for Problem {
         );
         if self.kind == ProblemKind::ServiceUnavailable {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        for (name, value) in self.extras.into_iter().flat_map(|x| x.headers) {
+            headers.insert(name, value);
         }
         if let Some(cause) = self.cause {
             response.extensions_mut().insert(InternalCause(cause));

@@ -21,8 +21,9 @@ pub enum SecretError {
     /// Shorter than [`MIN_KEY_CHARS`] or longer than [`MAX_KEY_CHARS`].
     #[error("a key has {MIN_KEY_CHARS} to {MAX_KEY_CHARS} characters; this one has {0}")]
     Length(usize),
-    /// A character outside visible ASCII (a key travels in an HTTP header).
-    #[error("a key holds visible ASCII characters only (no spaces)")]
+    /// A character outside visible ASCII (a key travels in an HTTP header),
+    /// or a comma (a repeated header is read as a comma-separated list).
+    #[error("a key holds visible ASCII characters only, without spaces or commas")]
     Characters,
 }
 
@@ -38,7 +39,10 @@ impl Secret {
         if !(MIN_KEY_CHARS..=MAX_KEY_CHARS).contains(&text.len()) {
             return Err(SecretError::Length(text.chars().count()));
         }
-        if !text.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        if !text
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
             return Err(SecretError::Characters);
         }
         Ok(Self(text.to_owned()))
@@ -85,6 +89,10 @@ mod tests {
         assert!(Secret::new(&"k".repeat(1025)).is_err());
         assert_eq!(
             Secret::new("0123456789abcdef 0123456789abcdef"),
+            Err(SecretError::Characters)
+        );
+        assert_eq!(
+            Secret::new("0123456789abcdef,0123456789abcdef"),
             Err(SecretError::Characters)
         );
         assert_eq!(Secret::new(&format!(" {KEY}\n")).unwrap().expose(), KEY);

@@ -173,6 +173,19 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
+/// The publisher of `target`, as the router's resync wants it (none
+/// without a target).
+///
+/// # Errors
+/// [`BuildError`] when the HTTP client cannot be built.
+pub fn shared(target: Option<Target>) -> Result<Option<std::sync::Arc<dyn Publish>>, BuildError> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    let publisher: std::sync::Arc<dyn Publish> = std::sync::Arc::new(Publisher::new(target)?);
+    Ok(Some(publisher))
+}
+
 impl Publish for Publisher {
     fn publish<'a>(
         &'a self,

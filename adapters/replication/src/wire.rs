@@ -232,6 +232,7 @@ pub fn from_cloud_event(ce: &Event) -> Result<RecordedEvent, Refusal> {
         .map_err(|e| bad(&format!("data: {e}")))?;
     let recorded =
         RecordedEvent::new(stream, version, recorded_at, event).map_err(|e| bad(&e.to_string()))?;
+    twincell_core::check_event_size(&recorded).map_err(|e| bad(&e.to_string()))?;
     let claimed = uuid::Uuid::parse_str(ce.id()).ok();
     if claimed != Some(recorded.event_id()) {
         return Err(bad(

@@ -10,7 +10,11 @@
 //! unique to it (`{{run}}`), creates only its own transactions, stock and
 //! reservations, and touches nothing else, so it is safe against a live
 //! deployment. Options: `--cases DIR` (default: the embedded cases),
-//! `--only SUBSTRING` (run matching cases). Exit status 1 when any case fails.
+//! `--only SUBSTRING` (run matching cases), `--replication-key-env
+//! NAME=VAR` (the cell `NAME`'s replication key, read from the environment
+//! variable `VAR` so it never shows in a process list: the cases that
+//! deliver events need every target's key and are not run without them).
+//! Exit status 1 when any case fails.
 
 use std::process::ExitCode;
 
@@ -19,7 +23,7 @@ use twincell_contract::target::{Target, UrlTarget};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING]"
+        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING] [--replication-key-env NAME=VAR …]"
     );
     ExitCode::from(2)
 }
@@ -29,6 +33,7 @@ async fn main() -> ExitCode {
     let mut targets: Vec<(String, String)> = Vec::new();
     let mut cases_dir = None;
     let mut only = None;
+    let mut keys: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
@@ -40,6 +45,18 @@ async fn main() -> ExitCode {
             },
             ("--cases", Some(dir)) => cases_dir = Some(dir),
             ("--only", Some(s)) => only = Some(s),
+            ("--replication-key-env", Some(spec)) => match spec.split_once('=') {
+                Some((name, var)) => match std::env::var(var) {
+                    Ok(key) if !key.trim().is_empty() => {
+                        keys.push((name.to_owned(), key.trim().to_owned()));
+                    }
+                    _ => {
+                        eprintln!("--replication-key-env {spec}: {var} is not set");
+                        return ExitCode::from(2);
+                    }
+                },
+                None => return usage(),
+            },
             _ => return usage(),
         }
     }
@@ -67,12 +84,24 @@ async fn main() -> ExitCode {
             .enumerate()
             .find(|(j, _)| *j != i)
             .map_or(name.as_str(), |(_, (n, _))| n.as_str());
+        let key = keys.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone());
         match UrlTarget::new(name, url, peer) {
-            Ok(t) => built.push(Box::new(t)),
+            Ok(t) => built.push(Box::new(t.with_replication_key(key))),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 return ExitCode::from(2);
             }
+        }
+    }
+    if built.iter().any(|t| t.replication_key().is_none()) {
+        let before = cases.len();
+        cases.retain(|c| !twincell_contract::runner::needs_replication_key(c));
+        if cases.len() < before {
+            eprintln!(
+                "{} cases deliver replicated events and need every target's key \
+                 (--replication-key-env NAME=VAR); they were not run",
+                before - cases.len()
+            );
         }
     }
     let millis = std::time::SystemTime::now()

@@ -22,6 +22,14 @@ pub const PEER: &str = "azure";
 
 type Svc = Service<InMemoryEventStore, ManualClock, SequentialIds>;
 
+/// The replication routes as every local target has them.
+pub fn replication() -> Option<twincell_http::Replication> {
+    Some(twincell_http::Replication {
+        key: twincell_replication::Secret::new(twincell_contract::target::REPLICATION_KEY).unwrap(),
+        publisher: None,
+    })
+}
+
 /// A fresh in-memory service with the frozen clock.
 pub fn service() -> Arc<Svc> {
     let topology = Topology::new(CellId::new(CELL).unwrap(), [CellId::new(PEER).unwrap()]);
@@ -86,6 +94,9 @@ impl Session for RouterSession {
 }
 
 impl Target for InProcessRouter {
+    fn replication_key(&self) -> Option<&str> {
+        Some(twincell_contract::target::REPLICATION_KEY)
+    }
     fn name(&self) -> &str {
         "router"
     }
@@ -101,8 +112,9 @@ impl Target for InProcessRouter {
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async {
             {
-                let session: Box<dyn Session> =
-                    Box::new(RouterSession(twincell_http::router(service())));
+                let session: Box<dyn Session> = Box::new(RouterSession(
+                    twincell_http::router_with_replication(service(), replication()),
+                ));
                 Ok(session)
             }
         })
@@ -145,6 +157,9 @@ impl Session for LambdaSession {
 }
 
 impl Target for InProcessLambda {
+    fn replication_key(&self) -> Option<&str> {
+        Some(twincell_contract::target::REPLICATION_KEY)
+    }
     fn name(&self) -> &str {
         self.0.name()
     }
@@ -160,8 +175,10 @@ impl Target for InProcessLambda {
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
             {
-                let session: Box<dyn Session> =
-                    Box::new(LambdaSession(self.0, twincell_aws::app(service())));
+                let session: Box<dyn Session> = Box::new(LambdaSession(
+                    self.0,
+                    twincell_aws::app(service(), replication()),
+                ));
                 Ok(session)
             }
         })

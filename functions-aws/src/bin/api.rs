@@ -11,6 +11,12 @@
 //!   AWS sources.
 //! - `TWINCELL_DYNAMODB_CREATE_TABLE=true`: create the table at start if it
 //!   does not exist (local servers; `template.yaml` declares it on AWS).
+//! - Replication (see `twincell_replication::config`):
+//!   `TWINCELL_REPLICATION_KEY_SECRET_ARN` (or, locally,
+//!   `TWINCELL_REPLICATION_KEY`) turns the `/replication/*` routes on;
+//!   `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
+//!   `…_TARGET_KEY_SECRET_ARN` (or `…_TARGET_KEY`) let `/replication/resync`
+//!   re-send this cell's events.
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
 //!
 //! The DynamoDB client is built once, and one request is made during init
@@ -61,9 +67,20 @@ async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
     Ok(store)
 }
 
+/// The replication routes' configuration: the key, and a publisher for
+/// resync when a target is set.
+async fn replication() -> anyhow::Result<Option<twincell_http::Replication>> {
+    let settings = twincell_aws::secrets::replication_settings().await?;
+    let publisher = twincell_replication::publish::shared(settings.target)?;
+    Ok(settings
+        .key
+        .map(|key| twincell_http::Replication { key, publisher }))
+}
+
 async fn serve<S: EventStore + 'static>(
     topology: Topology,
     store: S,
+    replication: Option<twincell_http::Replication>,
 ) -> Result<(), lambda_http::Error> {
     #[cfg(feature = "contract-mode")]
     if let Some(ms) = env("TWINCELL_FIXED_CLOCK_MS") {
@@ -71,10 +88,10 @@ async fn serve<S: EventStore + 'static>(
         let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
         let service = Service::new(topology, store, clock, SequentialIds::default());
-        return lambda_http::run(twincell_aws::app(Arc::new(service))).await;
+        return lambda_http::run(twincell_aws::app(Arc::new(service), replication)).await;
     }
     let service = Service::new(topology, store, twincell_http::TokioClock, RandomIds);
-    lambda_http::run(twincell_aws::app(Arc::new(service))).await
+    lambda_http::run(twincell_aws::app(Arc::new(service), replication)).await
 }
 
 #[tokio::main]
@@ -93,8 +110,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
     }
+    let replication = replication().await?;
     match Settings::from_env() {
-        Some(settings) => serve(topology, dynamodb(&settings).await?).await,
-        None => serve(topology, InMemoryEventStore::new()).await,
+        Some(settings) => serve(topology, dynamodb(&settings).await?, replication).await,
+        None => serve(topology, InMemoryEventStore::new(), replication).await,
     }
 }

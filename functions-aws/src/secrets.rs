@@ -1,0 +1,94 @@
+//! Replication settings in the AWS cell. Keys are never plain template
+//! parameters: `TWINCELL_REPLICATION_KEY_SECRET_ARN` and
+//! `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ARN` name Secrets Manager
+//! secrets (plain string values), read once during init. The plain
+//! variables (`TWINCELL_REPLICATION_KEY`, `…_TARGET_KEY`) are for local
+//! runs; setting both forms of one key is refused.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use twincell_replication::Settings;
+
+/// What a variable holding a secret's ARN is called: the key's variable
+/// and this suffix.
+pub const SECRET_SUFFIX: &str = "_SECRET_ARN";
+const KEYS: [&str; 2] = [
+    "TWINCELL_REPLICATION_KEY",
+    "TWINCELL_REPLICATION_TARGET_KEY",
+];
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A Secrets Manager client: rustls on *ring* (the one TLS stack of the
+/// binaries), 1 s to connect, 5 s per call; region and credentials from the
+/// standard sources, `AWS_ENDPOINT_URL` for a local server.
+async fn client() -> aws_sdk_secretsmanager::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    let mut builder = aws_sdk_secretsmanager::config::Builder::from(&config);
+    if config.region().is_none() {
+        builder = builder.region(aws_sdk_secretsmanager::config::Region::from_static(
+            "us-east-1",
+        ));
+    }
+    aws_sdk_secretsmanager::Client::from_conf(builder.build())
+}
+
+/// The replication settings, with keys read from Secrets Manager where an
+/// ARN is given.
+///
+/// # Errors
+/// A key set both ways, a secret that can't be read or has no string
+/// value, or a setting [`Settings`] refuses.
+pub async fn replication_settings() -> anyhow::Result<Settings> {
+    let mut resolved: HashMap<&str, String> = HashMap::new();
+    let mut secrets = None;
+    for name in KEYS {
+        let arn_var = format!("{name}{SECRET_SUFFIX}");
+        let Some(arn) = env(&arn_var) else {
+            continue;
+        };
+        if env(name).is_some() {
+            bail!("{name} and {arn_var} are both set; set one of them");
+        }
+        let secrets = match &secrets {
+            Some(client) => client,
+            None => secrets.insert(client().await),
+        };
+        let value = secrets
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+            .map_err(|e| anyhow!("{}", DisplayErrorContext(&e)))
+            .with_context(|| format!("reading {arn_var} ({arn}) from Secrets Manager"))?;
+        let text = value
+            .secret_string()
+            .ok_or_else(|| anyhow!("the secret {arn} ({arn_var}) has no string value"))?;
+        resolved.insert(name, text.to_owned());
+    }
+    Ok(Settings::from_lookup(|name| {
+        resolved
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+    })?)
+}
