@@ -224,6 +224,24 @@ impl EventStore for InMemoryEventStore {
         self.load_now(aggregate)
     }
 
+    async fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        self.ensure_available()?;
+        let streams = self.lock();
+        let Some(events) = streams.get(&stream.aggregate) else {
+            return Ok(None);
+        };
+        let found = events
+            .binary_search_by(|e| (e.origin(), e.version()).cmp(&(&stream.origin, version)))
+            .ok()
+            .and_then(|i| events.get(i))
+            .cloned();
+        Ok(found)
+    }
+
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.apply_now(event)
     }

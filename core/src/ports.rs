@@ -149,6 +149,20 @@ pub trait EventStore: Send + Sync {
         aggregate: &AggregateId,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
+    /// The event stored at `(stream, version)`, read with strong
+    /// consistency; `None` when there is none.
+    ///
+    /// # Errors
+    /// - MUST return `Ok(None)` for a version that is not stored, and the
+    ///   stored event, equal to what was written, otherwise.
+    /// - MUST return [`StoreError::Unavailable`] when the backend can't be
+    ///   reached and [`StoreError::Corrupt`] when stored data does not decode.
+    fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send;
+
     /// Stores an event another cell wrote, at its own `(stream, version)`,
     /// even if earlier versions have not arrived yet.
     ///

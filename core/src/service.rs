@@ -801,6 +801,13 @@ mod tests {
         ) -> Result<ReplicatedApply, StoreError> {
             self.0.apply_replicated(event).await
         }
+        async fn read(
+            &self,
+            stream: &StreamId,
+            version: u64,
+        ) -> Result<Option<RecordedEvent>, StoreError> {
+            self.0.read(stream, version).await
+        }
         async fn list_origin(
             &self,
             listing: &crate::ports::Listing,

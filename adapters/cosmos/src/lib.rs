@@ -276,7 +276,7 @@ impl CosmosEventStore {
         }
     }
 
-    async fn read(
+    async fn read_one(
         &self,
         stream: &StreamId,
         version: u64,
@@ -546,9 +546,17 @@ impl EventStore for CosmosEventStore {
         Ok(events)
     }
 
+    async fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        self.read_one(stream, version).await
+    }
+
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         apply_by_create(event, self.create_one(event), || {
-            self.read(event.stream(), event.version())
+            self.read_one(event.stream(), event.version())
         })
         .await
     }

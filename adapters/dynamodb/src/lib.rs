@@ -696,6 +696,14 @@ impl EventStore for DynamoDbEventStore {
         Ok(events)
     }
 
+    async fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        self.get(stream, version).await
+    }
+
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         apply_by_create(event, self.put_one(event), || {
             self.get(event.stream(), event.version())

@@ -38,6 +38,13 @@ impl EventStore for Counting {
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.inner.apply_replicated(event).await
     }
+    async fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        self.inner.read(stream, version).await
+    }
     async fn list_origin(
         &self,
         listing: &twincell_core::Listing,

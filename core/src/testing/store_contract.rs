@@ -506,6 +506,36 @@ pub async fn a_foreign_cursor_is_invalid<S: EventStore>(store: &S) -> Check {
     Ok(())
 }
 
+/// `read` gives the stored event at a version, `None` where there is none,
+/// for own and replicated streams alike.
+pub async fn a_stored_event_reads_back_by_stream_and_version<S: EventStore>(store: &S) -> Check {
+    let own = stream("read-sku", "aws")?;
+    let events = received(&own, 1, 3)?;
+    store
+        .append(&own, 0, &events)
+        .await
+        .map_err(|e| e.to_string())?;
+    let other = stream("read-sku", "azure")?;
+    let replicated = received(&other, 5, 1)?;
+    for e in &replicated {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    for e in events.iter().chain(&replicated) {
+        let got = store
+            .read(e.stream(), e.version())
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(got.as_ref() == Some(e), || {
+            format!("read of {} v{} gave {got:?}", e.stream(), e.version())
+        })?;
+    }
+    for (s, v) in [(&own, 4), (&other, 1), (&stream("no-sku", "aws")?, 1)] {
+        let got = store.read(s, v).await.map_err(|e| e.to_string())?;
+        expect(got.is_none(), || format!("read of {s} v{v} gave {got:?}"))?;
+    }
+    Ok(())
+}
+
 /// A reachable store answers its check.
 pub async fn a_reachable_store_checks_ok<S: EventStore>(store: &S) -> Check {
     store
@@ -540,6 +570,7 @@ macro_rules! store_contract_tests {
             a_listing_resumes_from_its_cursor,
             a_listing_since_an_instant_keeps_later_events,
             a_foreign_cursor_is_invalid,
+            a_stored_event_reads_back_by_stream_and_version,
             a_reachable_store_checks_ok
         );
     };
