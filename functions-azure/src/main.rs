@@ -16,7 +16,9 @@
 //! - Replication (see `twincell_replication::config`; keys as Key Vault
 //!   references): `TWINCELL_REPLICATION_KEY` turns the `/replication/*`
 //!   routes on; `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
-//!   `…_TARGET_KEY` say where this cell publishes its own events (resync).
+//!   `…_TARGET_KEY` say where this cell publishes its own events: the
+//!   `replicate-outbound` function (the container's change feed, see
+//!   `outbound`) and resync.
 //! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
 //!   logs are JSON lines on stdout.
 //!
@@ -25,6 +27,10 @@
 //! request finds its connection open. An account that can't be reached at
 //! start stops the process with the reason (the host restarts it); one that
 //! goes away later is reported by `/health` (503) until it is back.
+
+#[cfg(feature = "contract-mode")]
+mod host_standin;
+mod outbound;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -43,11 +49,13 @@ use twincell_core::{
 };
 
 /// Typed configuration from the environment.
-#[derive(Debug)]
 struct Config {
     port: u16,
     topology: Topology,
     replication: twincell_replication::Settings,
+    /// Contract mode: a stand-in of the host's Cosmos DB trigger to start
+    /// once the port is open.
+    trigger: Option<Trigger>,
     #[cfg(feature = "contract-mode")]
     fixed_clock_ms: Option<i64>,
 }
@@ -71,6 +79,7 @@ impl Config {
             port,
             topology,
             replication: twincell_replication::Settings::from_env()?,
+            trigger: None,
             #[cfg(feature = "contract-mode")]
             fixed_clock_ms: env("TWINCELL_FIXED_CLOCK_MS")
                 .map(|v| v.trim().parse().context("TWINCELL_FIXED_CLOCK_MS"))
@@ -112,6 +121,8 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("starting the in-process Cosmos DB emulator")?;
         tracing::info!("Cosmos DB store on the in-process emulator (contract mode)");
+        let mut config = config;
+        config.trigger = trigger_standin(&store)?;
         return run(config, store).await;
     }
     match twincell_cosmos::Settings::from_env()? {
@@ -131,6 +142,46 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// What starts the trigger stand-in, given the handler's address.
+#[cfg(feature = "contract-mode")]
+type Trigger = Box<dyn FnOnce(std::net::SocketAddr) + Send>;
+#[cfg(not(feature = "contract-mode"))]
+type Trigger = std::convert::Infallible;
+
+/// `TWINCELL_STANDIN_COSMOS_TRIGGER=true` (contract mode, emulator only):
+/// the host's Cosmos DB trigger stand-in, invoking `replicate-outbound`;
+/// `TWINCELL_STANDIN_FEED_POLL_MS`, `…_RETRY_MIN_MS` and `…_RETRY_MAX_MS`
+/// shorten its `feedPollDelay` and retry intervals for tests.
+#[cfg(feature = "contract-mode")]
+fn trigger_standin(store: &twincell_cosmos::CosmosEventStore) -> anyhow::Result<Option<Trigger>> {
+    if env("TWINCELL_STANDIN_COSMOS_TRIGGER").as_deref() != Some("true") {
+        return Ok(None);
+    }
+    let ms = |name: &str, default: u64| -> anyhow::Result<std::time::Duration> {
+        let v = env(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("{name}={v:?}"))
+            })
+            .transpose()?
+            .unwrap_or(default);
+        Ok(std::time::Duration::from_millis(v))
+    };
+    let settings = host_standin::TriggerSettings {
+        max_items: 100,
+        poll: ms("TWINCELL_STANDIN_FEED_POLL_MS", 5_000)?,
+        min_retry: ms("TWINCELL_STANDIN_RETRY_MIN_MS", 2_000)?,
+        max_retry: ms("TWINCELL_STANDIN_RETRY_MAX_MS", 900_000)?,
+    };
+    let store = store.clone();
+    Ok(Some(Box::new(move |address| {
+        let url = format!("http://{address}/{}", outbound::FUNCTION);
+        tracing::info!(%url, "Cosmos DB trigger stand-in started (contract mode)");
+        host_standin::spawn(store, url, settings);
+    })))
+}
+
 /// Serves `store` with the system clock, or in contract mode with the frozen
 /// clock when one is configured.
 async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Result<()> {
@@ -139,23 +190,34 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
         let service = Service::new(config.topology, store, clock, SequentialIds::default());
-        return serve(config.port, service, config.replication).await;
+        return serve(config.port, service, config.replication, config.trigger).await;
     }
     let service = Service::new(config.topology, store, twincell_http::TokioClock, RandomIds);
-    serve(config.port, service, config.replication).await
+    serve(config.port, service, config.replication, config.trigger).await
 }
 
 async fn serve<S, C, I>(
     port: u16,
     service: Service<S, C, I>,
     settings: twincell_replication::Settings,
+    trigger: Option<Trigger>,
 ) -> anyhow::Result<()>
 where
     S: EventStore + 'static,
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
+    let service = Arc::new(service);
     let publisher = twincell_replication::publish::shared(settings.target)?;
+    let outbound = match &publisher {
+        Some(p) => outbound::routes(Arc::clone(&service), Arc::clone(p)),
+        None => {
+            tracing::warn!(
+                "TWINCELL_REPLICATION_TARGET is not set: this cell publishes nothing, and replicate-outbound invocations get 404"
+            );
+            axum::Router::new()
+        }
+    };
     let replication = settings
         .key
         .map(|key| twincell_http::Replication { key, publisher });
@@ -170,13 +232,17 @@ where
         println!("twincell {cell} cell listening on http://{address}");
     }
     tracing::info!(%cell, %address, "serving");
-    axum::serve(
-        listener,
-        twincell_http::router_with_replication(Arc::new(service), replication),
-    )
-    .with_graceful_shutdown(shutdown())
-    .await
-    .context("serving")
+    #[cfg(feature = "contract-mode")]
+    if let Some(start) = trigger {
+        start(address);
+    }
+    #[cfg(not(feature = "contract-mode"))]
+    let _ = trigger;
+    let app = outbound.merge(twincell_http::router_with_replication(service, replication));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")
 }
 
 /// Resolves on Ctrl-C or SIGTERM (the Functions host stops handlers with it).

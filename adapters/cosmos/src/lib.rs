@@ -497,6 +497,69 @@ impl CosmosEventStore {
     }
 }
 
+/// A reader of the container's change feed (latest-version mode, every
+/// partition, from the beginning): what the Functions host's
+/// `cosmosDBTrigger` reads, for a stand-in of it. It holds the SDK's feed
+/// iterator, which visits the partition ranges in turn, for as long as it
+/// lives (a lease holder).
+pub struct ChangeFeedReader {
+    pages: azure_data_cosmos::feed::ChangeFeedPageIterator<
+        azure_data_cosmos::models::ChangeFeedItem<serde_json::Value>,
+    >,
+}
+
+impl std::fmt::Debug for ChangeFeedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeedReader").finish_non_exhaustive()
+    }
+}
+
+impl ChangeFeedReader {
+    /// The next page: documents changed since the last page of their
+    /// partition range, as stored (system properties included), in write
+    /// order per partition. Empty when that range has nothing new.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the account can't be reached (the
+    /// reader then stays where it was).
+    pub async fn next_page(&mut self) -> Result<Vec<serde_json::Value>, StoreError> {
+        use futures_util::TryStreamExt;
+        let page = self
+            .pages
+            .try_next()
+            .await
+            .map_err(|e| unavailable("change feed", &e))?;
+        Ok(page
+            .map(|p| {
+                p.into_items()
+                    .into_iter()
+                    .filter_map(|item| item.current().cloned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+impl CosmosEventStore {
+    /// A [`ChangeFeedReader`] from the beginning of the container.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the account can't be reached.
+    pub async fn change_feed(&self) -> Result<ChangeFeedReader, StoreError> {
+        use azure_data_cosmos::options::ChangeFeedStartFrom;
+        let pages = self
+            .container
+            .query_change_feed::<serde_json::Value>(
+                FeedScope::full_container(),
+                ChangeFeedStartFrom::Beginning,
+                None,
+            )
+            .await
+            .map_err(|e| unavailable("change feed", &e))?;
+        Ok(ChangeFeedReader { pages })
+    }
+}
+
 /// A failed listing query: a resumed one refused as a bad request had a
 /// token the SDK does not accept.
 fn listing_error(err: &CosmosError, resumed: bool) -> StoreError {

@@ -201,3 +201,45 @@ fn openapi_document_matches_the_router_problem_types_and_codes() {
         .collect();
     assert_eq!(codes, expected, "violation codes in docs/openapi.json");
 }
+
+/// The only function that is not an HTTP route: the Cosmos DB trigger the
+/// handler serves at `/replicate-outbound` (functions-azure tests invoke
+/// it there). It must read the change feed from the beginning, keep a
+/// lease, and retry a failed batch (without a retry policy the host drops
+/// it) forever rather than skip it; non-HTTP triggers need the extension
+/// bundle.
+#[test]
+fn the_change_feed_function_starts_from_the_beginning_and_never_drops_a_batch() {
+    let dir = root().join("functions-azure/functions");
+    let mut other_triggers = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let folder = entry.unwrap().path();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(folder.join("function.json")).unwrap())
+                .unwrap();
+        let trigger = &json["bindings"][0];
+        if trigger["type"] != "httpTrigger" {
+            other_triggers.push((
+                folder.file_name().unwrap().to_string_lossy().into_owned(),
+                json.clone(),
+            ));
+        }
+    }
+    assert_eq!(other_triggers.len(), 1, "{other_triggers:?}");
+    let (name, json) = &other_triggers[0];
+    assert_eq!(name, "replicate-outbound");
+    let trigger = &json["bindings"][0];
+    assert_eq!(trigger["type"], "cosmosDBTrigger");
+    assert_eq!(trigger["name"], "documents");
+    assert_eq!(trigger["startFromBeginning"], true);
+    assert_eq!(trigger["leaseContainerName"], "leases");
+    assert_eq!(trigger["containerName"], "events");
+    assert_eq!(json["retry"]["strategy"], "exponentialBackoff");
+    assert_eq!(json["retry"]["maxRetryCount"], -1);
+    let host: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("host.json")).unwrap()).unwrap();
+    assert_eq!(
+        host["extensionBundle"]["id"],
+        "Microsoft.Azure.Functions.ExtensionBundle"
+    );
+}

@@ -22,6 +22,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest piece of an error answer kept for the log.
 const ANSWER_EXCERPT: usize = 300;
 
+/// Installs *ring* as the process's TLS crypto provider unless one is set:
+/// the workspace builds reqwest without a provider of its own, so the
+/// binaries carry one TLS implementation. Call it before building any
+/// other reqwest client.
+pub fn install_crypto() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Sends events to one [`Target`].
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -43,10 +54,7 @@ impl Publisher {
     /// # Errors
     /// [`BuildError`] when the HTTP client cannot be built.
     pub fn new(target: Target) -> Result<Self, BuildError> {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Losing a race to another installer is fine: one is set.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        install_crypto();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
