@@ -1,7 +1,7 @@
 //! Replication settings in the AWS cell. Keys are never plain template
-//! parameters: `TWINCELL_REPLICATION_KEY_SECRET_ARN` and
-//! `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ARN` name Secrets Manager
-//! secrets (plain string values), read once during init. The plain
+//! parameters: `TWINCELL_REPLICATION_KEY_SECRET_ID` and
+//! `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID` name Secrets Manager
+//! secrets (by ARN or name; plain string values), read once during init. The plain
 //! variables (`TWINCELL_REPLICATION_KEY`, `…_TARGET_KEY`) are for local
 //! runs; setting both forms of one key is refused.
 
@@ -12,9 +12,9 @@ use anyhow::{Context, anyhow, bail};
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use twincell_replication::Settings;
 
-/// What a variable holding a secret's ARN is called: the key's variable
-/// and this suffix.
-pub const SECRET_SUFFIX: &str = "_SECRET_ARN";
+/// What a variable naming a key's secret (ARN or name) is called: the
+/// key's variable and this suffix.
+pub const SECRET_SUFFIX: &str = "_SECRET_ID";
 const KEYS: [&str; 2] = [
     "TWINCELL_REPLICATION_KEY",
     "TWINCELL_REPLICATION_TARGET_KEY",
@@ -52,8 +52,8 @@ async fn client() -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::from_conf(builder.build())
 }
 
-/// The replication settings, with keys read from Secrets Manager where an
-/// ARN is given.
+/// The replication settings, with keys read from Secrets Manager where a
+/// secret is named.
 ///
 /// # Errors
 /// A key set both ways, a secret that can't be read or has no string

@@ -108,7 +108,16 @@ fn the_function_may_make_the_stores_calls_on_its_table_and_nothing_else() {
     let policies = function["Policies"].as_sequence().unwrap();
     assert_eq!(policies.len(), 1, "one inline policy: {policies:?}");
     let statements = policies[0]["Statement"].as_sequence().unwrap();
-    assert_eq!(statements.len(), 1);
+    assert_eq!(
+        statements.len(),
+        2,
+        "the store's calls and the replication keys"
+    );
+    // The second statement: reading the replication keys' secrets, nothing else.
+    assert_eq!(
+        statements[1]["Action"].as_str(),
+        Some("secretsmanager:GetSecretValue")
+    );
     let statement = &statements[0];
     assert_eq!(statement["Effect"].as_str(), Some("Allow"));
     let mut actions = strings(&statement["Action"]);

@@ -12,10 +12,10 @@
 //! - `TWINCELL_DYNAMODB_CREATE_TABLE=true`: create the table at start if it
 //!   does not exist (local servers; `template.yaml` declares it on AWS).
 //! - Replication (see `twincell_replication::config`):
-//!   `TWINCELL_REPLICATION_KEY_SECRET_ARN` (or, locally,
+//!   `TWINCELL_REPLICATION_KEY_SECRET_ID` (or, locally,
 //!   `TWINCELL_REPLICATION_KEY`) turns the `/replication/*` routes on;
 //!   `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
-//!   `…_TARGET_KEY_SECRET_ARN` (or `…_TARGET_KEY`) let `/replication/resync`
+//!   `…_TARGET_KEY_SECRET_ID` (or `…_TARGET_KEY`) let `/replication/resync`
 //!   re-send this cell's events.
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
 //!

@@ -7,7 +7,7 @@
 //! - `TWINCELL_CELL`: this cell's id (default `aws`): the origin forwarded.
 //! - `TWINCELL_REPLICATION_TARGET`, `TWINCELL_REPLICATION_TARGET_KIND`
 //!   (`eventgrid` | `webhook`), and the target's key from
-//!   `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ARN` (Secrets Manager) or,
+//!   `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID` (Secrets Manager) or,
 //!   locally, `TWINCELL_REPLICATION_TARGET_KEY`. Required.
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
 
