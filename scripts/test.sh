@@ -45,7 +45,7 @@ cargo build --locked -p twincell-aws -p twincell-azure --bins \
 # feature; the suite runs the copies.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$target_dir/contract-bin"
-cp "$target_dir/debug/api" "$target_dir/debug/handler" "$target_dir/contract-bin/"
+cp "$target_dir/debug/api" "$target_dir/debug/replicator" "$target_dir/debug/handler" "$target_dir/contract-bin/"
 export TWINCELL_CONTRACT_BIN_DIR="$target_dir/contract-bin"
 
 step "starting moto (the DynamoDB stand-in) on 127.0.0.1"
