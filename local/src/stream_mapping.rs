@@ -377,7 +377,8 @@ mod tests {
         let b = batch(&["10", "11", "12", "13"]);
         assert_eq!(done_of(&answered(json!({"batchItemFailures": []})), &b), 4);
         assert_eq!(done_of(&answered(json!({})), &b), 4, "no field: success");
-        let both = json!({"batchItemFailures": [{"itemIdentifier": "13"}, {"itemIdentifier": "11"}]});
+        let both =
+            json!({"batchItemFailures": [{"itemIdentifier": "13"}, {"itemIdentifier": "11"}]});
         assert_eq!(done_of(&answered(both), &b), 1);
     }
 
@@ -397,7 +398,10 @@ mod tests {
         let v = AttributeValue::M(HashMap::from([
             ("s".to_owned(), AttributeValue::S("x".into())),
             ("n".to_owned(), AttributeValue::N("5".into())),
-            ("l".to_owned(), AttributeValue::L(vec![AttributeValue::Bool(true)])),
+            (
+                "l".to_owned(),
+                AttributeValue::L(vec![AttributeValue::Bool(true)]),
+            ),
         ]));
         assert_eq!(
             attribute_json(&v),
