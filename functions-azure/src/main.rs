@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 // Each request allocates many small, short-lived objects; mimalloc serves
 // them faster than the system allocator: +22 % requests per second in the
-// load test (README, "Measurements"). The Lambda keeps the system allocator:
+// load test (docs/measurements.md). The Lambda keeps the system allocator:
 // there mimalloc cost a millisecond of init and 6 MB of RSS for no gain.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -211,13 +211,9 @@ where
     let publisher = twincell_replication::publish::shared(settings.target)?;
     let outbound = match &publisher {
         Some(p) => outbound::routes(Arc::clone(&service), Arc::clone(p)),
-        None => {
-            tracing::warn!(
-                "TWINCELL_REPLICATION_TARGET is not set: this cell publishes nothing, and replicate-outbound invocations get 404"
-            );
-            axum::Router::new()
-        }
+        None => axum::Router::new(),
     };
+    let publishes = publisher.is_some();
     let replication = settings
         .key
         .map(|key| twincell_http::Replication { key, publisher });
@@ -232,6 +228,11 @@ where
         println!("twincell {cell} cell listening on http://{address}");
     }
     tracing::info!(%cell, %address, "serving");
+    if !publishes {
+        tracing::info!(
+            "TWINCELL_REPLICATION_TARGET is not set: this cell publishes none of its events, and replicate-outbound invocations get 404"
+        );
+    }
     #[cfg(feature = "contract-mode")]
     if let Some(start) = trigger {
         start(address);
