@@ -22,8 +22,8 @@
 //!   receipt, and the streams waiting on a missing version (as this
 //!   process saw them, re-checked against the store).
 //! - `POST /replication/resync`: re-sends this cell's own events through
-//!   its publish path, a bounded slice per call, resumable by cursor (see
-//!   [`resync`]).
+//!   its publish path, a bounded slice per call ([`RESYNC_MAX_EVENTS`],
+//!   [`RESYNC_TIME_BUDGET`]), resumable by cursor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
