@@ -23,9 +23,12 @@
 //! `twincell-aws-local` (the AWS cell: the gateway with `api`, the mapping
 //! with `replicator`). The Azure cell is the `handler` binary itself, with
 //! its host's Cosmos DB trigger stood in by the handler in contract mode.
+//! [`matrix`] starts all of them wired together; `twincell-resync` is the
+//! operator's resync tool.
 
 pub mod eventgrid;
 pub mod gateway;
+pub mod matrix;
 pub mod rng;
 pub mod stream_mapping;
 

@@ -33,11 +33,10 @@
 )]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use twincell_local::matrix::{AWS_KEY, AZURE_KEY, Matrix, Options};
 use twincell_local::rng::Rng;
 
 const SKUS: usize = 4;
@@ -50,56 +49,6 @@ type Views = Vec<(String, (u16, String), (u16, String))>;
 fn pick(rng: &Rng, bound: usize) -> usize {
     usize::try_from(rng.below(u64::try_from(bound).unwrap())).unwrap()
 }
-const AWS_KEY: &str = "aws-inbound-replication-key-0123456789abcdef";
-const AZURE_KEY: &str = "azure-inbound-replication-key-0123456789abcdef";
-const AWS_TOPIC_KEY: &str = "aws-events-topic-key-0123456789abcdef0123";
-const AZURE_TOPIC_KEY: &str = "azure-events-topic-key-0123456789abcdef012";
-
-struct Process {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `command` and reads the URL it prints on its first line.
-fn spawn(mut command: Command, what: &str) -> Process {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://127.0.0.1:"))
-        .unwrap_or_else(|| panic!("{what} printed no URL: {line:?}"))
-        .to_owned();
-    Process { child, url }
-}
-
-fn binary(name: &str) -> String {
-    let path = twincell_contract::target::bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build it with `{} ` (scripts/test.sh does, and copies api, replicator \
-         and handler into TWINCELL_CONTRACT_BIN_DIR)",
-        path.display(),
-        twincell_contract::target::BUILD_BINARIES
-    );
-    path.display().to_string()
-}
-
 struct Cell {
     name: &'static str,
     url: String,
@@ -494,33 +443,6 @@ async fn check_converged(world: &mut World, views: &Views) {
     }
 }
 
-async fn create_secret(endpoint: &str, name: &str, value: &str) {
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-        .region(aws_sdk_secretsmanager::config::Region::from_static(
-            "us-east-1",
-        ))
-        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
-            "testing", "testing", None, None, "e2e",
-        ))
-        .endpoint_url(endpoint)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
-        .build();
-    aws_sdk_secretsmanager::Client::from_conf(config)
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("creating secret {name} on moto: {e:?}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_resync() {
     twincell_local::install_crypto();
@@ -531,134 +453,60 @@ async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     println!("e2e run {run}, seed {seed} (TWINCELL_E2E_SEED replays it)");
-    create_secret(&moto, &format!("{run}/inbound"), AWS_KEY).await;
-    create_secret(&moto, &format!("{run}/topic"), AWS_TOPIC_KEY).await;
-
-    let mut eventgrid = Command::new(env!("CARGO_BIN_EXE_twincell-eventgrid"));
-    eventgrid
-        .args([
-            "--topic",
-            "aws-events=AWS_TOPIC_KEY",
-            "--topic",
-            "azure-events=AZURE_TOPIC_KEY",
-        ])
-        .args(["--time-divisor", "1000", "--max-events-per-batch", "10"])
-        .args([
-            "--duplicate-per-mille",
-            "150",
-            "--lost-answer-per-mille",
-            "100",
-            "--max-delay-ms",
-            "300",
-        ])
-        .args(["--seed", &seed.to_string()])
-        .env("AWS_TOPIC_KEY", AWS_TOPIC_KEY)
-        .env("AZURE_TOPIC_KEY", AZURE_TOPIC_KEY)
-        .env("RUST_LOG", "warn");
-    let eventgrid = spawn(eventgrid, "twincell-eventgrid");
-
-    let mut aws = Command::new(env!("CARGO_BIN_EXE_twincell-aws-local"));
-    aws.args([
-        "--api",
-        &binary("api"),
-        "--replicator",
-        &binary("replicator"),
-    ])
-    .args(["--stream-poll-ms", "100", "--retry-ms", "100"])
-    .env("TWINCELL_CELL", "aws")
-    .env("TWINCELL_PEERS", "azure")
-    .env("TWINCELL_DYNAMODB_TABLE", &run)
-    .env("TWINCELL_DYNAMODB_CREATE_TABLE", "true")
-    .env("AWS_ENDPOINT_URL", &moto)
-    .env("AWS_ACCESS_KEY_ID", "testing")
-    .env("AWS_SECRET_ACCESS_KEY", "testing")
-    .env("AWS_REGION", "us-east-1")
-    .env(
-        "TWINCELL_REPLICATION_KEY_SECRET_ID",
-        format!("{run}/inbound"),
-    )
-    .env(
-        "TWINCELL_REPLICATION_TARGET",
-        format!("{}/topics/aws-events", eventgrid.url),
-    )
-    .env("TWINCELL_REPLICATION_TARGET_KIND", "eventgrid")
-    .env(
-        "TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID",
-        format!("{run}/topic"),
-    )
-    .env("RUST_LOG", "warn");
-    let aws = spawn(aws, "twincell-aws-local");
-
-    let mut azure = Command::new(binary("handler"));
-    azure
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
-        .env("TWINCELL_CELL", "azure")
-        .env("TWINCELL_PEERS", "aws")
-        .env("TWINCELL_COSMOS_EMULATOR", "true")
-        .env("TWINCELL_STANDIN_COSMOS_TRIGGER", "true")
-        .env("TWINCELL_STANDIN_FEED_POLL_MS", "100")
-        .env("TWINCELL_STANDIN_RETRY_MIN_MS", "100")
-        .env("TWINCELL_STANDIN_RETRY_MAX_MS", "2000")
-        .env("TWINCELL_REPLICATION_KEY", AZURE_KEY)
-        .env(
-            "TWINCELL_REPLICATION_TARGET",
-            format!("{}/topics/azure-events", eventgrid.url),
-        )
-        .env("TWINCELL_REPLICATION_TARGET_KIND", "eventgrid")
-        .env("TWINCELL_REPLICATION_TARGET_KEY", AZURE_TOPIC_KEY)
-        .env("RUST_LOG", "warn");
-    let azure = spawn(azure, "handler");
-
+    let mut options = Options::new(
+        &moto,
+        &twincell_contract::target::bin_dir(),
+        (
+            env!("CARGO_BIN_EXE_twincell-eventgrid").into(),
+            env!("CARGO_BIN_EXE_twincell-aws-local").into(),
+        ),
+        &run,
+    );
+    // Hours of Event Grid retries in seconds; faster polls than the
+    // clouds' so the run is short.
+    options.eventgrid_args = [
+        "--time-divisor",
+        "1000",
+        "--duplicate-per-mille",
+        "150",
+        "--lost-answer-per-mille",
+        "100",
+        "--max-delay-ms",
+        "300",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .chain(["--seed".to_owned(), seed.to_string()])
+    .collect();
+    options.stream_poll = Duration::from_millis(100);
+    options.stream_retry = Duration::from_millis(100);
+    options.feed_poll = Duration::from_millis(100);
+    options.trigger_retry = (Duration::from_millis(100), Duration::from_secs(2));
+    let matrix = Matrix::start(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    for (name, topic, endpoint, key) in [
-        ("to-azure", "aws-events", &azure.url, AZURE_KEY),
-        ("to-aws", "azure-events", &aws.url, AWS_KEY),
-    ] {
-        let r = client
-            .post(format!("{}/control/subscriptions", eventgrid.url))
-            .body(json!({"name": name, "topic": topic, "endpoint": format!("{endpoint}/replication/events"), "delivery_key": key, "max_events_per_batch": 10}).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-    }
     let mut world = World {
         client,
         cells: [
             Cell {
                 name: "aws",
-                url: aws.url.clone(),
+                url: matrix.aws.url.clone(),
                 key: AWS_KEY,
             },
             Cell {
                 name: "azure",
-                url: azure.url.clone(),
+                url: matrix.azure.url.clone(),
                 key: AZURE_KEY,
             },
         ],
-        eventgrid: eventgrid.url.clone(),
+        eventgrid: matrix.eventgrid.url.clone(),
         ledger: Ledger::default(),
         rng: Rng::new(seed),
     };
-    // Both subscriptions pass the webhook handshake (the api's first
-    // invocation also waits for moto to create the table).
-    let start = Instant::now();
-    loop {
-        let stats = world.eventgrid_stats().await;
-        let subs = stats["subscriptions"].as_object().unwrap();
-        if subs.len() == 2 && subs.values().all(|s| s["validated"] == true) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "handshakes: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
     // Phase 1: a faulty but working transport.
     for s in 0..SKUS {
         world.receive(0, s, 10).await;
