@@ -14,7 +14,7 @@
 //! - a non-200 answer fails the invocation: the same batch is invoked
 //!   again after a backoff (doubling from the minimum to the maximum
 //!   interval) until it succeeds; the lease does not move past it;
-//! - between empty reads it waits `feedPollDelay`.
+//! - a drained partition is read again after `feedPollDelay`.
 
 use std::time::Duration;
 
@@ -27,8 +27,13 @@ use twincell_cosmos::CosmosEventStore;
 pub(crate) struct TriggerSettings {
     /// `maxItemsPerInvocation`.
     pub(crate) max_items: usize,
-    /// `feedPollDelay`.
+    /// `feedPollDelay`: how long a drained partition waits before it is
+    /// polled again.
     pub(crate) poll: Duration,
+    /// The container's physical partitions, which the reader visits in
+    /// turn: an empty page waits `poll / partitions`, so each partition is
+    /// polled every `poll` as the host, which reads them in parallel, does.
+    pub(crate) partitions: u32,
     /// The retry policy's `minimumInterval`.
     pub(crate) min_retry: Duration,
     /// The retry policy's `maximumInterval`.
@@ -69,7 +74,7 @@ pub(crate) fn spawn(store: CosmosEventStore, url: String, settings: TriggerSetti
                 }
             };
             if docs.is_empty() {
-                tokio::time::sleep(settings.poll).await;
+                tokio::time::sleep(settings.poll / settings.partitions.max(1)).await;
                 continue;
             }
             for chunk in docs.chunks(settings.max_items.max(1)) {

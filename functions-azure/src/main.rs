@@ -171,6 +171,7 @@ fn trigger_standin(store: &twincell_cosmos::CosmosEventStore) -> anyhow::Result<
     let settings = host_standin::TriggerSettings {
         max_items: 100,
         poll: ms("TWINCELL_STANDIN_FEED_POLL_MS", 5_000)?,
+        partitions: twincell_cosmos::emulator::PARTITIONS,
         min_retry: ms("TWINCELL_STANDIN_RETRY_MIN_MS", 2_000)?,
         max_retry: ms("TWINCELL_STANDIN_RETRY_MAX_MS", 900_000)?,
     };
@@ -208,7 +209,7 @@ where
     I: IdGenerator + 'static,
 {
     let service = Arc::new(service);
-    let publisher = twincell_replication::publish::shared(settings.target)?;
+    let publisher = twincell_replication::publish::shared(settings.target);
     let outbound = match &publisher {
         Some(p) => outbound::routes(Arc::clone(&service), Arc::clone(p)),
         None => axum::Router::new(),

@@ -20,11 +20,16 @@ use azure_data_cosmos_driver::fault_injection::{
     FaultInjectionRule, FaultInjectionRuleBuilder,
 };
 use azure_data_cosmos_driver::in_memory_emulator::{
-    ConsistencyLevel, InMemoryEmulatorHttpClient, VirtualAccountConfig, VirtualRegion,
+    ConsistencyLevel, ContainerConfig, InMemoryEmulatorHttpClient, VirtualAccountConfig,
+    VirtualRegion,
 };
 use twincell_core::StoreError;
 
 use crate::CosmosEventStore;
+
+/// Physical partitions of an emulated container: a change-feed reader
+/// visits this many partition ranges in turn.
+pub const PARTITIONS: u32 = 4;
 
 const GATEWAY: &str = "https://westeurope.emulator.local";
 const REGION: &str = "West Europe";
@@ -71,7 +76,11 @@ impl Emulated {
             serde_json::json!({"paths": ["/pk"], "kind": "Hash", "version": 2}),
         )
         .map_err(|e| failed("partition key", e))?;
-        store.create_container(DATABASE, CONTAINER, pk);
+        let container = ContainerConfig::new()
+            .with_partition_count(PARTITIONS)
+            .build()
+            .map_err(|e| failed("container config", e))?;
+        store.create_container_with_config(DATABASE, CONTAINER, pk, container);
         let outage = Arc::new(
             FaultInjectionRuleBuilder::new(
                 "outage",

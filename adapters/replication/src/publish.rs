@@ -181,17 +181,55 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-/// The publisher of `target`, as the router's resync wants it (none
-/// without a target).
-///
-/// # Errors
-/// [`BuildError`] when the HTTP client cannot be built.
-pub fn shared(target: Option<Target>) -> Result<Option<std::sync::Arc<dyn Publish>>, BuildError> {
-    let Some(target) = target else {
-        return Ok(None);
-    };
-    let publisher: std::sync::Arc<dyn Publish> = std::sync::Arc::new(Publisher::new(target)?);
-    Ok(Some(publisher))
+/// A [`Publisher`] built on its first publish: building the HTTP client
+/// loads the platform's trust roots (about 7 ms), which a Lambda whose
+/// publishes are rare (the `api`, for resync) should not pay at every cold
+/// start.
+#[derive(Debug)]
+pub struct LazyPublisher {
+    target: Target,
+    publisher: std::sync::OnceLock<Publisher>,
+}
+
+impl LazyPublisher {
+    /// A publisher to `target`, not built yet.
+    #[must_use]
+    pub fn new(target: Target) -> Self {
+        Self {
+            target,
+            publisher: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&Publisher, PublishError> {
+        if let Some(p) = self.publisher.get() {
+            return Ok(p);
+        }
+        let built = Publisher::new(self.target.clone()).map_err(|e| PublishError {
+            published: 0,
+            retryable: true,
+            reason: e.to_string(),
+        })?;
+        // Two first publishes may both build one; either is kept.
+        Ok(self.publisher.get_or_init(|| built))
+    }
+}
+
+impl Publish for LazyPublisher {
+    fn publish<'a>(
+        &'a self,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<usize, PublishError>> {
+        Box::pin(async move { self.get()?.publish_traced(events, None).await })
+    }
+}
+
+/// The publisher of `target` as the router's resync and the change-feed
+/// function want it, built on first use (none without a target).
+#[must_use]
+pub fn shared(target: Option<Target>) -> Option<std::sync::Arc<dyn Publish>> {
+    let publisher: std::sync::Arc<dyn Publish> = std::sync::Arc::new(LazyPublisher::new(target?));
+    Some(publisher)
 }
 
 impl Publish for Publisher {

@@ -71,7 +71,7 @@ async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
 /// resync when a target is set.
 async fn replication() -> anyhow::Result<Option<twincell_http::Replication>> {
     let settings = twincell_aws::secrets::replication_settings().await?;
-    let publisher = twincell_replication::publish::shared(settings.target)?;
+    let publisher = twincell_replication::publish::shared(settings.target);
     Ok(settings
         .key
         .map(|key| twincell_http::Replication { key, publisher }))
