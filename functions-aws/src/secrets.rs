@@ -24,15 +24,11 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// A Secrets Manager client: rustls on *ring* (the one TLS stack of the
-/// binaries), 1 s to connect, 5 s per call; region and credentials from the
+/// A Secrets Manager client: the cell's one HTTP client (rustls on
+/// *ring*), 1 s to connect, 5 s per call; region and credentials from the
 /// standard sources, `AWS_ENDPOINT_URL` for a local server.
 async fn client() -> aws_sdk_secretsmanager::Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http = twincell_dynamodb::http_client();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(Duration::from_secs(2))

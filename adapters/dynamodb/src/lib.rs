@@ -157,8 +157,11 @@ impl Settings {
     }
 }
 
-/// The one HTTP client of a store: hyper with rustls on *ring*.
-fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+/// The HTTP client every AWS SDK client of the cell uses: hyper with
+/// rustls on *ring*, the binaries' one TLS stack (the SDK's default client
+/// would bring aws-lc).
+#[must_use]
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
     aws_smithy_http_client::Builder::new()
         .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
