@@ -32,7 +32,8 @@
 //!   does after the topic exists). Bodies name a subscription
 //!   (`{"subscription": "<name>"}`) or none for all.
 //!
-//! It listens on 127.0.0.1 only; the control API has no key.
+//! It listens on 127.0.0.1 only (the control API has no key), takes at
+//! most 1 MiB per request and answers within 30 s.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub const MAX_PUBLISH_BYTES: usize = 1024 * 1024;
 pub const MAX_PUBLISH_EVENTS: usize = 5_000;
 /// How long a delivery may take before it counts as failed.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the stand-in takes to read and answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The origin the handshake names.
 pub const ORIGIN: &str = "eventgrid.azure.net";
 
@@ -267,6 +270,10 @@ pub fn start(config: Config) -> anyhow::Result<Router> {
         .route("/control/expire", post(expire))
         .route("/control/flush", post(flush))
         .layer(DefaultBodyLimit::max(MAX_PUBLISH_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(shared))
 }
 

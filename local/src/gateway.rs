@@ -36,6 +36,11 @@ pub fn router(function: Emulator) -> Router {
     Router::new()
         .fallback(forward)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        // The integration's own 30 s, plus reading the request.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            INTEGRATION_TIMEOUT + Duration::from_secs(5),
+        ))
         .with_state(Arc::new(Gateway {
             function: Mutex::new(function),
         }))
