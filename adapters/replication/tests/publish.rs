@@ -203,7 +203,6 @@ async fn an_unreachable_target_is_a_retryable_failure() {
 
 #[tokio::test]
 async fn a_lazy_publisher_builds_its_client_on_the_first_publish_and_keeps_it() {
-    use twincell_replication::Publish;
     let (base, seen) = server(vec![]).await;
     let url = format!("{base}/replication/events");
     let target = Target::new(TargetKind::Webhook, &url, Secret::new(KEY).unwrap()).unwrap();
