@@ -48,37 +48,56 @@ pub struct Report {
     pub cases: Vec<CaseReport>,
 }
 
-/// Replaces bound values by their placeholder names (for comparing answers
-/// whose generated values differ, such as ids on live deployments).
-fn mask(text: &str, bindings: &Bindings) -> String {
-    let mut out = text.to_owned();
-    let mut by_length: Vec<_> = bindings.iter().filter(|(_, v)| v.len() >= 3).collect();
+/// `text` with every value bound on one target (`from`) replaced by the
+/// value the same placeholder has on another target (`to`), longest values
+/// first, through one pass of markers so a replacement is never replaced
+/// again. Values shorter than 3 characters are left alone.
+fn rename(text: &str, from: &Bindings, to: &Bindings) -> String {
+    let mut by_length: Vec<_> = from
+        .iter()
+        .filter(|(name, v)| v.len() >= 3 && to.contains_key(*name))
+        .collect();
     by_length.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-    for (name, value) in by_length {
-        out = out.replace(value.as_str(), &format!("{{{{{name}}}}}"));
+    let mut out = text.to_owned();
+    for (i, (_, value)) in by_length.iter().enumerate() {
+        out = out.replace(value.as_str(), &format!("\u{0}{i}\u{0}"));
+    }
+    for (i, (name, _)) in by_length.iter().enumerate() {
+        let value = to.get(*name).map_or("", String::as_str);
+        out = out.replace(&format!("\u{0}{i}\u{0}"), value);
     }
     out
 }
 
 /// What live targets are compared on: status, the compared headers and the
-/// body, with each target's generated values (ids, timestamps, its own cell
-/// name) replaced by their placeholder names, the body compared as JSON
-/// (cells list their ledgers in key order, and the names differ).
-type Masked = (
+/// body (as JSON: cells list their ledgers in key order, and the names
+/// differ).
+type Renamed = (
     u16,
     Vec<(&'static str, Option<String>)>,
     Result<serde_json::Value, String>,
 );
 
-fn masked(answer: &Answer, bindings: &Bindings) -> Masked {
+fn renamed(answer: &Answer, from: &Bindings, to: &Bindings) -> Renamed {
     let (status, headers, body) = answer.parity_view();
     let headers = headers
         .into_iter()
-        .map(|(k, v)| (k, v.map(|v| mask(&v, bindings))))
+        .map(|(k, v)| (k, v.map(|v| rename(&v, from, to))))
         .collect();
-    let text = mask(&String::from_utf8_lossy(body), bindings);
+    let text = rename(&String::from_utf8_lossy(body), from, to);
     let body = serde_json::from_str(&text).map_err(|_| text);
     (status, headers, body)
+}
+
+/// Whether two live answers are the same up to each target's generated
+/// values (ids, timestamps, its own cell name): one answer with its values
+/// renamed to the other target's values equals the other. Tried both ways:
+/// when two placeholders happen to share a value on one target (two
+/// timestamps in one millisecond), only the rename from the other target
+/// is unambiguous.
+fn same_up_to_generated_values(a: &Answer, on_a: &Bindings, b: &Answer, on_b: &Bindings) -> bool {
+    renamed(a, on_a, on_b) == renamed(b, on_b, on_b)
+        || renamed(a, on_a, on_a) == renamed(b, on_b, on_a)
 }
 
 fn describe(answer: &Answer) -> String {
@@ -103,7 +122,7 @@ fn compare(runs: &[TargetRun], deterministic: bool) -> Result<(), String> {
             let same = if deterministic {
                 a.parity_view() == b.parity_view()
             } else {
-                masked(a, &first.bindings) == masked(b, &run.bindings)
+                same_up_to_generated_values(a, &first.bindings, b, &run.bindings)
             };
             if !same {
                 return Err(format!(
@@ -280,5 +299,51 @@ impl Report {
             self.targets.len()
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn answer(created_at: &str, id: &str) -> Answer {
+        Answer {
+            status: 201,
+            headers: vec![("location".to_owned(), format!("/transactions/{id}"))],
+            body: format!(r#"{{"id":"{id}","created_at":"{created_at}"}}"#).into_bytes(),
+        }
+    }
+
+    fn bindings(pairs: &[(&str, &str)]) -> Bindings {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn answers_are_compared_up_to_generated_values_even_when_two_share_one() {
+        // Target a made both timestamps in one millisecond; b did not.
+        let on_a = bindings(&[("created", "T642"), ("created2", "T642"), ("tx", "id-a")]);
+        let on_b = bindings(&[("created", "T643"), ("created2", "T644"), ("tx", "id-b")]);
+        let a = answer("T642", "id-a");
+        let b = answer("T644", "id-b");
+        assert!(same_up_to_generated_values(&a, &on_a, &b, &on_b));
+        assert!(same_up_to_generated_values(&b, &on_b, &a, &on_a));
+        // A real difference still shows: b answers with its first timestamp
+        // where a's second one is expected... and a different id.
+        let wrong = answer("T644", "id-x");
+        assert!(!same_up_to_generated_values(&a, &on_a, &wrong, &on_b));
+        let other_status = Answer {
+            status: 200,
+            ..answer("T644", "id-b")
+        };
+        assert!(!same_up_to_generated_values(
+            &a,
+            &on_a,
+            &other_status,
+            &on_b
+        ));
     }
 }
