@@ -26,6 +26,10 @@ pub enum IdentifierError {
         /// The allowed characters, in words.
         allowed: &'static str,
     },
+    /// `.` or `..`: a URL path resolves these as dot segments (RFC 3986
+    /// §5.2.4), so a resource named so could never be addressed.
+    #[error("must not be \".\" or \"..\"")]
+    DotSegment,
 }
 
 const ID_MAX_LEN: usize = 64;
@@ -46,6 +50,9 @@ fn check_identifier(s: &str) -> Result<(), IdentifierError> {
     // Only ASCII is left, so bytes are characters.
     if s.len() > ID_MAX_LEN {
         return Err(IdentifierError::TooLong { max: ID_MAX_LEN });
+    }
+    if s == "." || s == ".." {
+        return Err(IdentifierError::DotSegment);
     }
     Ok(())
 }
@@ -113,17 +120,17 @@ macro_rules! string_identifier {
 }
 
 string_identifier!(
-    /// An account: 1–64 characters of `[A-Za-z0-9._-]`.
+    /// An account: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     AccountId,
     check_identifier
 );
 string_identifier!(
-    /// A stock keeping unit: 1–64 characters of `[A-Za-z0-9._-]`.
+    /// A stock keeping unit: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     Sku,
     check_identifier
 );
 string_identifier!(
-    /// An order that stock is reserved for: 1–64 characters of `[A-Za-z0-9._-]`.
+    /// An order that stock is reserved for: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     OrderId,
     check_identifier
 );
@@ -273,7 +280,9 @@ mod tests {
         #[test]
         fn constructors_never_panic_and_accept_exactly_their_grammar(s in "\\PC{0,300}") {
             let id_ok = (1..=64).contains(&s.len())
-                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && s != "."
+                && s != "..";
             prop_assert_eq!(Sku::new(s.as_str()).is_ok(), id_ok);
             prop_assert_eq!(AccountId::new(s.as_str()).is_ok(), id_ok);
             prop_assert_eq!(OrderId::new(s.as_str()).is_ok(), id_ok);
@@ -285,6 +294,7 @@ mod tests {
 
         #[test]
         fn valid_identifiers_round_trip_through_serde(s in "[A-Za-z0-9._-]{1,64}") {
+            prop_assume!(s != "." && s != "..");
             let sku = Sku::new(s.as_str()).unwrap();
             let json = serde_json::to_string(&sku).unwrap();
             prop_assert_eq!(serde_json::from_str::<Sku>(&json).unwrap(), sku);
@@ -304,6 +314,18 @@ mod tests {
             AccountId::new("a".repeat(65)),
             Err(IdentifierError::TooLong { max: 64 })
         );
+    }
+
+    #[test]
+    fn dot_segments_are_not_identifiers_but_longer_dot_runs_are() {
+        for bad in [".", ".."] {
+            assert_eq!(Sku::new(bad), Err(IdentifierError::DotSegment));
+            assert_eq!(OrderId::new(bad), Err(IdentifierError::DotSegment));
+            assert_eq!(AccountId::new(bad), Err(IdentifierError::DotSegment));
+        }
+        for good in ["...", ".a", "a.", "..a"] {
+            assert!(Sku::new(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

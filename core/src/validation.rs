@@ -269,6 +269,7 @@ fn identifier_rule(e: IdentifierError) -> Rule {
         IdentifierError::InvalidCharacter { .. } => {
             (ViolationCode::InvalidCharacters, e.to_string())
         }
+        IdentifierError::DotSegment => (ViolationCode::InvalidFormat, e.to_string()),
     }
 }
 
@@ -294,7 +295,29 @@ fn quantity(value: &Value) -> Result<Quantity, Rule> {
     match (n.as_u64(), n.as_i64()) {
         (Some(v), _) => Quantity::new(v).map_err(|_| (ViolationCode::OutOfRange, range())),
         (None, Some(_)) => Err((ViolationCode::OutOfRange, range())),
-        (None, None) => Err((ViolationCode::NotAnInteger, range())),
+        (None, None) => integral_value(n)
+            .ok_or_else(|| (ViolationCode::NotAnInteger, range()))
+            .and_then(|v| Quantity::new(v).map_err(|_| (ViolationCode::OutOfRange, range()))),
+    }
+}
+
+/// The value of a number written with a fraction or an exponent (`5.0`,
+/// `5e0`) when it is a whole number, as JSON Schema counts integers: a
+/// document that says `"type": "integer"` accepts those, so the router must
+/// too. `None` for a fraction; `u64::MAX` for a whole number too large or
+/// negative, so the range check refuses it. Read through `Decimal` from the
+/// number's text, never through binary floating point arithmetic.
+fn integral_value(n: &serde_json::Number) -> Option<u64> {
+    use rust_decimal::prelude::ToPrimitive;
+    let text = n.to_string();
+    let parsed = text
+        .parse::<rust_decimal::Decimal>()
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&text));
+    match parsed {
+        Ok(d) if !d.fract().is_zero() => None,
+        Ok(d) => Some(d.to_u64().unwrap_or(u64::MAX)),
+        // Beyond Decimal's 28 digits: every such double is a whole number.
+        Err(_) => Some(u64::MAX),
     }
 }
 
@@ -600,6 +623,29 @@ mod tests {
             codes(&q(json!(1.5)).unwrap_err()),
             vec![("/quantity", "not_an_integer")]
         );
+        // Whole numbers written with a fraction or exponent are integers,
+        // as JSON Schema (and so the OpenAPI document) counts them.
+        let body = |text: &str| serde_json::from_str::<Value>(text).unwrap();
+        for (text, expected) in [("5.0", 5), ("5e0", 5), ("1e6", 1_000_000), ("2.50e1", 25)] {
+            let got = ReceiveStock::from_json(&body(&format!("{{\"quantity\":{text}}}")));
+            assert_eq!(got.map(|c| c.quantity.get()), Ok(expected), "{text}");
+        }
+        for (text, code) in [
+            ("0.0", "out_of_range"),
+            ("-2.0", "out_of_range"),
+            ("1000001.0", "out_of_range"),
+            ("123456789012345678901234567890", "out_of_range"),
+            ("1e300", "out_of_range"),
+            ("2.5", "not_an_integer"),
+            ("1e-3", "not_an_integer"),
+        ] {
+            let got = ReceiveStock::from_json(&body(&format!("{{\"quantity\":{text}}}")));
+            assert_eq!(
+                codes(&got.unwrap_err()),
+                vec![("/quantity", code)],
+                "{text}"
+            );
+        }
         assert_eq!(
             codes(&q(json!(0)).unwrap_err()),
             vec![("/quantity", "out_of_range")]
