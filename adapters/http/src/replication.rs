@@ -359,7 +359,12 @@ const ALLOWED_ORIGIN: HeaderName = HeaderName::from_static("webhook-allowed-orig
 /// `OPTIONS /replication/events`: the CloudEvents webhook validation.
 async fn handshake(headers: HeaderMap) -> Result<Response, Problem> {
     let origin = match crate::headers::last_item(&headers, REQUEST_ORIGIN) {
-        Some(Ok(origin)) if (1..=255).contains(&origin.len()) => origin,
+        Some(Ok(origin))
+            if (1..=255).contains(&origin.len())
+                && origin.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+        {
+            origin
+        }
         _ => {
             return Err(Problem::new(
                 ProblemKind::InvalidHeader,
