@@ -9,7 +9,7 @@
 //! 3. non-empty UTF-8 (a leading byte order mark is ignored, RFC 8259 §8.1)
 //!    → else 400;
 //! 4. one JSON value, no trailing data, no object with a repeated key (two
-//!    parsers could read it two ways), at most 128 levels deep → else 400.
+//!    parsers could read it two ways), fewer than 128 levels deep (serde_json's recursion limit) → else 400.
 //!
 //! Field validation (422) is the core's job, on the parsed value.
 
@@ -284,6 +284,13 @@ mod tests {
         );
         let ok = "[".repeat(100) + &"]".repeat(100);
         assert!(parse(ok.as_bytes()).is_ok());
+        // The boundary docs/api.md states: 127 levels parse, 128 do not.
+        let levels = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(parse(levels(127).as_bytes()).is_ok());
+        assert_eq!(
+            kind(parse(levels(128).as_bytes())),
+            Some(ProblemKind::MalformedBody)
+        );
     }
 
     #[test]
