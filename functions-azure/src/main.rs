@@ -19,6 +19,8 @@
 //!   `…_TARGET_KEY` say where this cell publishes its own events: the
 //!   `replicate-outbound` function (the container's change feed, see
 //!   `outbound`) and resync.
+//! - `TWINCELL_HTTP_HEADER_TIMEOUT_MS`, `TWINCELL_HTTP_REQUEST_TIMEOUT_MS`,
+//!   `TWINCELL_HTTP_MAX_CONNECTIONS`: the server's bounds (see `server`).
 //! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
 //!   logs are JSON lines on stdout.
 //!
@@ -31,6 +33,7 @@
 #[cfg(feature = "contract-mode")]
 mod host_standin;
 mod outbound;
+mod server;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -51,6 +54,7 @@ use twincell_core::{
 /// Typed configuration from the environment.
 struct Config {
     port: u16,
+    limits: server::Limits,
     topology: Topology,
     replication: twincell_replication::Settings,
     /// Contract mode: a stand-in of the host's Cosmos DB trigger to start
@@ -77,6 +81,7 @@ impl Config {
         let topology = Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")?;
         Ok(Self {
             port,
+            limits: server::Limits::from_env(env)?,
             topology,
             replication: twincell_replication::Settings::from_env()?,
             trigger: None,
@@ -190,24 +195,36 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
     if let Some(ms) = config.fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = Service::new(config.topology, store, clock, SequentialIds::default());
-        return serve(config.port, service, config.replication, config.trigger).await;
+        let service = Service::new(
+            config.topology.clone(),
+            store,
+            clock,
+            SequentialIds::default(),
+        );
+        return serve(config, service).await;
     }
-    let service = Service::new(config.topology, store, twincell_http::TokioClock, RandomIds);
-    serve(config.port, service, config.replication, config.trigger).await
+    let service = Service::new(
+        config.topology.clone(),
+        store,
+        twincell_http::TokioClock,
+        RandomIds,
+    );
+    serve(config, service).await
 }
 
-async fn serve<S, C, I>(
-    port: u16,
-    service: Service<S, C, I>,
-    settings: twincell_replication::Settings,
-    trigger: Option<Trigger>,
-) -> anyhow::Result<()>
+async fn serve<S, C, I>(config: Config, service: Service<S, C, I>) -> anyhow::Result<()>
 where
     S: EventStore + 'static,
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
+    let Config {
+        port,
+        limits,
+        replication: settings,
+        trigger,
+        ..
+    } = config;
     let service = Arc::new(service);
     let publisher = twincell_replication::publish::shared(settings.target);
     let outbound = match &publisher {
@@ -241,8 +258,7 @@ where
     #[cfg(not(feature = "contract-mode"))]
     let _ = trigger;
     let app = outbound.merge(twincell_http::router_with_replication(service, replication));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
+    server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")
 }

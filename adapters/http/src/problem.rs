@@ -53,13 +53,17 @@ pub enum ProblemKind {
     /// The replication target refused a resync publish or could not be
     /// reached.
     ReplicationTargetFailed,
+    /// The request was not received and answered within the server's
+    /// whole-request timeout (a client too slow to send it); the
+    /// connection closes.
+    RequestTimeout,
     /// A bug; details are in the logs under the request id.
     InternalError,
 }
 
 impl ProblemKind {
     /// Every kind, for docs and tests.
-    pub const ALL: [ProblemKind; 19] = [
+    pub const ALL: [ProblemKind; 20] = [
         Self::MalformedBody,
         Self::InvalidHeader,
         Self::UnsupportedMediaType,
@@ -78,6 +82,7 @@ impl ProblemKind {
         Self::UnsupportedEventType,
         Self::ServiceUnavailable,
         Self::ReplicationTargetFailed,
+        Self::RequestTimeout,
         Self::InternalError,
     ];
 
@@ -103,6 +108,7 @@ impl ProblemKind {
             Self::UnsupportedEventType => "unsupported-event-type",
             Self::ServiceUnavailable => "service-unavailable",
             Self::ReplicationTargetFailed => "replication-target-failed",
+            Self::RequestTimeout => "request-timeout",
             Self::InternalError => "internal-error",
         }
     }
@@ -135,6 +141,7 @@ impl ProblemKind {
             Self::UnsupportedEventType => "Unsupported event type",
             Self::ServiceUnavailable => "Service unavailable",
             Self::ReplicationTargetFailed => "Replication target failed",
+            Self::RequestTimeout => "Request timeout",
             Self::InternalError => "Internal error",
         }
     }
@@ -160,6 +167,7 @@ impl ProblemKind {
             | Self::ReplicationConflict => StatusCode::CONFLICT,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReplicationTargetFailed => StatusCode::BAD_GATEWAY,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -97,6 +97,7 @@ const RESPONSES: &[(&str, &[ProblemKind])] = &[
         ],
     ),
     ("InternalError", &[ProblemKind::InternalError]),
+    ("RequestTimeout", &[ProblemKind::RequestTimeout]),
     ("ServiceUnavailable", &[ProblemKind::ServiceUnavailable]),
     ("Unauthorized", &[ProblemKind::Unauthorized]),
     ("ReplicationConflict", &[ProblemKind::ReplicationConflict]),

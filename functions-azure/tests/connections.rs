@@ -1,0 +1,196 @@
+//! The handler's connection bounds (`src/server.rs`), tried as an attacker
+//! would, with small limits so each test is short: silent, slow and idle
+//! clients are closed, a slow body gets 408, and a crowd of idle sockets
+//! never stops the handler from answering others. Every wait is bounded:
+//! a read that outlives its guard fails the test instead of hanging it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HEADER_TIMEOUT_MS: u64 = 400;
+const REQUEST_TIMEOUT_MS: u64 = 1_200;
+const MAX_CONNECTIONS: usize = 4;
+/// How long a test waits for the server to act before calling it a failure.
+const GUARD: Duration = Duration::from_secs(15);
+
+struct Handler {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Handler {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env(
+            "TWINCELL_HTTP_HEADER_TIMEOUT_MS",
+            HEADER_TIMEOUT_MS.to_string(),
+        )
+        .env(
+            "TWINCELL_HTTP_REQUEST_TIMEOUT_MS",
+            REQUEST_TIMEOUT_MS.to_string(),
+        )
+        .env("TWINCELL_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS.to_string())
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the handler binary starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .filter(|a| a.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
+        .to_owned();
+    Handler { child, address }
+}
+
+fn connect(address: &str) -> TcpStream {
+    let stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(GUARD)).unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection; everything it sent.
+/// Fails the test if the server keeps it open past the guard.
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    match stream.read_to_end(&mut out) {
+        Ok(_) => out,
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => out,
+        Err(e) => panic!("the server kept the connection open ({e}); read so far: {out:?}"),
+    }
+}
+
+fn health(address: &str) -> String {
+    let mut stream = connect(address);
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    String::from_utf8_lossy(&read_until_closed(&mut stream)).into_owned()
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let handler = start();
+    let mut stream = connect(&handler.address);
+    let started = Instant::now();
+    let sent = read_until_closed(&mut stream);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(started.elapsed() >= Duration::from_millis(HEADER_TIMEOUT_MS / 2));
+}
+
+#[test]
+fn a_request_head_sent_byte_by_byte_is_cut_off() {
+    let handler = start();
+    let mut stream = connect(&handler.address);
+    let head = b"GET /health HTTP/1.1\r\nhost: x\r\nx-padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    // One byte per 50 ms: the whole head would take about 5 s, far past
+    // the 400 ms the server allows for it.
+    let mut cut_off = false;
+    for byte in head {
+        if stream.write_all(&[*byte]).is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answer = if cut_off {
+        Vec::new()
+    } else {
+        read_until_closed(&mut stream)
+    };
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "a head dripped over seconds was answered: {answer:?}"
+    );
+}
+
+#[test]
+fn a_kept_alive_connection_that_goes_quiet_is_closed() {
+    let handler = start();
+    let mut stream = connect(&handler.address);
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let sent = String::from_utf8_lossy(&read_until_closed(&mut stream)).into_owned();
+    assert!(sent.starts_with("HTTP/1.1 200 OK"), "{sent}");
+    assert!(sent.ends_with(r#"{"status":"ok"}"#), "{sent}");
+}
+
+#[test]
+fn a_body_sent_too_slowly_gets_408_and_the_connection_closes() {
+    let handler = start();
+    let mut stream = connect(&handler.address);
+    stream
+        .write_all(
+            b"POST /inventory/sku-1/receipts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"quant",
+        )
+        .unwrap();
+    // The rest of the body never comes.
+    let sent = String::from_utf8_lossy(&read_until_closed(&mut stream)).into_owned();
+    assert!(sent.starts_with("HTTP/1.1 408 "), "{sent}");
+    assert!(
+        sent.contains("content-type: application/problem+json"),
+        "{sent}"
+    );
+    assert!(sent.contains("connection: close"), "{sent}");
+    assert!(
+        sent.contains(r#""type":"urn:twincell:problem:request-timeout""#),
+        "{sent}"
+    );
+    // Nothing was received in the meantime.
+    let view = health(&handler.address);
+    assert!(view.starts_with("HTTP/1.1 200 OK"), "{view}");
+}
+
+#[test]
+fn a_crowd_of_idle_sockets_never_stops_the_handler_answering_others() {
+    let handler = start();
+    // Ten times the cap: the server holds at most MAX_CONNECTIONS of
+    // them, closes each after the header timeout, and the kernel queues the
+    // rest until a slot frees.
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS * 10)
+        .map(|_| connect(&handler.address))
+        .collect();
+    for _ in 0..3 {
+        let answer = health(&handler.address);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    }
+    drop(idle);
+}
+
+#[test]
+fn a_bad_limit_stops_the_handler_with_the_reason() {
+    let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_HTTP_MAX_CONNECTIONS", "0")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TWINCELL_HTTP_MAX_CONNECTIONS=\"0\" is not a positive whole number"),
+        "{stderr}"
+    );
+}
