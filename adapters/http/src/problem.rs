@@ -176,6 +176,25 @@ impl ProblemKind {
 static NO_MEMBERS: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
     std::sync::LazyLock::new(serde_json::Map::new);
 
+/// The most violations a `validation-failed` problem lists (the first, by
+/// pointer); `detail` gives the total. With pointers cut at
+/// [`POINTER_LISTED_CHARS`], no such body is larger than about 5 KB, however
+/// many fields a 64 KiB body gets wrong.
+pub const VIOLATIONS_LISTED: usize = 20;
+
+/// The longest pointer a listed violation carries, in characters; a longer
+/// one (an unknown field with a very long name) is cut and ends in `…`.
+pub const POINTER_LISTED_CHARS: usize = 128;
+
+fn shorten_pointer(v: Violation) -> Violation {
+    if v.pointer().chars().count() <= POINTER_LISTED_CHARS {
+        return v;
+    }
+    let mut cut: String = v.pointer().chars().take(POINTER_LISTED_CHARS - 1).collect();
+    cut.push('…');
+    Violation::new(cut, v.code(), v.message())
+}
+
 /// Seconds a client should wait before retrying a 503.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
 
@@ -284,15 +303,20 @@ impl Problem {
     #[must_use]
     pub fn validation(violations: Violations) -> Self {
         let n = violations.as_slice().len();
-        let mut p = Self::new(
-            ProblemKind::ValidationFailed,
-            if n == 1 {
-                "the request has 1 invalid field".to_owned()
-            } else {
-                format!("the request has {n} invalid fields")
-            },
-        );
-        p.errors = violations.into_vec();
+        let detail = match n {
+            1 => "the request has 1 invalid field".to_owned(),
+            n if n <= VIOLATIONS_LISTED => format!("the request has {n} invalid fields"),
+            n => format!(
+                "the request has {n} invalid fields; the first {VIOLATIONS_LISTED} by pointer are listed"
+            ),
+        };
+        let mut p = Self::new(ProblemKind::ValidationFailed, detail);
+        p.errors = violations
+            .into_vec()
+            .into_iter()
+            .take(VIOLATIONS_LISTED)
+            .map(shorten_pointer)
+            .collect();
         p
     }
 

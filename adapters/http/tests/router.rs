@@ -198,6 +198,58 @@ async fn every_violation_is_listed_in_a_422() {
 }
 
 #[tokio::test]
+async fn a_body_full_of_wrong_fields_gets_a_small_422_that_says_how_many() {
+    use twincell_http::problem::{POINTER_LISTED_CHARS, VIOLATIONS_LISTED};
+    let svc = service();
+    // A body just under the 64 KiB limit, all unknown keys: before the cap
+    // its 422 was 8 times its size.
+    // Each `"k00000":1,` is 11 bytes.
+    let i = (BODY_LIMIT - 100) / 11;
+    let body: serde_json::Map<String, Value> =
+        (0..i).map(|n| (format!("k{n:05}"), json!(1))).collect();
+    let sent = serde_json::to_vec(&body).unwrap().len();
+    assert!(sent > BODY_LIMIT - 200 && sent <= BODY_LIMIT, "{sent}");
+    let a = send(
+        &svc,
+        post_json("/inventory/sku-1/receipts", &Value::Object(body)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let errors = a.body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), VIOLATIONS_LISTED);
+    // The total: every unknown key plus the missing quantity.
+    assert_eq!(
+        a.body["detail"],
+        format!(
+            "the request has {} invalid fields; the first {VIOLATIONS_LISTED} by pointer are listed",
+            i + 1
+        )
+    );
+    assert!(
+        a.raw.len() < 5_000,
+        "{} bytes for a {sent}-byte body",
+        a.raw.len()
+    );
+
+    // One unknown key of 60 000 characters: its pointer is cut.
+    let long = "x".repeat(60_000);
+    let a = send(
+        &svc,
+        post_json(
+            "/inventory/sku-1/receipts",
+            &json!({"quantity": 1, long.clone(): 1}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let pointer = a.body["errors"][0]["pointer"].as_str().unwrap();
+    assert_eq!(pointer.chars().count(), POINTER_LISTED_CHARS);
+    assert!(pointer.ends_with('…') && pointer.starts_with("/xxx"));
+    assert_eq!(a.body["errors"][0]["code"], "unknown_field");
+    assert!(a.raw.len() < 1_000, "{} bytes", a.raw.len());
+}
+
+#[tokio::test]
 async fn body_rules_answer_415_413_and_400() {
     let svc = service();
     let no_type = Request::post("/transactions")
