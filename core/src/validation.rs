@@ -419,9 +419,10 @@ impl WriteOffStock {
         let reason = f.field("reason", |v| {
             WriteOffReason::new(string(v)?).map_err(|e| match e {
                 WriteOffReasonError::Length => (ViolationCode::InvalidLength, e.to_string()),
-                WriteOffReasonError::ControlCharacter => {
+                WriteOffReasonError::ControlCharacter | WriteOffReasonError::InvisibleCharacter => {
                     (ViolationCode::InvalidCharacters, e.to_string())
                 }
+                WriteOffReasonError::Blank => (ViolationCode::InvalidFormat, e.to_string()),
             })
         });
         let typed = match (quantity, reason) {
@@ -674,6 +675,11 @@ mod tests {
         assert_eq!(codes(&err), vec![("/reason", "invalid_characters")]);
         let err = WriteOffStock::from_json(&json!({"quantity": 2, "reason": ""})).unwrap_err();
         assert_eq!(codes(&err), vec![("/reason", "invalid_length")]);
+        let err = WriteOffStock::from_json(&json!({"quantity": 2, "reason": "  "})).unwrap_err();
+        assert_eq!(codes(&err), vec![("/reason", "invalid_format")]);
+        let err =
+            WriteOffStock::from_json(&json!({"quantity": 2, "reason": "\u{202e}x"})).unwrap_err();
+        assert_eq!(codes(&err), vec![("/reason", "invalid_characters")]);
     }
 
     #[test]

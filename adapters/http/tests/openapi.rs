@@ -9,7 +9,7 @@
 //! changing a table:
 //!
 //! ```sh
-//! TWINCELL_UPDATE_OPENAPI=1 cargo test -p twincell-http --test openapi
+//! TWINCELL_UPDATE_OPENAPI=1 cargo test -p twincell-http --test openapi generated_parts
 //! ```
 #![allow(
     clippy::unwrap_used,
@@ -55,6 +55,72 @@ fn amount_pattern(scale: u32) -> String {
         })
         .collect();
     format!("^(?:{whole}{fraction}|0\\.(?:{}))$", below_one.join("|"))
+}
+
+/// Inclusive ranges of the characters in `0..=last` for which `pick` holds.
+fn ranges(last: u32, pick: impl Fn(char) -> bool) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for c in (0..=last).filter_map(char::from_u32).filter(|c| pick(*c)) {
+        let c = u32::from(c);
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == c => *end = c,
+            _ => out.push((c, c)),
+        }
+    }
+    out
+}
+
+fn class_items(ranges: &[(u32, u32)]) -> String {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("\\u{a:04X}")
+            } else {
+                format!("\\u{a:04X}-\\u{b:04X}")
+            }
+        })
+        .collect()
+}
+
+/// The write-off reason's pattern, from the core's rule: any number of
+/// allowed characters around one that is not white space. Written for the
+/// Basic Multilingual Plane only, as `\uXXXX` escapes, the one form every
+/// JSON Schema regex dialect (ECMA 262 with or without the `u` flag,
+/// Python, Rust) reads the same way. Surrogates are not named: a JSON
+/// string cannot hold a lone one (the router refuses it as malformed), and
+/// Rust-based validators refuse a pattern that names them.
+fn reason_pattern() -> String {
+    use twincell_core::inventory::reason_allows;
+    let refused = ranges(0xFFFF, |c| !reason_allows(c));
+    let refused_or_blank = ranges(0xFFFF, |c| !reason_allows(c) || c.is_whitespace());
+    let any = format!("[^{}]", class_items(&refused));
+    let visible = format!("[^{}]", class_items(&refused_or_blank));
+    format!("^{any}*{visible}{any}*$")
+}
+
+/// The reason's description, naming what the pattern cannot: the refused
+/// characters beyond the Basic Multilingual Plane.
+fn reason_description() -> String {
+    use twincell_core::inventory::reason_allows;
+    let astral: Vec<String> = ranges(0x10_FFFF, |c| u32::from(c) > 0xFFFF && !reason_allows(c))
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                format!("U+{a:04X}")
+            } else {
+                format!("U+{a:04X}–U+{b:04X}")
+            }
+        })
+        .collect();
+    format!(
+        "why the stock is written off: 1 to 200 characters (Unicode scalar values), not only white \
+         space, with no control characters, no format characters (bidi controls, zero-width \
+         characters) and no line or paragraph separators. The pattern states this for the Basic \
+         Multilingual Plane; beyond it the router also refuses the format characters {}, which no \
+         pattern names the same way in every regex dialect.",
+        astral.join(", ")
+    )
 }
 
 /// Currencies grouped by their minor units.
@@ -186,6 +252,14 @@ fn generated() -> Vec<(String, Value)> {
             ),
         ),
         (
+            "/components/schemas/WriteOffStock/properties/reason/pattern".to_owned(),
+            json!(reason_pattern()),
+        ),
+        (
+            "/components/schemas/WriteOffStock/properties/reason/description".to_owned(),
+            json!(reason_description()),
+        ),
+        (
             "/components/schemas/CloudEvent/properties/type/enum".to_owned(),
             json!(DomainEvent::TYPE_NAMES),
         ),
@@ -233,7 +307,7 @@ fn generated_parts_of_the_openapi_document_match_the_code() {
     assert!(
         stale.is_empty(),
         "docs/openapi.json differs from the code at {stale:?}; rewrite it with \
-         TWINCELL_UPDATE_OPENAPI=1 cargo test -p twincell-http --test openapi"
+         TWINCELL_UPDATE_OPENAPI=1 cargo test -p twincell-http --test openapi generated_parts"
     );
     // The file is exactly what the rewrite produces, so a rewrite after a
     // table change shows only that change.
@@ -373,6 +447,15 @@ fn identifier_and_reason_patterns_agree_with_the_core() {
         "\u{a0}",
         "ünïcødé",
         "\u{202e}",
+        " ",
+        "  x  ",
+        "\u{3000}",
+        "a\u{2028}b",
+        "a\u{200b}",
+        "\u{feff}",
+        "📦",
+        "x\u{a0}y",
+        "\u{ad}",
     ] {
         assert_eq!(
             reason.is_match(sample),
@@ -380,4 +463,31 @@ fn identifier_and_reason_patterns_agree_with_the_core() {
             "reason {sample:?}"
         );
     }
+}
+
+/// Every character of the Basic Multilingual Plane, alone and beside a
+/// letter: the reason pattern and the core agree on each.
+#[test]
+fn the_reason_pattern_agrees_with_the_core_on_every_bmp_character() {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(document_path()).unwrap()).unwrap();
+    let reason = pattern_at(
+        &doc,
+        "/components/schemas/WriteOffStock/properties/reason/pattern",
+    );
+    let mut differ = Vec::new();
+    for c in (0..=0xFFFF_u32).filter_map(char::from_u32) {
+        for sample in [c.to_string(), format!("x{c}")] {
+            let core = twincell_core::inventory::WriteOffReason::new(sample.as_str()).is_ok();
+            if reason.is_match(&sample) != core {
+                differ.push(sample);
+            }
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} differ: {:?}",
+        differ.len(),
+        &differ[..differ.len().min(10)]
+    );
 }
