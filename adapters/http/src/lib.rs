@@ -10,6 +10,7 @@
 //! a bug, never a design: the catch-panic layer is a backstop that answers a
 //! problem+json 500.
 
+pub mod auth;
 pub mod body;
 mod clock;
 pub mod extract;

@@ -1,0 +1,428 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::rand::SystemRandom;
+use ring::signature::{self as sig, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use serde_json::{Value, json};
+
+use super::*;
+
+const RSA: &[u8] = include_bytes!("testdata/rsa2048.pk8");
+const RSA_OTHER: &[u8] = include_bytes!("testdata/rsa2048-other.pk8");
+const P256: &[u8] = include_bytes!("testdata/p256.pk8");
+const ISSUER: &str = "https://login.example.test/tenant/v2.0";
+const AUDIENCE: &str = "api://twincell";
+
+fn b64(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
+
+fn rsa_jwk(pk8: &[u8], kid: &str, alg: Option<&str>) -> Value {
+    let pair = RsaKeyPair::from_pkcs8(pk8).unwrap();
+    let public = sig::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
+    let mut jwk =
+        json!({"kty": "RSA", "kid": kid, "use": "sig", "n": b64(&public.n), "e": b64(&public.e)});
+    if let Some(alg) = alg {
+        jwk["alg"] = json!(alg);
+    }
+    jwk
+}
+
+fn ec_jwk(kid: &str) -> Value {
+    let pair = EcdsaKeyPair::from_pkcs8(
+        &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+        P256,
+        &SystemRandom::new(),
+    )
+    .unwrap();
+    let point = pair.public_key().as_ref();
+    json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..])})
+}
+
+fn keys(jwks: &[Value]) -> Keys {
+    let (keys, _) = Keys::from_jwks(&serde_json::to_vec(&json!({"keys": jwks})).unwrap()).unwrap();
+    keys
+}
+
+fn standard_keys() -> Keys {
+    keys(&[rsa_jwk(RSA, "rsa-1", None), ec_jwk("ec-1")])
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+fn claims() -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "user-1", "oid": "oid-1", "tid": "tid-1",
+           "exp": now() + 600, "nbf": now() - 5, "scp": "inventory.read transactions.read"})
+}
+
+/// Signs `header.payload` with `alg` ("RS256", "PS256", "ES256", or
+/// "HS256" with `hmac_secret`).
+fn mint(header: &Value, claims: &Value, pk8: &[u8], hmac_secret: Option<&[u8]>) -> String {
+    let message = format!(
+        "{}.{}",
+        b64(&serde_json::to_vec(header).unwrap()),
+        b64(&serde_json::to_vec(claims).unwrap())
+    );
+    let rng = SystemRandom::new();
+    let signature = match header["alg"].as_str().unwrap() {
+        "RS256" | "PS256" => {
+            let pair = RsaKeyPair::from_pkcs8(pk8).unwrap();
+            let mut out = vec![0; pair.public().modulus_len()];
+            let padding: &dyn sig::RsaEncoding = if header["alg"] == "RS256" {
+                &sig::RSA_PKCS1_SHA256
+            } else {
+                &sig::RSA_PSS_SHA256
+            };
+            pair.sign(padding, &rng, message.as_bytes(), &mut out)
+                .unwrap();
+            out
+        }
+        "ES256" => EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pk8, &rng)
+            .unwrap()
+            .sign(&rng, message.as_bytes())
+            .unwrap()
+            .as_ref()
+            .to_vec(),
+        "HS256" => {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, hmac_secret.unwrap());
+            ring::hmac::sign(&key, message.as_bytes()).as_ref().to_vec()
+        }
+        "none" => Vec::new(),
+        other => panic!("{other}"),
+    };
+    format!("{message}.{}", b64(&signature))
+}
+
+fn verifier() -> Verifier {
+    Verifier::new(vec![ISSUER.to_owned()], vec![AUDIENCE.to_owned()]).unwrap()
+}
+
+#[test]
+fn good_tokens_of_each_algorithm_give_the_identity_and_its_scopes() {
+    let keys = keys(&[
+        rsa_jwk(RSA, "rsa-1", Some("RS256")),
+        rsa_jwk(RSA_OTHER, "rsa-pss", Some("PS256")),
+        ec_jwk("ec-1"),
+    ]);
+    for (alg, kid, pk8) in [
+        ("RS256", "rsa-1", RSA),
+        ("PS256", "rsa-pss", RSA_OTHER),
+        ("ES256", "ec-1", P256),
+    ] {
+        let token = mint(
+            &json!({"alg": alg, "kid": kid, "typ": "JWT"}),
+            &claims(),
+            pk8,
+            None,
+        );
+        let identity = verifier()
+            .verify(&token, &keys)
+            .unwrap_or_else(|e| panic!("{alg}: {e}"));
+        assert_eq!(identity.subject.as_deref(), Some("user-1"));
+        assert_eq!(identity.object_id.as_deref(), Some("oid-1"));
+        assert_eq!(identity.tenant_id.as_deref(), Some("tid-1"));
+        assert!(identity.grants("inventory.read") && identity.grants("transactions.read"));
+        assert!(!identity.grants("inventory.write"));
+    }
+}
+
+#[test]
+fn none_and_hmac_tokens_are_refused_even_with_the_public_key_as_secret() {
+    let keys = standard_keys();
+    let none = mint(
+        &json!({"alg": "none", "kid": "rsa-1"}),
+        &claims(),
+        RSA,
+        None,
+    );
+    assert!(matches!(
+        verifier().verify(&none, &keys),
+        Err(Refusal::Malformed | Refusal::Algorithm(_))
+    ));
+    // The classic confusion: HS256 keyed with what the attacker can read.
+    let jwks = serde_json::to_vec(&rsa_jwk(RSA, "rsa-1", None)).unwrap();
+    let public_der = RsaKeyPair::from_pkcs8(RSA)
+        .unwrap()
+        .public()
+        .as_ref()
+        .to_vec();
+    for secret in [jwks.as_slice(), public_der.as_slice()] {
+        let token = mint(
+            &json!({"alg": "HS256", "kid": "rsa-1"}),
+            &claims(),
+            RSA,
+            Some(secret),
+        );
+        assert_eq!(
+            verifier().verify(&token, &keys),
+            Err(Refusal::Algorithm("HS256".to_owned()))
+        );
+    }
+}
+
+#[test]
+fn kid_is_required_and_must_name_a_configured_key() {
+    let keys = standard_keys();
+    let no_kid = mint(&json!({"alg": "RS256"}), &claims(), RSA, None);
+    assert_eq!(verifier().verify(&no_kid, &keys), Err(Refusal::NoKid));
+    let unknown = mint(
+        &json!({"alg": "RS256", "kid": "rotated-away"}),
+        &claims(),
+        RSA,
+        None,
+    );
+    assert_eq!(
+        verifier().verify(&unknown, &keys),
+        Err(Refusal::UnknownKid("rotated-away".to_owned()))
+    );
+}
+
+#[test]
+fn urls_and_keys_inside_a_token_are_never_used() {
+    let keys = standard_keys();
+    // Signed by a key of the attacker's, which it names and embeds.
+    let attacker = rsa_jwk(RSA_OTHER, "rsa-1", None);
+    let header = json!({"alg": "RS256", "kid": "rsa-1", "jku": "https://attacker.test/jwks",
+                        "x5u": "https://attacker.test/cert", "jwk": attacker});
+    let token = mint(&header, &claims(), RSA_OTHER, None);
+    assert_eq!(verifier().verify(&token, &keys), Err(Refusal::Signature));
+}
+
+#[test]
+fn a_tampered_payload_or_signature_is_refused() {
+    let keys = standard_keys();
+    let token = mint(
+        &json!({"alg": "RS256", "kid": "rsa-1"}),
+        &claims(),
+        RSA,
+        None,
+    );
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut more = claims();
+    more["scp"] = json!("inventory.admin");
+    let tampered_payload = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&serde_json::to_vec(&more).unwrap()),
+        parts[2]
+    );
+    assert_eq!(
+        verifier().verify(&tampered_payload, &keys),
+        Err(Refusal::Signature)
+    );
+    let mut signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    signature[10] ^= 1;
+    let tampered_signature = format!("{}.{}.{}", parts[0], parts[1], b64(&signature));
+    assert_eq!(
+        verifier().verify(&tampered_signature, &keys),
+        Err(Refusal::Signature)
+    );
+    assert_eq!(
+        verifier().verify("not.a.token", &keys),
+        Err(Refusal::Malformed)
+    );
+    assert_eq!(verifier().verify("", &keys), Err(Refusal::Malformed));
+}
+
+#[test]
+fn the_algorithm_must_fit_the_key() {
+    let keys = keys(&[rsa_jwk(RSA, "rsa-1", Some("PS256")), ec_jwk("ec-1")]);
+    // RS256 on a key published for PS256.
+    let token = mint(
+        &json!({"alg": "RS256", "kid": "rsa-1"}),
+        &claims(),
+        RSA,
+        None,
+    );
+    assert_eq!(
+        verifier().verify(&token, &keys),
+        Err(Refusal::AlgorithmMismatch("RS256".to_owned()))
+    );
+    // ES256 naming an RSA key, RS256 naming an EC key.
+    let token = mint(
+        &json!({"alg": "ES256", "kid": "rsa-1"}),
+        &claims(),
+        P256,
+        None,
+    );
+    assert_eq!(
+        verifier().verify(&token, &keys),
+        Err(Refusal::AlgorithmMismatch("ES256".to_owned()))
+    );
+    let token = mint(
+        &json!({"alg": "RS256", "kid": "ec-1"}),
+        &claims(),
+        RSA,
+        None,
+    );
+    assert_eq!(
+        verifier().verify(&token, &keys),
+        Err(Refusal::AlgorithmMismatch("RS256".to_owned()))
+    );
+}
+
+#[test]
+fn issuer_audience_and_times_are_checked_with_sixty_seconds_of_skew() {
+    let keys = standard_keys();
+    let header = json!({"alg": "ES256", "kid": "ec-1"});
+    let check = |edit: &dyn Fn(&mut Value)| {
+        let mut c = claims();
+        edit(&mut c);
+        verifier().verify(&mint(&header, &c, P256, None), &keys)
+    };
+    assert_eq!(
+        check(&|c| c["iss"] = json!("https://evil.test/")),
+        Err(Refusal::Issuer)
+    );
+    assert_eq!(
+        check(&|c| {
+            c.as_object_mut().unwrap().remove("iss");
+        }),
+        Err(Refusal::Issuer)
+    );
+    assert_eq!(
+        check(&|c| c["aud"] = json!("api://other")),
+        Err(Refusal::Audience)
+    );
+    assert!(check(&|c| c["aud"] = json!(["api://other", AUDIENCE])).is_ok());
+    assert_eq!(
+        check(&|c| {
+            c.as_object_mut().unwrap().remove("aud");
+        }),
+        Err(Refusal::Audience)
+    );
+    assert_eq!(
+        check(&|c| c["exp"] = json!(now() - 120)),
+        Err(Refusal::Expired)
+    );
+    assert!(
+        check(&|c| c["exp"] = json!(now() - 30)).is_ok(),
+        "within the skew"
+    );
+    assert_eq!(
+        check(&|c| {
+            c.as_object_mut().unwrap().remove("exp");
+        }),
+        Err(Refusal::Expired)
+    );
+    assert_eq!(
+        check(&|c| c["nbf"] = json!(now() + 120)),
+        Err(Refusal::NotYetValid)
+    );
+    assert!(
+        check(&|c| c["nbf"] = json!(now() + 30)).is_ok(),
+        "within the skew"
+    );
+}
+
+#[test]
+fn a_cognito_access_token_names_its_client_instead_of_an_audience() {
+    let keys = standard_keys();
+    let header = json!({"alg": "RS256", "kid": "rsa-1"});
+    let cognito = |token_use: &str, client: &str| {
+        json!({"iss": ISSUER, "client_id": client, "token_use": token_use, "sub": "svc",
+               "exp": now() + 600, "scope": "twincell/inventory.write twincell/transactions.read"})
+    };
+    let identity = verifier()
+        .verify(
+            &mint(&header, &cognito("access", AUDIENCE), RSA, None),
+            &keys,
+        )
+        .unwrap();
+    assert_eq!(identity.client_id.as_deref(), Some(AUDIENCE));
+    assert!(identity.grants("inventory.write") && identity.grants("transactions.read"));
+    assert!(!identity.grants("inventory.admin") && !identity.grants("write"));
+    assert_eq!(
+        verifier().verify(&mint(&header, &cognito("id", AUDIENCE), RSA, None), &keys),
+        Err(Refusal::Audience)
+    );
+    assert_eq!(
+        verifier().verify(
+            &mint(&header, &cognito("access", "someone-else"), RSA, None),
+            &keys
+        ),
+        Err(Refusal::Audience)
+    );
+}
+
+#[test]
+fn entra_roles_count_as_granted_scopes_and_prefixes_must_end_in_a_slash() {
+    let identity = Identity {
+        subject: None,
+        object_id: None,
+        tenant_id: None,
+        client_id: None,
+        scopes: [
+            "inventory.admin",
+            "api://x/transactions.write",
+            "xinventory.read",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect(),
+    };
+    assert!(identity.grants("inventory.admin"));
+    assert!(identity.grants("transactions.write"));
+    assert!(
+        !identity.grants("inventory.read"),
+        "xinventory.read is not inventory.read"
+    );
+    let keys = standard_keys();
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("scp");
+    c["roles"] = json!(["inventory.admin"]);
+    let identity = verifier()
+        .verify(
+            &mint(&json!({"alg": "ES256", "kid": "ec-1"}), &c, P256, None),
+            &keys,
+        )
+        .unwrap();
+    assert!(identity.grants("inventory.admin"));
+}
+
+#[test]
+fn only_signing_keys_of_accepted_kinds_and_sizes_are_kept() {
+    let small_n = {
+        let mut n = vec![0xC1_u8; 128];
+        n[127] |= 1;
+        b64(&n)
+    };
+    let mut enc = rsa_jwk(RSA, "enc", None);
+    enc["use"] = json!("enc");
+    let mut ops = rsa_jwk(RSA, "wrap", None);
+    ops["key_ops"] = json!(["wrapKey"]);
+    let mut no_kid = rsa_jwk(RSA, "x", None);
+    no_kid.as_object_mut().unwrap().remove("kid");
+    let mut rs512 = rsa_jwk(RSA, "rs512", None);
+    rs512["alg"] = json!("RS512");
+    let mut es256_on_rsa = rsa_jwk(RSA, "mixed", None);
+    es256_on_rsa["alg"] = json!("ES256");
+    let document = json!({"keys": [
+        rsa_jwk(RSA, "good-rsa", None),
+        ec_jwk("good-ec"),
+        enc, ops, no_kid, rs512, es256_on_rsa,
+        {"kty": "RSA", "kid": "small", "n": small_n, "e": "AQAB"},
+        {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+        {"kty": "EC", "crv": "P-384", "kid": "p384", "x": b64(&[1; 48]), "y": b64(&[2; 48])},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": b64(&[3; 32])},
+        "not a key",
+    ]});
+    let (keys, skipped) = Keys::from_jwks(&serde_json::to_vec(&document).unwrap()).unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?} {skipped:?}");
+    assert!(keys.contains("good-rsa") && keys.contains("good-ec"));
+    assert_eq!(skipped.len(), 10, "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s.contains("1024 bits")),
+        "{skipped:?}"
+    );
+    assert_eq!(Keys::from_jwks(b"[]").unwrap_err(), JwksError::NotAJwks);
+}
