@@ -77,7 +77,8 @@ where
 }
 
 /// The API of one cell over `service`; with `replication`, the
-/// [`replication`] routes too.
+/// [`replication`] routes too. No route asks for a bearer token (see
+/// [`router_with`]).
 pub fn router_with_replication<S, C, I>(
     service: Arc<Service<S, C, I>>,
     replication: Option<Replication>,
@@ -87,40 +88,138 @@ where
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
+    router_with(service, replication, None)
+}
+
+/// The scope each protected route needs; `/health` and `/replication/*`
+/// need none (the failover probe has no token; replication has its key).
+pub const SCOPES: &[(&str, &str, &str)] = &[
+    ("POST", "/transactions", "transactions.write"),
+    ("GET", "/transactions/{id}", "transactions.read"),
+    ("GET", "/inventory/{sku}", "inventory.read"),
+    ("POST", "/inventory/{sku}/receipts", "inventory.admin"),
+    ("POST", "/inventory/{sku}/write-offs", "inventory.admin"),
+    ("POST", "/inventory/{sku}/reservations", "inventory.write"),
+    (
+        "DELETE",
+        "/inventory/{sku}/reservations/{order_id}",
+        "inventory.write",
+    ),
+    (
+        "POST",
+        "/inventory/{sku}/reservations/{order_id}/fulfilment",
+        "inventory.write",
+    ),
+    ("POST", "/inventory/{sku}/transfers", "inventory.admin"),
+];
+
+fn scope_of(method: &str, path: &str) -> &'static str {
+    SCOPES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map_or("", |(_, _, scope)| scope)
+}
+
+/// The API of one cell over `service`; with `replication`, the
+/// [`replication`] routes too; with `auth`, every route of [`SCOPES`] asks
+/// for a bearer token granting its scope ([`auth`]).
+pub fn router_with<S, C, I>(
+    service: Arc<Service<S, C, I>>,
+    replication: Option<Replication>,
+    auth: Option<Arc<auth::Authenticator>>,
+) -> Router
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
     // A cell id is `[a-z0-9-]`, always a valid header value.
     let cell = HeaderValue::from_str(service.topology().this().as_str())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let guarded = |method: &'static str,
+                   path: &'static str,
+                   route: axum::routing::MethodRouter<Arc<Service<S, C, I>>>| {
+        match &auth {
+            Some(auth) => route.route_layer(middleware::from_fn_with_state(
+                (Arc::clone(auth), scope_of(method, path)),
+                auth::guard::require,
+            )),
+            None => route,
+        }
+    };
     let routes = Router::new()
         .route("/health", get(routes::health::<S, C, I>))
-        .route("/transactions", post(routes::create_transaction::<S, C, I>))
+        .route(
+            "/transactions",
+            guarded(
+                "POST",
+                "/transactions",
+                post(routes::create_transaction::<S, C, I>),
+            ),
+        )
         .route(
             "/transactions/{id}",
-            get(routes::get_transaction::<S, C, I>),
+            guarded(
+                "GET",
+                "/transactions/{id}",
+                get(routes::get_transaction::<S, C, I>),
+            ),
         )
-        .route("/inventory/{sku}", get(routes::get_inventory::<S, C, I>))
+        .route(
+            "/inventory/{sku}",
+            guarded(
+                "GET",
+                "/inventory/{sku}",
+                get(routes::get_inventory::<S, C, I>),
+            ),
+        )
         .route(
             "/inventory/{sku}/receipts",
-            post(routes::receive::<S, C, I>),
+            guarded(
+                "POST",
+                "/inventory/{sku}/receipts",
+                post(routes::receive::<S, C, I>),
+            ),
         )
         .route(
             "/inventory/{sku}/write-offs",
-            post(routes::write_off::<S, C, I>),
+            guarded(
+                "POST",
+                "/inventory/{sku}/write-offs",
+                post(routes::write_off::<S, C, I>),
+            ),
         )
         .route(
             "/inventory/{sku}/reservations",
-            post(routes::reserve::<S, C, I>),
+            guarded(
+                "POST",
+                "/inventory/{sku}/reservations",
+                post(routes::reserve::<S, C, I>),
+            ),
         )
         .route(
             "/inventory/{sku}/reservations/{order_id}",
-            delete(routes::release::<S, C, I>),
+            guarded(
+                "DELETE",
+                "/inventory/{sku}/reservations/{order_id}",
+                delete(routes::release::<S, C, I>),
+            ),
         )
         .route(
             "/inventory/{sku}/reservations/{order_id}/fulfilment",
-            post(routes::fulfil::<S, C, I>),
+            guarded(
+                "POST",
+                "/inventory/{sku}/reservations/{order_id}/fulfilment",
+                post(routes::fulfil::<S, C, I>),
+            ),
         )
         .route(
             "/inventory/{sku}/transfers",
-            post(routes::transfer::<S, C, I>),
+            guarded(
+                "POST",
+                "/inventory/{sku}/transfers",
+                post(routes::transfer::<S, C, I>),
+            ),
         )
         .with_state(service.clone());
     let routes = match replication {

@@ -40,8 +40,11 @@ pub enum ProblemKind {
     StockLimitExceeded,
     /// A replicated event differs from the stored one.
     ReplicaDiverged,
-    /// No or the wrong replication key.
+    /// No or the wrong replication key; no bearer token, or one that is
+    /// not valid.
     Unauthorized,
+    /// A valid bearer token without the scope the route needs.
+    InsufficientScope,
     /// A delivery held diverged replays or events of this cell's own
     /// origin; `events` names them. Never applied.
     ReplicationConflict,
@@ -63,7 +66,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for docs and tests.
-    pub const ALL: [ProblemKind; 20] = [
+    pub const ALL: [ProblemKind; 21] = [
         Self::MalformedBody,
         Self::InvalidHeader,
         Self::UnsupportedMediaType,
@@ -78,6 +81,7 @@ impl ProblemKind {
         Self::StockLimitExceeded,
         Self::ReplicaDiverged,
         Self::Unauthorized,
+        Self::InsufficientScope,
         Self::ReplicationConflict,
         Self::UnsupportedEventType,
         Self::ServiceUnavailable,
@@ -104,6 +108,7 @@ impl ProblemKind {
             Self::StockLimitExceeded => "stock-limit-exceeded",
             Self::ReplicaDiverged => "replica-diverged",
             Self::Unauthorized => "unauthorized",
+            Self::InsufficientScope => "insufficient-scope",
             Self::ReplicationConflict => "replication-conflict",
             Self::UnsupportedEventType => "unsupported-event-type",
             Self::ServiceUnavailable => "service-unavailable",
@@ -137,6 +142,7 @@ impl ProblemKind {
             Self::StockLimitExceeded => "Stock limit exceeded",
             Self::ReplicaDiverged => "Replica diverged",
             Self::Unauthorized => "Unauthorized",
+            Self::InsufficientScope => "Insufficient scope",
             Self::ReplicationConflict => "Replication conflict",
             Self::UnsupportedEventType => "Unsupported event type",
             Self::ServiceUnavailable => "Service unavailable",
@@ -157,6 +163,7 @@ impl ProblemKind {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InsufficientStock

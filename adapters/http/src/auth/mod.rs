@@ -19,7 +19,14 @@
 //! - Keys come from the configured JWKS only: a URL inside a token (`jku`,
 //!   `x5u`) or a key inside a token (`jwk`, `x5c`) is never used.
 
+pub mod config;
+pub mod guard;
 mod ring_provider;
+pub mod source;
+
+pub use config::Settings;
+pub use guard::{Authenticator, Denial};
+pub use source::{KeyLocation, KeySource};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -411,3 +418,44 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests;
+
+/// The authenticator the environment asks for ([`Settings`]): `None` with
+/// `TWINCELL_AUTH=disabled`, one for `TWINCELL_AUTH_ISSUER` and
+/// `TWINCELL_AUTH_AUDIENCE` otherwise. It has no keys yet: call
+/// [`Authenticator::warm_up`] once the process may log.
+///
+/// # Errors
+/// A bad setting, or none at all: a cell never serves its API
+/// unauthenticated unless told so explicitly.
+pub fn from_env(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<std::sync::Arc<Authenticator>>, String> {
+    match Settings::from_env(env)? {
+        Settings::Unset => Err(
+            "no authentication is configured: set TWINCELL_AUTH_ISSUER and \
+             TWINCELL_AUTH_AUDIENCE, or TWINCELL_AUTH=disabled to serve every route without a \
+             token (local runs and tests only)"
+                .to_owned(),
+        ),
+        Settings::Disabled => Ok(None),
+        Settings::Bearer {
+            issuers,
+            audiences,
+            locations,
+        } => Ok(Some(std::sync::Arc::new(Authenticator::new(
+            Verifier::new(issuers, audiences)?,
+            KeySource::new(locations)?,
+        )))),
+    }
+}
+
+/// Logs what `auth` means for the cell, and fetches its keys (best
+/// effort): what a binary does once it may log.
+pub async fn start(auth: Option<&Authenticator>) {
+    match auth {
+        Some(auth) => auth.warm_up().await,
+        None => tracing::warn!(
+            "TWINCELL_AUTH=disabled: every route is served without a token (local runs and tests only)"
+        ),
+    }
+}

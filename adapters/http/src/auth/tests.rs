@@ -426,3 +426,297 @@ fn only_signing_keys_of_accepted_kinds_and_sizes_are_kept() {
     );
     assert_eq!(Keys::from_jwks(b"[]").unwrap_err(), JwksError::NotAJwks);
 }
+
+/// The router with bearer tokens on, against a JWKS served on 127.0.0.1.
+mod router {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    use twincell_core::{CellId, InMemoryEventStore, RandomIds, Service, SystemClock, Topology};
+
+    use super::*;
+    use crate::auth::{Authenticator, KeyLocation, KeySource};
+
+    #[derive(Clone, Default)]
+    struct Idp {
+        jwks: Arc<Mutex<Value>>,
+        hits: Arc<AtomicUsize>,
+        down: Arc<AtomicBool>,
+    }
+
+    async fn serve_jwks(idp: Idp) -> String {
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let idp = idp.clone();
+                async move {
+                    idp.hits.fetch_add(1, Ordering::SeqCst);
+                    if idp.down.load(Ordering::SeqCst) {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+                    }
+                    let body = idp.jwks.lock().unwrap().to_string();
+                    (StatusCode::OK, body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    async fn app(idp: &Idp, refresh: Duration) -> axum::Router {
+        let url = serve_jwks(idp.clone()).await;
+        let keys = KeySource::new(vec![KeyLocation::Jwks(url)])
+            .unwrap()
+            .with_refresh_interval(refresh);
+        let auth = Arc::new(Authenticator::new(verifier(), keys));
+        auth.warm_up().await;
+        let service = Arc::new(Service::new(
+            Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]),
+            InMemoryEventStore::new(),
+            SystemClock,
+            RandomIds,
+        ));
+        crate::router_with(service, None, Some(auth))
+    }
+
+    fn token(scope: &str) -> String {
+        let mut c = claims();
+        c["scp"] = json!(scope);
+        mint(&json!({"alg": "ES256", "kid": "ec-1"}), &c, P256, None)
+    }
+
+    struct Answer {
+        status: StatusCode,
+        challenge: Option<String>,
+        body: Value,
+    }
+
+    async fn send(app: &axum::Router, method: &str, path: &str, auth: &[&str]) -> Answer {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        for value in auth {
+            request = request.header("authorization", *value);
+        }
+        let body = if method == "POST" {
+            r#"{"quantity":1,"reason":"x","order_id":"o-1","to_cell":"azure","account_id":"a","amount":"1","currency":"USD"}"#
+        } else {
+            ""
+        };
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            challenge,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    fn concrete(path: &str) -> String {
+        path.replace("{id}", "00000000-0000-7000-8000-000000000001")
+            .replace("{sku}", "sku-1")
+            .replace("{order_id}", "o-1")
+    }
+
+    #[tokio::test]
+    async fn every_protected_route_answers_401_403_or_lets_through_by_its_scope() {
+        let idp = Idp::default();
+        *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk("ec-1")]});
+        let app = app(&idp, Duration::from_secs(30)).await;
+        for (method, path, scope) in crate::SCOPES {
+            let path = concrete(path);
+            let none = send(&app, method, &path, &[]).await;
+            assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert_eq!(none.challenge.as_deref(), Some("Bearer"));
+            assert_eq!(none.body["type"], "urn:twincell:problem:unauthorized");
+            assert_eq!(
+                none.body["detail"],
+                crate::auth::guard::MISSING_TOKEN_DETAIL
+            );
+
+            let bad = send(&app, method, &path, &["Bearer not.a.token"]).await;
+            assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                bad.challenge.as_deref(),
+                Some(r#"Bearer error="invalid_token""#)
+            );
+            assert_eq!(bad.body["detail"], crate::auth::guard::INVALID_TOKEN_DETAIL);
+
+            let other = send(
+                &app,
+                method,
+                &path,
+                &[&format!("Bearer {}", token("something.else"))],
+            )
+            .await;
+            assert_eq!(other.status, StatusCode::FORBIDDEN, "{method} {path}");
+            assert_eq!(
+                other.challenge,
+                Some(format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}""#
+                ))
+            );
+            assert_eq!(
+                other.body["type"],
+                "urn:twincell:problem:insufficient-scope"
+            );
+
+            let good = send(&app, method, &path, &[&format!("bearer {}", token(scope))]).await;
+            assert!(
+                good.status != StatusCode::UNAUTHORIZED && good.status != StatusCode::FORBIDDEN,
+                "{method} {path}: {} {}",
+                good.status,
+                good.body
+            );
+        }
+        assert_eq!(
+            send(&app, "GET", "/health", &[]).await.status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_in_the_query_twice_or_oversized_are_invalid_and_every_reason_reads_alike() {
+        let idp = Idp::default();
+        *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk("ec-1")]});
+        let app = app(&idp, Duration::from_secs(30)).await;
+        let good = format!("Bearer {}", token("inventory.read"));
+        let mut expired_claims = claims();
+        expired_claims["exp"] = json!(now() - 3600);
+        let expired = format!(
+            "Bearer {}",
+            mint(
+                &json!({"alg": "ES256", "kid": "ec-1"}),
+                &expired_claims,
+                P256,
+                None
+            )
+        );
+        let huge = format!("Bearer {}", "a".repeat(9 * 1024));
+        let cases: Vec<(String, Vec<&str>)> = vec![
+            (
+                format!("/inventory/sku-1?access_token={}", token("inventory.read")),
+                vec![],
+            ),
+            (
+                "/inventory/sku-1?access_token=x".to_owned(),
+                vec![good.as_str()],
+            ),
+            (
+                "/inventory/sku-1".to_owned(),
+                vec![good.as_str(), good.as_str()],
+            ),
+            ("/inventory/sku-1".to_owned(), vec![huge.as_str()]),
+            ("/inventory/sku-1".to_owned(), vec![expired.as_str()]),
+            ("/inventory/sku-1".to_owned(), vec!["Basic dXNlcjpwYXNz"]),
+            ("/inventory/sku-1".to_owned(), vec!["Bearer"]),
+        ];
+        let mut bodies = std::collections::BTreeSet::new();
+        for (path, headers) in &cases {
+            let a = send(&app, "GET", path, headers).await;
+            if a.status == StatusCode::UNAUTHORIZED && a.challenge.as_deref() == Some("Bearer") {
+                // The token in the query alone: no header, so "no token".
+                assert!(
+                    path.contains("access_token") && headers.is_empty(),
+                    "{path}"
+                );
+                continue;
+            }
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path} {headers:?}");
+            assert_eq!(
+                a.challenge.as_deref(),
+                Some(r#"Bearer error="invalid_token""#),
+                "{path}"
+            );
+            bodies.insert(a.body.to_string());
+        }
+        assert_eq!(bodies.len(), 1, "one body whatever the reason: {bodies:?}");
+        assert_eq!(
+            send(&app, "GET", "/inventory/sku-1", &[good.as_str()])
+                .await
+                .status,
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn forged_kids_cost_at_most_one_refresh_and_a_rotated_key_is_picked_up() {
+        let idp = Idp::default();
+        *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk("ec-1")]});
+        let app = app(&idp, Duration::from_millis(300)).await;
+        assert_eq!(idp.hits.load(Ordering::SeqCst), 1, "fetched at start");
+        for i in 0..50 {
+            let forged = mint(
+                &json!({"alg": "ES256", "kid": format!("forged-{i}")}),
+                &claims(),
+                P256,
+                None,
+            );
+            let a = send(
+                &app,
+                "GET",
+                "/inventory/sku-1",
+                &[&format!("Bearer {forged}")],
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        }
+        assert!(
+            idp.hits.load(Ordering::SeqCst) <= 2,
+            "{} fetches",
+            idp.hits.load(Ordering::SeqCst)
+        );
+        // The provider rotates in an RSA key; a token signed with it gets
+        // through once a refresh is allowed again.
+        idp.jwks.lock().unwrap()["keys"] = json!([ec_jwk("ec-1"), rsa_jwk(RSA, "rsa-new", None)]);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut c = claims();
+        c["scp"] = json!("inventory.read");
+        let rotated = mint(&json!({"alg": "RS256", "kid": "rsa-new"}), &c, RSA, None);
+        let a = send(
+            &app,
+            "GET",
+            "/inventory/sku-1",
+            &[&format!("Bearer {rotated}")],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+
+    #[tokio::test]
+    async fn without_any_key_protected_routes_answer_503_and_health_stays_up() {
+        let idp = Idp::default();
+        idp.down.store(true, Ordering::SeqCst);
+        let app = app(&idp, Duration::from_secs(30)).await;
+        let a = send(
+            &app,
+            "GET",
+            "/inventory/sku-1",
+            &[&format!("Bearer {}", token("inventory.read"))],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(a.body["type"], "urn:twincell:problem:service-unavailable");
+        assert_eq!(
+            send(&app, "GET", "/health", &[]).await.status,
+            StatusCode::OK
+        );
+    }
+}
