@@ -227,6 +227,8 @@ impl Target for AzureProcess {
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
             let mut command = Command::new(binary("handler")?);
+            // The parity cases run without an identity provider.
+            command.env("TWINCELL_AUTH", "disabled");
             if self.cosmos_emulator {
                 command.env("TWINCELL_COSMOS_EMULATOR", "true");
             }
@@ -359,6 +361,7 @@ impl Target for LambdaProcess {
         Box::pin(async move {
             let emulator = Emulator::start().await.map_err(|e| e.to_string())?;
             let mut command = Command::new(binary("api")?);
+            command.env("TWINCELL_AUTH", "disabled");
             if let Some((endpoint, table)) = &self.dynamodb {
                 let table = table.clone().unwrap_or_else(|| unique_name("parity"));
                 command

@@ -23,7 +23,7 @@ use twincell_core::{Clock, EventStore, IdGenerator, Service};
 pub type App = MapRequest<axum::Router, fn(Request) -> Request>;
 
 /// The Lambda handler of one cell over `service`, with the replication
-/// routes when `replication` is given.
+/// routes when `replication` is given, and no route asking for a token.
 pub fn app<S, C, I>(
     service: Arc<Service<S, C, I>>,
     replication: Option<twincell_http::Replication>,
@@ -33,10 +33,25 @@ where
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
+    app_with(service, replication, None)
+}
+
+/// [`app`], with bearer tokens asked for on the API routes when `auth` is
+/// given (see `twincell_http::auth`).
+pub fn app_with<S, C, I>(
+    service: Arc<Service<S, C, I>>,
+    replication: Option<twincell_http::Replication>,
+    auth: Option<Arc<twincell_http::auth::Authenticator>>,
+) -> App
+where
+    S: EventStore + 'static,
+    C: Clock + 'static,
+    I: IdGenerator + 'static,
+{
     let normalize: fn(Request) -> Request = strip_stage;
     ServiceBuilder::new()
         .map_request(normalize)
-        .service(twincell_http::router_with_replication(service, replication))
+        .service(twincell_http::router_with(service, replication, auth))
 }
 
 /// Routes on the path the client sent, without the API Gateway stage.

@@ -19,6 +19,9 @@
 //!   `…_TARGET_KEY` say where this cell publishes its own events: the
 //!   `replicate-outbound` function (the container's change feed, see
 //!   `outbound`) and resync.
+//! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
+//!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
+//!   `TWINCELL_AUTH=disabled`; with neither, the handler does not start.
 //! - `TWINCELL_HTTP_HEADER_TIMEOUT_MS`, `TWINCELL_HTTP_REQUEST_TIMEOUT_MS`,
 //!   `TWINCELL_HTTP_MAX_CONNECTIONS`: the server's bounds (see `server`).
 //! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
@@ -54,6 +57,7 @@ use twincell_core::{
 /// Typed configuration from the environment.
 struct Config {
     port: u16,
+    auth: Option<Arc<twincell_http::auth::Authenticator>>,
     limits: server::Limits,
     topology: Topology,
     replication: twincell_replication::Settings,
@@ -81,6 +85,7 @@ impl Config {
         let topology = Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")?;
         Ok(Self {
             port,
+            auth: None,
             limits: server::Limits::from_env(env)?,
             topology,
             replication: twincell_replication::Settings::from_env()?,
@@ -107,7 +112,8 @@ async fn main() -> anyhow::Result<()> {
                 }),
         )
         .init();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    config.auth = twincell_http::auth::from_env(env).map_err(anyhow::Error::msg)?;
     #[cfg(not(feature = "contract-mode"))]
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         anyhow::bail!(
@@ -126,7 +132,6 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("starting the in-process Cosmos DB emulator")?;
         tracing::info!("Cosmos DB store on the in-process emulator (contract mode)");
-        let mut config = config;
         config.trigger = trigger_standin(&store)?;
         return run(config, store).await;
     }
@@ -220,6 +225,7 @@ where
 {
     let Config {
         port,
+        auth,
         limits,
         replication: settings,
         trigger,
@@ -246,6 +252,7 @@ where
         println!("twincell {cell} cell listening on http://{address}");
     }
     tracing::info!(%cell, %address, "serving");
+    twincell_http::auth::start(auth.as_deref()).await;
     if !publishes {
         tracing::info!(
             "TWINCELL_REPLICATION_TARGET is not set: this cell publishes none of its events, and replicate-outbound invocations get 404"
@@ -257,7 +264,7 @@ where
     }
     #[cfg(not(feature = "contract-mode"))]
     let _ = trigger;
-    let app = outbound.merge(twincell_http::router_with_replication(service, replication));
+    let app = outbound.merge(twincell_http::router_with(service, replication, auth));
     server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")

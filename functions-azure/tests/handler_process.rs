@@ -28,6 +28,8 @@ fn start(extra_env: &[(&str, &str)]) -> Handler {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        // No identity provider here: the API routes are open on purpose.
+        .env("TWINCELL_AUTH", "disabled")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -169,9 +171,47 @@ fn a_frozen_clock_request_is_refused_by_a_build_without_contract_mode() {
     }
     let output = Command::new(env!("CARGO_BIN_EXE_handler"))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_FIXED_CLOCK_MS", "0")
         .output()
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no contract mode"));
+}
+
+#[test]
+fn without_an_authentication_setting_the_handler_does_not_start() {
+    let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env_remove("TWINCELL_AUTH")
+        .env_remove("TWINCELL_AUTH_ISSUER")
+        .env_remove("TWINCELL_AUTH_AUDIENCE")
+        .env_remove("TWINCELL_AUTH_JWKS_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no authentication is configured")
+            && stderr.contains("TWINCELL_AUTH=disabled"),
+        "{stderr}"
+    );
+    for (name, value, reason) in [
+        ("TWINCELL_AUTH", "off", "the only value is"),
+        (
+            "TWINCELL_AUTH_ISSUER",
+            "http://login.example",
+            "must be https://",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_handler"))
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("TWINCELL_AUTH_AUDIENCE", "api://twincell")
+            .env(name, value)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(reason), "{name}={value}: {stderr}");
+    }
 }

@@ -153,6 +153,7 @@ async fn throughput(
 fn handler(cosmos: bool) -> Process {
     let mut c = Command::new(bin_dir().join("handler"));
     c.env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_CELL", "azure")
         .env("TWINCELL_PEERS", "aws")
         .env("TWINCELL_REPLICATION_KEY", AZURE_KEY)
@@ -216,6 +217,7 @@ async fn main() {
     let table = twincell_dynamodb::testing::unique_table("bench-ingest");
     let mut aws = Command::new(&local_bins.1);
     aws.args(["--api", &bin_dir().join("api").display().to_string()])
+        .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_CELL", "aws")
         .env("TWINCELL_PEERS", "azure")
         .env("TWINCELL_DYNAMODB_TABLE", &table)

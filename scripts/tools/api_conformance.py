@@ -124,6 +124,9 @@ def main():
     base.update(
         {
             "RUST_LOG": "warn",
+            # The document describes the routes without tokens for now; both
+            # cells are started with authentication off, explicitly.
+            "TWINCELL_AUTH": "disabled",
             "TWINCELL_REPLICATION_KEY": key,
         }
     )

@@ -17,6 +17,9 @@
 //!   `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
 //!   `…_TARGET_KEY_SECRET_ID` (or `…_TARGET_KEY`) let `/replication/resync`
 //!   re-send this cell's events.
+//! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
+//!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
+//!   `TWINCELL_AUTH=disabled`; with neither, the init fails.
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
 //!
 //! The DynamoDB client is built once, and one request is made during init
@@ -81,6 +84,7 @@ async fn serve<S: EventStore + 'static>(
     topology: Topology,
     store: S,
     replication: Option<twincell_http::Replication>,
+    auth: Option<Arc<twincell_http::auth::Authenticator>>,
 ) -> Result<(), lambda_http::Error> {
     #[cfg(feature = "contract-mode")]
     if let Some(ms) = env("TWINCELL_FIXED_CLOCK_MS") {
@@ -88,10 +92,11 @@ async fn serve<S: EventStore + 'static>(
         let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
         let service = Service::new(topology, store, clock, SequentialIds::default());
-        return lambda_http::run(twincell_aws::app(Arc::new(service), replication)).await;
+        return lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth))
+            .await;
     }
     let service = Service::new(topology, store, twincell_http::TokioClock, RandomIds);
-    lambda_http::run(twincell_aws::app(Arc::new(service), replication)).await
+    lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth)).await
 }
 
 #[tokio::main]
@@ -110,9 +115,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
     }
+    let auth = twincell_http::auth::from_env(env)?;
+    twincell_http::auth::start(auth.as_deref()).await;
     let replication = replication().await?;
     match Settings::from_env() {
-        Some(settings) => serve(topology, dynamodb(&settings).await?, replication).await,
-        None => serve(topology, InMemoryEventStore::new(), replication).await,
+        Some(settings) => serve(topology, dynamodb(&settings).await?, replication, auth).await,
+        None => serve(topology, InMemoryEventStore::new(), replication, auth).await,
     }
 }

@@ -88,6 +88,14 @@ async fn main() -> anyhow::Result<()> {
         "--listen must be a loopback address"
     );
 
+    // The URL line comes first on stdout, before the functions (which share
+    // this stdout) can log anything.
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let address = listener.local_addr()?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("twincell aws cell listening on http://{address}");
+    }
     let api_emulator = Emulator::start().await?;
     let mut api_process = lambda(&api, "twincell-api", &api_emulator)?;
     let mut replicator_process = None;
@@ -105,12 +113,6 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         });
-    }
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let address = listener.local_addr()?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("twincell aws cell listening on http://{address}");
     }
     let server = axum::serve(listener, twincell_local::gateway::router(api_emulator));
     let replicator_exit = async {
