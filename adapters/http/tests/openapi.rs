@@ -166,6 +166,8 @@ const RESPONSES: &[(&str, &[ProblemKind])] = &[
     ("RequestTimeout", &[ProblemKind::RequestTimeout]),
     ("ServiceUnavailable", &[ProblemKind::ServiceUnavailable]),
     ("Unauthorized", &[ProblemKind::Unauthorized]),
+    ("BearerUnauthorized", &[ProblemKind::Unauthorized]),
+    ("InsufficientScope", &[ProblemKind::InsufficientScope]),
     ("ReplicationConflict", &[ProblemKind::ReplicationConflict]),
     ("UnsupportedEventType", &[ProblemKind::UnsupportedEventType]),
     (
@@ -490,4 +492,36 @@ fn the_reason_pattern_agrees_with_the_core_on_every_bmp_character() {
         differ.len(),
         &differ[..differ.len().min(10)]
     );
+}
+
+/// The scope each operation documents is the one the router asks for, and
+/// exactly the protected operations document 401 and 403 for bearer tokens.
+#[test]
+fn documented_scopes_and_bearer_answers_match_the_router() {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(document_path()).unwrap()).unwrap();
+    let mut documented = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let bearer_401 = operation["responses"]["401"]["$ref"]
+                == "#/components/responses/BearerUnauthorized";
+            let bearer_403 =
+                operation["responses"]["403"]["$ref"] == "#/components/responses/InsufficientScope";
+            match operation["x-twincell-scope"].as_str() {
+                Some(scope) => {
+                    assert!(bearer_401 && bearer_403, "{method} {path}");
+                    documented.insert(
+                        (method.to_ascii_uppercase(), path.clone()),
+                        scope.to_owned(),
+                    );
+                }
+                None => assert!(!bearer_401 && !bearer_403, "{method} {path}"),
+            }
+        }
+    }
+    let router: BTreeMap<(String, String), String> = twincell_http::SCOPES
+        .iter()
+        .map(|(m, p, s)| (((*m).to_owned(), (*p).to_owned()), (*s).to_owned()))
+        .collect();
+    assert_eq!(documented, router);
 }
