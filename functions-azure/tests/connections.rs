@@ -10,9 +10,9 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const HEADER_TIMEOUT_MS: u64 = 400;
@@ -21,49 +21,25 @@ const MAX_CONNECTIONS: usize = 4;
 /// How long a test waits for the server to act before calling it a failure.
 const GUARD: Duration = Duration::from_secs(15);
 
-struct Handler {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Handler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Handler;
 
 fn start() -> Handler {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
-        // No identity provider here: the API routes are open on purpose.
-        .env("TWINCELL_AUTH", "disabled")
-        .env(
+    common::start(&[
+        (
             "TWINCELL_HTTP_HEADER_TIMEOUT_MS",
-            HEADER_TIMEOUT_MS.to_string(),
-        )
-        .env(
+            &HEADER_TIMEOUT_MS.to_string(),
+        ),
+        (
             "TWINCELL_HTTP_REQUEST_TIMEOUT_MS",
-            REQUEST_TIMEOUT_MS.to_string(),
-        )
-        .env("TWINCELL_HTTP_MAX_CONNECTIONS", MAX_CONNECTIONS.to_string())
-        .env("RUST_LOG", "off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the handler binary starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .filter(|a| a.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
-        .to_owned();
-    Handler { child, address }
+            &REQUEST_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "TWINCELL_HTTP_MAX_CONNECTIONS",
+            &MAX_CONNECTIONS.to_string(),
+        ),
+        ("RUST_LOG", "off"),
+    ])
 }
 
 fn connect(address: &str) -> TcpStream {

@@ -7,48 +7,13 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-struct Handler {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Handler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra_env: &[(&str, &str)]) -> Handler {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
-    command
-        .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
-        // No identity provider here: the API routes are open on purpose.
-        .env("TWINCELL_AUTH", "disabled")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for (k, v) in extra_env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("the handler binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let address = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .filter(|a| a.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no URL in the first line: {line:?}"))
-        .to_owned();
-    Handler { child, address }
-}
+mod common;
+use common::start;
 
 /// Sends raw bytes, reads the whole response (the server closes on
 /// `Connection: close`), splits status, headers and body.

@@ -15,7 +15,7 @@
 //! - Requests to the identity provider have timeouts, follow no redirect,
 //!   and read at most [`MAX_DOCUMENT_BYTES`].
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::Keys;
@@ -45,7 +45,9 @@ pub enum KeyLocation {
 
 #[derive(Default)]
 struct Cached {
-    keys: Keys,
+    /// Shared with the requests using it: a request takes a reference, not
+    /// a copy of every key.
+    keys: Arc<Keys>,
     fetched_at: Option<Instant>,
     last_attempt: Option<Instant>,
     /// The JWKS URLs found by discovery, kept once found.
@@ -75,7 +77,7 @@ impl std::fmt::Debug for KeySource {
 #[derive(Debug, Clone)]
 pub enum Current {
     /// Keys to check tokens with.
-    Keys(Keys),
+    Keys(Arc<Keys>),
     /// None fetched yet, or the last ones are older than [`STALE_LIMIT`].
     NoKeys,
 }
@@ -139,7 +141,7 @@ impl KeySource {
         let cached = self.read();
         match cached.fetched_at {
             Some(at) if at.elapsed() < STALE_LIMIT && !cached.keys.is_empty() => {
-                Current::Keys(cached.keys.clone())
+                Current::Keys(Arc::clone(&cached.keys))
             }
             _ => Current::NoKeys,
         }
@@ -184,7 +186,7 @@ impl KeySource {
         }
         tracing::info!(keys = all.len(), "signing keys fetched");
         let mut cached = self.write();
-        cached.keys = all;
+        cached.keys = Arc::new(all);
         cached.fetched_at = Some(Instant::now());
     }
 
