@@ -58,6 +58,8 @@ use twincell_core::{
 struct Config {
     port: u16,
     auth: Option<Arc<twincell_http::auth::Authenticator>>,
+    /// Event Grid's Entra tokens on `/replication/events`.
+    delivery_tokens: Option<twincell_http::auth::DeliveryTokens>,
     limits: server::Limits,
     topology: Topology,
     replication: twincell_replication::Settings,
@@ -86,6 +88,7 @@ impl Config {
         Ok(Self {
             port,
             auth: None,
+            delivery_tokens: None,
             limits: server::Limits::from_env(env)?,
             topology,
             replication: twincell_replication::Settings::from_env()?,
@@ -114,6 +117,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let mut config = Config::from_env()?;
     config.auth = twincell_http::auth::from_env(env).map_err(anyhow::Error::msg)?;
+    config.delivery_tokens =
+        twincell_http::auth::delivery_tokens_from_env(env, config.auth.as_ref())
+            .map_err(anyhow::Error::msg)?;
+    if config.delivery_tokens.is_some() && config.replication.key.is_none() {
+        anyhow::bail!(
+            "TWINCELL_REPLICATION_AUTH_AUDIENCE needs TWINCELL_REPLICATION_KEY: replication is off without its key"
+        );
+    }
     #[cfg(not(feature = "contract-mode"))]
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         anyhow::bail!(
@@ -226,6 +237,7 @@ where
     let Config {
         port,
         auth,
+        delivery_tokens,
         limits,
         replication: settings,
         trigger,
@@ -238,9 +250,11 @@ where
         None => axum::Router::new(),
     };
     let publishes = publisher.is_some();
-    let replication = settings
-        .key
-        .map(|key| twincell_http::Replication { key, publisher });
+    let replication = settings.key.map(|key| twincell_http::Replication {
+        key,
+        publisher,
+        delivery_tokens,
+    });
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
         .await
         .with_context(|| format!("binding 127.0.0.1:{port}"))?;

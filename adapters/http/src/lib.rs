@@ -291,7 +291,19 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         .unwrap_or_else(new_request_id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
+    // The request's span: every line logged while serving it carries the
+    // request id, and the caller once a token names one (auth::guard).
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default(),
+        %method,
+        path,
+        caller.sub = tracing::field::Empty,
+        caller.oid = tracing::field::Empty,
+        caller.tid = tracing::field::Empty,
+        caller.client_id = tracing::field::Empty,
+    );
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
         tracing::error!(
             request_id = request_id.to_str().unwrap_or_default(),

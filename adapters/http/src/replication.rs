@@ -68,6 +68,9 @@ pub struct Replication {
     pub key: Secret,
     /// This cell's publisher; without one, resync answers 404.
     pub publisher: Option<Arc<dyn Publish>>,
+    /// Event Grid's Entra tokens, accepted on `/replication/events` instead
+    /// of the key when configured.
+    pub delivery_tokens: Option<crate::auth::DeliveryTokens>,
 }
 
 impl std::fmt::Debug for Replication {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Replication {
         f.debug_struct("Replication")
             .field("key", &self.key)
             .field("publisher", &self.publisher.is_some())
+            .field("delivery_tokens", &self.delivery_tokens.is_some())
             .finish()
     }
 }
@@ -128,6 +132,52 @@ fn authenticate(headers: &HeaderMap, key: &Secret) -> Result<(), Problem> {
     match crate::headers::last_item(headers, twincell_replication::KEY_HEADER) {
         Some(Ok(given)) if key.matches(given.as_bytes()) => Ok(()),
         _ => Err(unauthorized()),
+    }
+}
+
+/// A delivery's credentials: the key when it sends the key header; else,
+/// when the cell accepts Event Grid's Entra tokens, a bearer token for the
+/// webhook's application holding the role (401 `invalid_token` for a bad
+/// one, 403 without the role, 503 with no signing key: all as on the API);
+/// else the key's 401.
+async fn authenticate_delivery(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    replication: &Replication,
+) -> Result<(), Problem> {
+    let sends_key = headers.contains_key(twincell_replication::KEY_HEADER);
+    let tokens = replication
+        .delivery_tokens
+        .as_ref()
+        .filter(|_| !sends_key && headers.contains_key(header::AUTHORIZATION));
+    let Some(tokens) = tokens else {
+        return authenticate(headers, &replication.key);
+    };
+    match tokens.auth.authenticate(headers, query).await {
+        Ok(identity) if identity.grants(&tokens.role) => {
+            identity.record_on(&tracing::Span::current());
+            tracing::debug!("replication delivery authenticated by an Entra token");
+            Ok(())
+        }
+        Ok(identity) => {
+            identity.record_on(&tracing::Span::current());
+            tracing::warn!(
+                role = tokens.role,
+                "replication delivery refused: the token lacks the role"
+            );
+            Err(crate::auth::guard::problem(&crate::auth::Denial::Scope(
+                tokens.role.clone(),
+            )))
+        }
+        Err(denial) => {
+            if let crate::auth::Denial::Invalid(reason) = &denial {
+                tracing::warn!(
+                    reason,
+                    "replication delivery refused: the bearer token is not valid"
+                );
+            }
+            Err(crate::auth::guard::problem(&denial))
+        }
     }
 }
 
@@ -195,7 +245,12 @@ where
     C: Clock + 'static,
     I: IdGenerator + 'static,
 {
-    authenticate(request.headers(), &shared.replication.key)?;
+    authenticate_delivery(
+        request.headers(),
+        request.uri().query(),
+        &shared.replication,
+    )
+    .await?;
     let body = read_body(
         request,
         "application/cloudevents-batch+json or application/cloudevents+json",

@@ -72,6 +72,7 @@ fn app(svc: &Arc<Svc>, publisher: Option<Arc<dyn Publish>>) -> axum::Router {
         Some(Replication {
             key: Secret::new(KEY).unwrap(),
             publisher,
+            delivery_tokens: None,
         }),
     )
 }

@@ -131,6 +131,7 @@ async fn every_declared_route_is_served_by_the_router() {
         let replication = twincell_http::Replication {
             key: twincell_replication::Secret::new("route-drift-key-0123456789abcdef0").unwrap(),
             publisher: None,
+            delivery_tokens: None,
         };
         let status = twincell_http::router_with_replication(service.clone(), Some(replication))
             .oneshot(request)

@@ -70,14 +70,25 @@ async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
     Ok(store)
 }
 
-/// The replication routes' configuration: the key, and a publisher for
-/// resync when a target is set.
-async fn replication() -> anyhow::Result<Option<twincell_http::Replication>> {
+/// The replication routes' configuration: the key, a publisher for resync
+/// when a target is set, and Event Grid's Entra tokens when configured.
+async fn replication(
+    auth: Option<&Arc<twincell_http::auth::Authenticator>>,
+) -> anyhow::Result<Option<twincell_http::Replication>> {
     let settings = twincell_aws::secrets::replication_settings().await?;
+    let delivery_tokens =
+        twincell_http::auth::delivery_tokens_from_env(env, auth).map_err(anyhow::Error::msg)?;
+    if delivery_tokens.is_some() && settings.key.is_none() {
+        anyhow::bail!(
+            "TWINCELL_REPLICATION_AUTH_AUDIENCE needs TWINCELL_REPLICATION_KEY: replication is off without its key"
+        );
+    }
     let publisher = twincell_replication::publish::shared(settings.target);
-    Ok(settings
-        .key
-        .map(|key| twincell_http::Replication { key, publisher }))
+    Ok(settings.key.map(|key| twincell_http::Replication {
+        key,
+        publisher,
+        delivery_tokens,
+    }))
 }
 
 async fn serve<S: EventStore + 'static>(
@@ -117,7 +128,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     }
     let auth = twincell_http::auth::from_env(env)?;
     twincell_http::auth::start(auth.as_deref()).await;
-    let replication = replication().await?;
+    let replication = replication(auth.as_ref()).await?;
     match Settings::from_env() {
         Some(settings) => serve(topology, dynamodb(&settings).await?, replication, auth).await,
         None => serve(topology, InMemoryEventStore::new(), replication, auth).await,

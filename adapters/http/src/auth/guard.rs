@@ -1,5 +1,6 @@
 //! The check every protected route runs before anything else of the
-//! request is read: exactly one `Authorization: Bearer` header, a token of
+//! request is read: one `Authorization: Bearer` header (of repeated ones,
+//! the last, as behind every AWS front door), a token of
 //! at most [`MAX_TOKEN_BYTES`], none in the query string, a good token
 //! ([`Verifier::verify`]) and the route's scope. Identity headers an edge
 //! may set (`X-MS-CLIENT-PRINCIPAL*`, an API Gateway authorizer context)
@@ -30,7 +31,7 @@ pub const MISSING_TOKEN_DETAIL: &str = "this route needs a bearer token (Authori
 #[derive(Debug)]
 pub struct Authenticator {
     verifier: Verifier,
-    keys: KeySource,
+    keys: Arc<KeySource>,
 }
 
 /// Why a request is not let through.
@@ -38,10 +39,10 @@ pub struct Authenticator {
 pub enum Denial {
     /// No token.
     Missing,
-    /// A token that is not good, or more than one, or one in the query.
+    /// A token that is not good, or one in the query.
     Invalid(String),
     /// A good token without the route's scope.
-    Scope(&'static str),
+    Scope(String),
     /// No signing key is available.
     NoKeys,
 }
@@ -51,7 +52,21 @@ impl Authenticator {
     /// `keys`.
     #[must_use]
     pub fn new(verifier: Verifier, keys: KeySource) -> Self {
-        Self { verifier, keys }
+        Self {
+            verifier,
+            keys: Arc::new(keys),
+        }
+    }
+
+    /// An authenticator for tokens of the same issuers and keys meant for
+    /// `audiences` instead: the keys are shared, fetched and refreshed once
+    /// for both.
+    #[must_use]
+    pub fn for_audiences(&self, audiences: Vec<String>) -> Self {
+        Self {
+            verifier: self.verifier.with_audiences(audiences),
+            keys: Arc::clone(&self.keys),
+        }
     }
 
     /// Fetches the keys now (best effort; a failure is logged and retried
@@ -72,28 +87,28 @@ impl Authenticator {
         if query.is_some_and(query_holds_a_token) {
             return Err(Denial::Invalid("a token in the query string".to_owned()));
         }
-        let mut values = headers.get_all(header::AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
+        // Read as every single-valued header is (crate::headers): the
+        // last of repeated headers, after the last comma. API Gateway REST
+        // and ALB events keep only the last of two Authorization headers and
+        // HTTP API joins them with a comma, so "exactly one" cannot be
+        // told apart behind every front door; the last is what all of them
+        // can agree on, and it is checked in full like any other.
+        let Some(text) = crate::headers::last_item(headers, header::AUTHORIZATION) else {
             return Err(Denial::Missing);
         };
-        if values.next().is_some() {
-            return Err(Denial::Invalid(
-                "more than one Authorization header".to_owned(),
-            ));
-        }
-        if value.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
+        let text =
+            text.map_err(|()| Denial::Invalid("a header that is not visible ASCII".to_owned()))?;
+        if text.len() > MAX_TOKEN_BYTES + "Bearer ".len() {
             return Err(Denial::Invalid(format!(
                 "a token over {MAX_TOKEN_BYTES} bytes"
             )));
         }
-        let text = value
-            .to_str()
-            .map_err(|_| Denial::Invalid("a header that is not visible ASCII".to_owned()))?;
         let (scheme, token) = text.split_once(' ').unwrap_or((text, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Denial::Invalid(format!(
-                "the {scheme:?} scheme, not Bearer"
-            )));
+            // Not echoed: a token sent without a scheme would be the "scheme".
+            return Err(Denial::Invalid(
+                "another scheme than Bearer, or none".to_owned(),
+            ));
         }
         let token = token.trim();
         if token.is_empty() || token.contains(' ') {
@@ -128,7 +143,13 @@ fn query_holds_a_token(query: &str) -> bool {
 /// The answer to a denied request: problem+json, the same in both cells.
 #[must_use]
 pub fn denied(denial: &Denial) -> Response {
-    let problem = match denial {
+    problem(denial).into_response()
+}
+
+/// The problem a denial answers with.
+#[must_use]
+pub fn problem(denial: &Denial) -> Problem {
+    match denial {
         Denial::Missing => Problem::new(ProblemKind::Unauthorized, MISSING_TOKEN_DETAIL)
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
         Denial::Invalid(_) => Problem::new(ProblemKind::Unauthorized, INVALID_TOKEN_DETAIL)
@@ -152,8 +173,25 @@ pub fn denied(denial: &Denial) -> Response {
         Denial::NoKeys => {
             Problem::unavailable("no signing key of the identity provider is available")
         }
-    };
-    problem.into_response()
+    }
+}
+
+impl Identity {
+    /// Puts the caller on `span` (the request's span, see the router's
+    /// outermost layer): `sub`, and `oid`/`tid` or `client_id` where the
+    /// token has them. Never the token.
+    pub fn record_on(&self, span: &tracing::Span) {
+        for (field, value) in [
+            ("caller.sub", &self.subject),
+            ("caller.oid", &self.object_id),
+            ("caller.tid", &self.tenant_id),
+            ("caller.client_id", &self.client_id),
+        ] {
+            if let Some(value) = value {
+                span.record(field, value.as_str());
+            }
+        }
+    }
 }
 
 /// Route middleware: the request goes on only with a token granting
@@ -167,24 +205,15 @@ pub async fn require(
         .authenticate(request.headers(), request.uri().query())
         .await
     {
-        Ok(identity) if identity.grants(scope) => {
-            tracing::info!(
-                caller.sub = identity.subject.as_deref().unwrap_or_default(),
-                caller.oid = identity.object_id.as_deref().unwrap_or_default(),
-                caller.tid = identity.tenant_id.as_deref().unwrap_or_default(),
-                caller.client_id = identity.client_id.as_deref().unwrap_or_default(),
-                scope,
-                "authenticated"
-            );
-            next.run(request).await
-        }
         Ok(identity) => {
-            tracing::info!(
-                caller.sub = identity.subject.as_deref().unwrap_or_default(),
-                scope,
-                "refused: the token lacks the scope"
-            );
-            denied(&Denial::Scope(scope))
+            identity.record_on(&tracing::Span::current());
+            if identity.grants(scope) {
+                tracing::debug!(scope, "authenticated");
+                next.run(request).await
+            } else {
+                tracing::info!(scope, "refused: the token lacks the scope");
+                denied(&Denial::Scope(scope.to_owned()))
+            }
         }
         Err(denial) => {
             if let Denial::Invalid(reason) = &denial {

@@ -23,6 +23,8 @@ pub mod config;
 pub mod guard;
 mod ring_provider;
 pub mod source;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use config::Settings;
 pub use guard::{Authenticator, Denial};
@@ -341,6 +343,15 @@ impl Verifier {
         Ok(Self { issuers, audiences })
     }
 
+    /// The same issuers, for tokens meant for `audiences`.
+    #[must_use]
+    pub fn with_audiences(&self, audiences: Vec<String>) -> Self {
+        Self {
+            issuers: self.issuers.clone(),
+            audiences,
+        }
+    }
+
     /// Checks `token` with `keys`.
     ///
     /// # Errors
@@ -356,7 +367,7 @@ impl Verifier {
         let key = keys
             .by_kid
             .get(kid)
-            .ok_or_else(|| Refusal::UnknownKid(kid.to_owned()))?;
+            .ok_or_else(|| Refusal::UnknownKid(kid.chars().take(64).collect()))?;
         if !key.family.allows(header.alg) || key.algorithm.is_some_and(|a| a != header.alg) {
             return Err(Refusal::AlgorithmMismatch(format!("{:?}", header.alg)));
         }
@@ -447,6 +458,73 @@ pub fn from_env(
             KeySource::new(locations)?,
         )))),
     }
+}
+
+/// The app role Event Grid's service principal holds on the webhook's
+/// Entra application, unless `TWINCELL_REPLICATION_AUTH_ROLE` names
+/// another.
+pub const EVENT_GRID_ROLE: &str = "AzureEventGridSecureWebhookSubscriber";
+
+/// Event Grid's Entra delivery to `/replication/events`: tokens of the
+/// cell's issuers for the webhook's own application, holding a role.
+#[derive(Debug, Clone)]
+pub struct DeliveryTokens {
+    /// Checks tokens for the webhook application's audience.
+    pub auth: std::sync::Arc<Authenticator>,
+    /// The app role a token must hold (in `roles`).
+    pub role: String,
+}
+
+/// Whether `/replication/events` also accepts Event Grid's Entra tokens:
+/// with `TWINCELL_REPLICATION_AUTH_AUDIENCE` (the webhook application's ID
+/// URI or client id, as the subscription's
+/// `azureActiveDirectoryApplicationIdOrUri` names it), tokens of the API's
+/// issuers and keys for that audience holding the role
+/// `TWINCELL_REPLICATION_AUTH_ROLE` (default [`EVENT_GRID_ROLE`]).
+///
+/// # Errors
+/// The audience without bearer authentication configured for the API (the
+/// issuers and keys come from there), or a blank role.
+pub fn delivery_tokens_from_env(
+    env: impl Fn(&str) -> Option<String>,
+    api: Option<&std::sync::Arc<Authenticator>>,
+) -> Result<Option<DeliveryTokens>, String> {
+    let audiences: Vec<String> = env("TWINCELL_REPLICATION_AUTH_AUDIENCE")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let role = env("TWINCELL_REPLICATION_AUTH_ROLE").map(|r| r.trim().to_owned());
+    if audiences.is_empty() {
+        return match role {
+            Some(_) => Err(
+                "TWINCELL_REPLICATION_AUTH_ROLE needs TWINCELL_REPLICATION_AUTH_AUDIENCE"
+                    .to_owned(),
+            ),
+            None => Ok(None),
+        };
+    }
+    let Some(api) = api else {
+        return Err(
+            "TWINCELL_REPLICATION_AUTH_AUDIENCE needs TWINCELL_AUTH_ISSUER (Event Grid's tokens \
+             come from the same tenant as the API's)"
+                .to_owned(),
+        );
+    };
+    let role = role.unwrap_or_else(|| EVENT_GRID_ROLE.to_owned());
+    if role.is_empty() || role.contains(['"', '\\', ' ']) {
+        return Err(format!(
+            "TWINCELL_REPLICATION_AUTH_ROLE={role:?} is not an app role value"
+        ));
+    }
+    Ok(Some(DeliveryTokens {
+        auth: std::sync::Arc::new(api.for_audiences(audiences)),
+        role,
+    }))
 }
 
 /// Logs what `auth` means for the cell, and fetches its keys (best
