@@ -57,6 +57,12 @@ pub struct RequestSpec {
     /// A body of exactly `len` bytes: `prefix`, then `fill` repeated, then `suffix`.
     #[serde(default)]
     pub body_fill: Option<Fill>,
+    /// Send no `authorization` header. Otherwise, on a target whose cell
+    /// checks bearer tokens, a request to the API (not `/replication/*`,
+    /// which has its own credentials) that sets none gets the target's
+    /// default token, granting every scope.
+    #[serde(default)]
+    pub anonymous: bool,
 }
 
 /// A generated body of an exact size.
@@ -148,6 +154,51 @@ impl Answer {
             .map(|h| (*h, self.header(h).map(str::to_owned)))
             .collect();
         (self.status, headers, &self.body)
+    }
+}
+
+/// The prefix of the placeholders that name a minted token:
+/// `{{token.expired}}`.
+pub const TOKEN_PLACEHOLDER_PREFIX: &str = "token.";
+
+impl Case {
+    /// The tokens the case names (`{{token.<name>}}` in a path or header).
+    #[must_use]
+    pub fn tokens(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for step in &self.steps {
+            let texts = std::iter::once(step.request.path.as_str())
+                .chain(step.request.headers.iter().map(|(_, v)| v.as_str()));
+            for text in texts {
+                let mut rest = text;
+                while let Some(start) = rest.find("{{") {
+                    let Some(len) = rest[start + 2..].find("}}") else {
+                        break;
+                    };
+                    if let Some(name) =
+                        rest[start + 2..start + 2 + len].strip_prefix(TOKEN_PLACEHOLDER_PREFIX)
+                    {
+                        names.insert(name.to_owned());
+                    }
+                    rest = &rest[start + 4 + len..];
+                }
+            }
+        }
+        names
+    }
+
+    /// Whether the case is about bearer tokens: it sends its own
+    /// `authorization` header, or a request without any. It runs only on
+    /// targets that check them.
+    #[must_use]
+    pub fn is_about_tokens(&self) -> bool {
+        self.steps.iter().any(|s| {
+            s.request.anonymous
+                || s.request
+                    .headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        }) || !self.tokens().is_empty()
     }
 }
 
@@ -467,6 +518,7 @@ mod tests {
                 suffix: "\"}".into(),
                 len: 65_537,
             }),
+            anonymous: false,
         };
         assert_eq!(spec.build(&Bindings::new()).unwrap().body.len(), 65_537);
     }

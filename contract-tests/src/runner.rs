@@ -4,8 +4,8 @@
 
 use std::fmt::Write as _;
 
-use crate::case::{Answer, Bindings, Case, check};
-use crate::target::Target;
+use crate::case::{Answer, Bindings, Case, HttpRequest, TOKEN_PLACEHOLDER_PREFIX, check};
+use crate::target::{DEFAULT_TOKEN, Target};
 
 /// One case on one target.
 #[derive(Debug)]
@@ -157,6 +157,77 @@ pub fn needs_replication_key(case: &Case) -> bool {
     })
 }
 
+/// The cases every target can run, and a note for each group left out:
+/// cases delivering replicated events need every target's replication key;
+/// cases about bearer tokens need every target to check them, with every
+/// token they name (minted ones only where the run mints them).
+#[must_use]
+pub fn runnable(cases: Vec<Case>, targets: &[Box<dyn Target>]) -> (Vec<Case>, Vec<String>) {
+    let (mut no_key, mut no_auth, mut no_token) = (0, 0, 0);
+    let mut kept = Vec::with_capacity(cases.len());
+    for case in cases {
+        if needs_replication_key(&case) && targets.iter().any(|t| t.replication_key().is_none()) {
+            no_key += 1;
+        } else if case.is_about_tokens() && targets.iter().any(|t| t.auth().is_none()) {
+            no_auth += 1;
+        } else if case.tokens().iter().any(|name| {
+            targets
+                .iter()
+                .any(|t| t.auth().is_none_or(|auth| (auth.mint)(name).is_none()))
+        }) {
+            no_token += 1;
+        } else {
+            kept.push(case);
+        }
+    }
+    let mut notes = Vec::new();
+    if no_key > 0 {
+        notes.push(format!(
+            "{no_key} cases deliver replicated events and need every target's replication key; \
+             they were not run"
+        ));
+    }
+    if no_auth > 0 {
+        notes.push(format!(
+            "{no_auth} cases are about bearer tokens and need every target to check them; \
+             they were not run"
+        ));
+    }
+    if no_token > 0 {
+        notes.push(format!(
+            "{no_token} cases name tokens only a test identity provider mints \
+             (expired, forged, ...); they were not run"
+        ));
+    }
+    (kept, notes)
+}
+
+/// `request` as `target` gets it: with the target's default token when its
+/// cell checks tokens and the request is to the API, sets no
+/// `authorization` and is not `anonymous`.
+fn with_default_token(
+    mut request: HttpRequest,
+    anonymous: bool,
+    target: &dyn Target,
+) -> HttpRequest {
+    let Some(auth) = target.auth() else {
+        return request;
+    };
+    let sets_its_own = request
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+    if anonymous || sets_its_own || request.path.starts_with("/replication/") {
+        return request;
+    }
+    if let Some(token) = (auth.mint)(DEFAULT_TOKEN) {
+        request
+            .headers
+            .push(("authorization".to_owned(), format!("Bearer {token}")));
+    }
+    request
+}
+
 /// Runs case number `index` on every target. `run_id` makes `{{run}}`
 /// unique per run; the case index is appended.
 pub async fn run_case(
@@ -177,12 +248,23 @@ pub async fn run_case(
         }
         let mut answers = Vec::new();
         let mut error = None;
+        if let Some(auth) = target.auth() {
+            for name in case.tokens() {
+                match (auth.mint)(&name) {
+                    Some(token) => {
+                        bindings.insert(format!("{TOKEN_PLACEHOLDER_PREFIX}{name}"), token);
+                    }
+                    None => error = Some(format!("no token named {name:?} on this target")),
+                }
+            }
+        }
         match target.session().await {
             Err(e) => error = Some(format!("could not start: {e}")),
+            Ok(_) if error.is_some() => {}
             Ok(mut session) => {
                 for (i, step) in case.steps.iter().enumerate() {
                     let request = match step.request.build(&bindings) {
-                        Ok(r) => r,
+                        Ok(r) => with_default_token(r, step.request.anonymous, target.as_ref()),
                         Err(e) => {
                             error = Some(format!("step {}: bad case: {e}", i + 1));
                             break;

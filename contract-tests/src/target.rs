@@ -28,6 +28,44 @@ pub const FIXED_CLOCK_MS: i64 = 1_795_320_745_007;
 /// alike everywhere.
 pub const REPLICATION_KEY: &str = "contract-replication-key-0123456789abcdef";
 
+/// Mints the token a case names (`{{token.<name>}}`), when this run can.
+pub type Mint = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Bearer tokens for a target whose cell checks them.
+#[derive(Clone)]
+pub struct TargetAuth {
+    /// The `TWINCELL_AUTH_*` settings a local cell process runs with
+    /// (empty for a deployed cell).
+    pub env: Vec<(String, String)>,
+    /// The token named `name`, minted when asked: [`DEFAULT_TOKEN`] is sent
+    /// on every API request that sets no `authorization` itself; the others
+    /// are named in cases.
+    pub mint: Mint,
+}
+
+impl std::fmt::Debug for TargetAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("TargetAuth").field("env", &names).finish()
+    }
+}
+
+impl TargetAuth {
+    /// A deployed cell's auth: one token granting every scope, and no
+    /// other (the cases naming minted tokens do not run).
+    #[must_use]
+    pub fn bearer(token: String) -> Self {
+        Self {
+            env: Vec::new(),
+            mint: std::sync::Arc::new(move |name| (name == DEFAULT_TOKEN).then(|| token.clone())),
+        }
+    }
+}
+
+/// The token sent on every API request of a case that sets no
+/// `authorization` header itself: one granting every scope.
+pub const DEFAULT_TOKEN: &str = "all";
+
 /// Somewhere cases run.
 pub trait Target: Send + Sync {
     /// The column name in reports.
@@ -41,6 +79,12 @@ pub trait Target: Send + Sync {
     /// The cell's replication key, when the run knows it (bound to
     /// `{{replication_key}}`; cases using it need it).
     fn replication_key(&self) -> Option<&str> {
+        None
+    }
+    /// How the target's cell checks bearer tokens; `None` when it does
+    /// not (`TWINCELL_AUTH=disabled`), and the cases about tokens do not
+    /// run on it.
+    fn auth(&self) -> Option<&TargetAuth> {
         None
     }
     /// A fresh session for one case.
@@ -173,6 +217,7 @@ pub struct AzureProcess {
     cell: String,
     peer: String,
     cosmos_emulator: bool,
+    auth: Option<TargetAuth>,
 }
 
 impl AzureProcess {
@@ -184,7 +229,15 @@ impl AzureProcess {
             cell: cell.to_owned(),
             peer: peer.to_owned(),
             cosmos_emulator: false,
+            auth: None,
         }
+    }
+
+    /// The same, checking bearer tokens as `auth` says.
+    #[must_use]
+    pub fn with_auth(mut self, auth: TargetAuth) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The same, storing events in Cosmos DB through the SDK's in-process
@@ -208,9 +261,26 @@ impl Session for ProcessSession {
     }
 }
 
+/// Sets `auth`'s settings on a cell process, or `TWINCELL_AUTH=disabled`.
+fn auth_env(command: &mut Command, auth: Option<&TargetAuth>) {
+    match auth {
+        Some(auth) => {
+            for (k, v) in &auth.env {
+                command.env(k, v);
+            }
+        }
+        None => {
+            command.env("TWINCELL_AUTH", "disabled");
+        }
+    }
+}
+
 impl Target for AzureProcess {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn auth(&self) -> Option<&TargetAuth> {
+        self.auth.as_ref()
     }
     fn replication_key(&self) -> Option<&str> {
         Some(REPLICATION_KEY)
@@ -227,8 +297,7 @@ impl Target for AzureProcess {
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
             let mut command = Command::new(binary("handler")?);
-            // The parity cases run without an identity provider.
-            command.env("TWINCELL_AUTH", "disabled");
+            auth_env(&mut command, self.auth.as_ref());
             if self.cosmos_emulator {
                 command.env("TWINCELL_COSMOS_EMULATOR", "true");
             }
@@ -278,6 +347,7 @@ pub struct LambdaProcess {
     peer: String,
     /// DynamoDB endpoint, and a fixed table (else one per session).
     dynamodb: Option<(String, Option<String>)>,
+    auth: Option<TargetAuth>,
 }
 
 impl LambdaProcess {
@@ -290,7 +360,15 @@ impl LambdaProcess {
             cell: cell.to_owned(),
             peer: peer.to_owned(),
             dynamodb: None,
+            auth: None,
         }
+    }
+
+    /// The same, checking bearer tokens as `auth` says.
+    #[must_use]
+    pub fn with_auth(mut self, auth: TargetAuth) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The same, storing events in DynamoDB at `endpoint` (a local server
@@ -345,6 +423,9 @@ impl Target for LambdaProcess {
     fn name(&self) -> &str {
         &self.name
     }
+    fn auth(&self) -> Option<&TargetAuth> {
+        self.auth.as_ref()
+    }
     fn replication_key(&self) -> Option<&str> {
         Some(REPLICATION_KEY)
     }
@@ -361,7 +442,7 @@ impl Target for LambdaProcess {
         Box::pin(async move {
             let emulator = Emulator::start().await.map_err(|e| e.to_string())?;
             let mut command = Command::new(binary("api")?);
-            command.env("TWINCELL_AUTH", "disabled");
+            auth_env(&mut command, self.auth.as_ref());
             if let Some((endpoint, table)) = &self.dynamodb {
                 let table = table.clone().unwrap_or_else(|| unique_name("parity"));
                 command
@@ -406,6 +487,7 @@ pub struct UrlTarget {
     peer: String,
     client: reqwest::Client,
     replication_key: Option<String>,
+    auth: Option<TargetAuth>,
 }
 
 impl UrlTarget {
@@ -428,6 +510,7 @@ impl UrlTarget {
             peer: peer.to_owned(),
             client,
             replication_key: None,
+            auth: None,
         })
     }
 
@@ -435,6 +518,14 @@ impl UrlTarget {
     #[must_use]
     pub fn with_replication_key(mut self, key: Option<String>) -> Self {
         self.replication_key = key;
+        self
+    }
+
+    /// A token granting every scope, sent on the API requests (a cell
+    /// that checks tokens needs one).
+    #[must_use]
+    pub fn with_bearer(mut self, token: Option<String>) -> Self {
+        self.auth = token.map(TargetAuth::bearer);
         self
     }
 }
@@ -484,6 +575,9 @@ impl Session for UrlSession {
 impl Target for UrlTarget {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn auth(&self) -> Option<&TargetAuth> {
+        self.auth.as_ref()
     }
     fn replication_key(&self) -> Option<&str> {
         self.replication_key.as_deref()

@@ -27,6 +27,11 @@ fn key(cell: &str) -> String {
 }
 
 fn start(cell: &str, peer: &str) -> Cell {
+    // No identity provider here: the API routes are open on purpose.
+    start_with(cell, peer, &[("TWINCELL_AUTH", "disabled".to_owned())])
+}
+
+fn start_with(cell: &str, peer: &str, env: &[(&str, String)]) -> Cell {
     let binary = twincell_contract::target::bin_dir().join("handler");
     assert!(
         binary.is_file(),
@@ -35,9 +40,8 @@ fn start(cell: &str, peer: &str) -> Cell {
         twincell_contract::target::BUILD_BINARIES
     );
     let mut child = Command::new(binary)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
-        // No identity provider here: the API routes are open on purpose.
-        .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_CELL", cell)
         .env("TWINCELL_PEERS", peer)
         .env("TWINCELL_REPLICATION_KEY", key(cell))
@@ -93,7 +97,66 @@ fn the_cli_proves_parity_of_two_running_cells_and_is_safe_to_run_again() {
             run == 1,
             "run {run}:\n{report}"
         );
-        assert_eq!(errors.contains("were not run"), run == 2, "{errors}");
+        assert_eq!(
+            errors.contains("need every target's replication key"),
+            run == 2,
+            "{errors}"
+        );
+        // These cells check no tokens: the cases about tokens are left out.
+        assert!(
+            errors.contains("about bearer tokens and need every target to check them"),
+            "{errors}"
+        );
+    }
+}
+
+#[test]
+fn against_cells_that_check_tokens_the_cli_sends_the_token_it_is_given() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let idp = runtime
+        .block_on(twincell_http::auth::testing::IdentityProvider::start())
+        .unwrap();
+    let env: Vec<(&str, String)> = idp.env();
+    let aws = start_with("aws", "azure", &env);
+    let azure = start_with("azure", "aws", &env);
+    for with_token in [true, false] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_twincell-contract"));
+        command.args([
+            "--target",
+            &format!("aws={}", aws.url),
+            "--target",
+            &format!("azure={}", azure.url),
+        ]);
+        if with_token {
+            command.env("CELL_TOKEN", idp.token("all").unwrap()).args([
+                "--bearer-env",
+                "aws=CELL_TOKEN",
+                "--bearer-env",
+                "azure=CELL_TOKEN",
+            ]);
+        }
+        let output = command.output().unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        let errors = String::from_utf8_lossy(&output.stderr);
+        if !with_token {
+            // Every API request is refused, as it should be.
+            assert!(!output.status.success(), "{report}");
+            assert!(report.contains("status 401 instead of"), "{report}");
+            continue;
+        }
+        assert!(output.status.success(), "{report}\n{errors}");
+        // The cases about missing and malformed tokens run; those naming
+        // minted tokens (expired, forged, ...) cannot, and are said so.
+        assert!(
+            report.contains("auth-every-api-route-without-a-token-is-401")
+                && report.contains("auth-header-not-a-jwt-is-401"),
+            "{report}"
+        );
+        assert!(!report.contains("auth-token-expired"), "{report}");
+        assert!(
+            errors.contains("name tokens only a test identity provider mints"),
+            "{errors}"
+        );
     }
 }
 

@@ -194,9 +194,9 @@ fn ten_thousand_generated_requests_get_identical_answers_on_every_in_process_tar
         .enable_all()
         .build()
         .unwrap();
-    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(InProcessRouter)];
+    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(InProcessRouter(None))];
     for shape in Shape::ALL {
-        targets.push(Box::new(InProcessLambda(shape)));
+        targets.push(Box::new(InProcessLambda(shape, None)));
     }
     let sessions: Vec<Box<dyn Session>> = runtime.block_on(async {
         let mut s = Vec::new();

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{CELL, InProcessLambda, InProcessRouter, PEER};
+use common::{CELL, InProcessLambda, InProcessRouter, PEER, identity_provider};
 use twincell_contract::lambda_events::Shape;
 use twincell_contract::runner::run_all;
 use twincell_contract::target::{AzureProcess, LambdaProcess, Target};
@@ -34,23 +34,45 @@ async fn every_case_passes_on_every_target_with_identical_answers() {
         "the suite holds {} cases; at least 120 are required",
         cases.len()
     );
-    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(InProcessRouter)];
+    // Every target checks bearer tokens of a provider served here, as a
+    // deployed cell does: requests carry a token granting every scope
+    // unless the case is about tokens.
+    let (idp, auth) = identity_provider().await;
+    let mut targets: Vec<Box<dyn Target>> = vec![Box::new(InProcessRouter(Some(auth.clone())))];
     for shape in Shape::ALL {
-        targets.push(Box::new(InProcessLambda(shape)));
+        targets.push(Box::new(InProcessLambda(shape, Some(auth.clone()))));
     }
-    targets.push(Box::new(AzureProcess::new(CELL, PEER)));
-    targets.push(Box::new(AzureProcess::new(CELL, PEER).on_cosmos_emulator()));
-    targets.push(Box::new(LambdaProcess::new(Shape::HttpV2, CELL, PEER)));
+    targets.push(Box::new(
+        AzureProcess::new(CELL, PEER).with_auth(auth.clone()),
+    ));
+    targets.push(Box::new(
+        AzureProcess::new(CELL, PEER)
+            .on_cosmos_emulator()
+            .with_auth(auth.clone()),
+    ));
+    targets.push(Box::new(
+        LambdaProcess::new(Shape::HttpV2, CELL, PEER).with_auth(auth.clone()),
+    ));
     let moto = std::env::var("TWINCELL_MOTO_ENDPOINT").expect(
         "TWINCELL_MOTO_ENDPOINT is not set: the suite also runs the api on moto; \
          run scripts/test.sh, which starts moto",
     );
     targets.push(Box::new(
-        LambdaProcess::new(Shape::HttpV2, CELL, PEER).on_dynamodb(&moto),
+        LambdaProcess::new(Shape::HttpV2, CELL, PEER)
+            .on_dynamodb(&moto)
+            .with_auth(auth),
     ));
+    let total = cases.len();
+    let (cases, notes) = twincell_contract::runner::runnable(cases, &targets);
+    assert_eq!(cases.len(), total, "every case runs here: {notes:?}");
     let report = run_all(&cases, "r", &targets).await;
     println!("{}", report.render());
     assert_eq!(report.failures(), 0, "{}", report.render());
+    assert_eq!(
+        idp.attacker_hits(),
+        0,
+        "a cell fetched a URL named inside a token"
+    );
 }
 
 #[test]

@@ -13,7 +13,12 @@
 //! `--only SUBSTRING` (run matching cases), `--replication-key-env
 //! NAME=VAR` (the cell `NAME`'s replication key, read from the environment
 //! variable `VAR` so it never shows in a process list: the cases that
-//! deliver events need every target's key and are not run without them).
+//! deliver events need every target's key and are not run without them),
+//! `--bearer-env NAME=VAR` (a token granting every scope for the cell
+//! `NAME`, read from `VAR`: a cell that checks tokens answers 401 to every
+//! API request without one; with a token for every target, the cases about
+//! missing and malformed tokens run too; those naming tokens only a test
+//! identity provider can mint, expired or forged, never run here).
 //! Exit status 1 when any case fails.
 
 use std::process::ExitCode;
@@ -23,7 +28,7 @@ use twincell_contract::target::{Target, UrlTarget};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING] [--replication-key-env NAME=VAR …]"
+        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING] [--replication-key-env NAME=VAR …] [--bearer-env NAME=VAR …]"
     );
     ExitCode::from(2)
 }
@@ -34,6 +39,7 @@ async fn main() -> ExitCode {
     let mut cases_dir = None;
     let mut only = None;
     let mut keys: Vec<(String, String)> = Vec::new();
+    let mut bearers: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
@@ -45,18 +51,25 @@ async fn main() -> ExitCode {
             },
             ("--cases", Some(dir)) => cases_dir = Some(dir),
             ("--only", Some(s)) => only = Some(s),
-            ("--replication-key-env", Some(spec)) => match spec.split_once('=') {
-                Some((name, var)) => match std::env::var(var) {
-                    Ok(key) if !key.trim().is_empty() => {
-                        keys.push((name.to_owned(), key.trim().to_owned()));
+            (option @ ("--replication-key-env" | "--bearer-env"), Some(spec)) => {
+                let Some((name, var)) = spec.split_once('=') else {
+                    return usage();
+                };
+                match std::env::var(var) {
+                    Ok(value) if !value.trim().is_empty() => {
+                        let list = if option == "--bearer-env" {
+                            &mut bearers
+                        } else {
+                            &mut keys
+                        };
+                        list.push((name.to_owned(), value.trim().to_owned()));
                     }
                     _ => {
-                        eprintln!("--replication-key-env {spec}: {var} is not set");
+                        eprintln!("{option} {spec}: {var} is not set");
                         return ExitCode::from(2);
                     }
-                },
-                None => return usage(),
-            },
+                }
+            }
             _ => return usage(),
         }
     }
@@ -85,24 +98,21 @@ async fn main() -> ExitCode {
             .find(|(j, _)| *j != i)
             .map_or(name.as_str(), |(_, (n, _))| n.as_str());
         let key = keys.iter().find(|(n, _)| n == name).map(|(_, k)| k.clone());
+        let bearer = bearers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone());
         match UrlTarget::new(name, url, peer) {
-            Ok(t) => built.push(Box::new(t.with_replication_key(key))),
+            Ok(t) => built.push(Box::new(t.with_replication_key(key).with_bearer(bearer))),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 return ExitCode::from(2);
             }
         }
     }
-    if built.iter().any(|t| t.replication_key().is_none()) {
-        let before = cases.len();
-        cases.retain(|c| !twincell_contract::runner::needs_replication_key(c));
-        if cases.len() < before {
-            eprintln!(
-                "{} cases deliver replicated events and need every target's key \
-                 (--replication-key-env NAME=VAR); they were not run",
-                before - cases.len()
-            );
-        }
+    let (cases, notes) = twincell_contract::runner::runnable(cases, &built);
+    for note in notes {
+        eprintln!("{note}");
     }
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

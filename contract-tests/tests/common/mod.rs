@@ -11,7 +11,7 @@ use lambda_http::tower::{Service as _, ServiceExt as _};
 use lambda_http::{Adapter, Context, LambdaEvent};
 use twincell_contract::case::{Answer, HttpRequest};
 use twincell_contract::lambda_events::{self, Shape};
-use twincell_contract::target::{BoxFuture, FIXED_CLOCK_MS, Session, Target};
+use twincell_contract::target::{BoxFuture, FIXED_CLOCK_MS, Session, Target, TargetAuth};
 use twincell_core::testing::{ManualClock, SequentialIds};
 use twincell_core::{CellId, InMemoryEventStore, Service, Timestamp, Topology};
 
@@ -22,12 +22,30 @@ pub const PEER: &str = "azure";
 
 type Svc = Service<InMemoryEventStore, ManualClock, SequentialIds>;
 
-/// The replication routes as every local target has them.
-pub fn replication() -> Option<twincell_http::Replication> {
+/// The replication routes as every local target has them; with `auth`,
+/// accepting Event Grid's Entra tokens when its settings say so.
+pub fn replication(
+    auth: Option<(&TargetAuth, &Arc<twincell_http::auth::Authenticator>)>,
+) -> Option<twincell_http::Replication> {
+    let delivery_tokens = auth.and_then(|(settings, authenticator)| {
+        twincell_http::auth::delivery_tokens_from_env(
+            |name| lookup(settings, name),
+            Some(authenticator),
+        )
+        .unwrap()
+    });
     Some(twincell_http::Replication {
         key: twincell_replication::Secret::new(twincell_contract::target::REPLICATION_KEY).unwrap(),
         publisher: None,
+        delivery_tokens,
     })
+}
+
+fn lookup(auth: &TargetAuth, name: &str) -> Option<String> {
+    auth.env
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
 }
 
 /// A fresh in-memory service with the frozen clock.
@@ -41,8 +59,40 @@ pub fn service() -> Arc<Svc> {
     ))
 }
 
-/// The shared router, called in-process.
-pub struct InProcessRouter;
+/// The test identity provider, and what a target needs to check its
+/// tokens.
+pub async fn identity_provider() -> (twincell_http::auth::testing::IdentityProvider, TargetAuth) {
+    let idp = twincell_http::auth::testing::IdentityProvider::start()
+        .await
+        .unwrap();
+    let attacker = idp.attacker_url();
+    let auth = TargetAuth {
+        env: idp
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        mint: Arc::new(move |name| twincell_http::auth::testing::token(name, &attacker)),
+    };
+    (idp, auth)
+}
+
+/// The authenticator an in-process target runs with, keys fetched.
+async fn authenticator(
+    auth: Option<&TargetAuth>,
+) -> Result<Option<Arc<twincell_http::auth::Authenticator>>, String> {
+    let Some(auth) = auth else {
+        return Ok(None);
+    };
+    let authenticator = twincell_http::auth::from_env(|name| lookup(auth, name))?;
+    if let Some(a) = &authenticator {
+        a.warm_up().await;
+    }
+    Ok(authenticator)
+}
+
+/// The shared router, called in-process; with auth, checking tokens.
+pub struct InProcessRouter(pub Option<TargetAuth>);
 
 struct RouterSession(axum::Router);
 
@@ -94,6 +144,9 @@ impl Session for RouterSession {
 }
 
 impl Target for InProcessRouter {
+    fn auth(&self) -> Option<&TargetAuth> {
+        self.0.as_ref()
+    }
     fn replication_key(&self) -> Option<&str> {
         Some(twincell_contract::target::REPLICATION_KEY)
     }
@@ -111,18 +164,21 @@ impl Target for InProcessRouter {
     }
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async {
-            {
-                let session: Box<dyn Session> = Box::new(RouterSession(
-                    twincell_http::router_with_replication(service(), replication()),
-                ));
-                Ok(session)
-            }
+            let auth = authenticator(self.0.as_ref()).await?;
+            let replication = replication(self.0.as_ref().zip(auth.as_ref()));
+            let session: Box<dyn Session> = Box::new(RouterSession(twincell_http::router_with(
+                service(),
+                replication,
+                auth,
+            )));
+            Ok(session)
         })
     }
 }
 
-/// The `api` handler in-process, through lambda_http's own adapter.
-pub struct InProcessLambda(pub Shape);
+/// The `api` handler in-process, through lambda_http's own adapter; with
+/// auth, checking tokens.
+pub struct InProcessLambda(pub Shape, pub Option<TargetAuth>);
 
 struct LambdaSession(Shape, twincell_aws::App);
 
@@ -157,6 +213,9 @@ impl Session for LambdaSession {
 }
 
 impl Target for InProcessLambda {
+    fn auth(&self) -> Option<&TargetAuth> {
+        self.1.as_ref()
+    }
     fn replication_key(&self) -> Option<&str> {
         Some(twincell_contract::target::REPLICATION_KEY)
     }
@@ -174,13 +233,13 @@ impl Target for InProcessLambda {
     }
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn Session>, String>> {
         Box::pin(async move {
-            {
-                let session: Box<dyn Session> = Box::new(LambdaSession(
-                    self.0,
-                    twincell_aws::app(service(), replication()),
-                ));
-                Ok(session)
-            }
+            let auth = authenticator(self.1.as_ref()).await?;
+            let replication = replication(self.1.as_ref().zip(auth.as_ref()));
+            let session: Box<dyn Session> = Box::new(LambdaSession(
+                self.0,
+                twincell_aws::app_with(service(), replication, auth),
+            ));
+            Ok(session)
         })
     }
 }
