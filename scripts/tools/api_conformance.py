@@ -11,6 +11,11 @@ does not start.
     api_conformance.py --bin-dir target/contract-bin [--examples 40]
         [--max-time 90] [--seed N] [--only azure|aws] [--report-dir DIR]
 
+Both cells check bearer tokens, as deployed cells do: this script serves a
+JWKS on 127.0.0.1 (a P-256 key made for the run) and hands schemathesis a
+token granting every scope, so its authentication checks (a request without
+the declared credentials must be refused) run too.
+
 The document under test is docs/openapi.json with one deployment detail
 filled in, as a team generating a validator for its deployment would: the
 transfer target `to_cell` narrowed to the serving cell's peers (JSON Schema
@@ -18,6 +23,8 @@ cannot name a deployment's cells; the document says so).
 """
 
 import argparse
+import base64
+import http.server
 import json
 import os
 import secrets
@@ -26,12 +33,91 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "scripts" / "tools" / "schemathesis.toml"
 HOOKS = ROOT / "scripts" / "tools" / "schemathesis_hooks.py"
 START_TIMEOUT_S = 60
+
+
+ISSUER = "https://login.example.test/twincell-conformance/v2.0"
+AUDIENCE = "api://twincell"
+SCOPES = "transactions.read transactions.write inventory.read inventory.write inventory.admin"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class IdentityProvider:
+    """A P-256 key made for this run, its JWKS served on 127.0.0.1, and an
+    ES256 token signed with it. Hand-written rather than a JWT library: it
+    is the one token the run needs, and `cryptography` (which moto brings)
+    signs it."""
+
+    def __init__(self):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        numbers = self.key.public_key().public_numbers()
+        jwks = json.dumps(
+            {
+                "keys": [
+                    {
+                        "kty": "EC",
+                        "crv": "P-256",
+                        "kid": "conformance-1",
+                        "use": "sig",
+                        "x": b64url(numbers.x.to_bytes(32, "big")),
+                        "y": b64url(numbers.y.to_bytes(32, "big")),
+                    }
+                ]
+            }
+        ).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != "/jwks":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(jwks)))
+                self.end_headers()
+                self.wfile.write(jwks)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.timeout = 5
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.jwks_url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
+
+    def token(self, lifetime_s=3600):
+        now = int(time.time())
+        header = {"alg": "ES256", "kid": "conformance-1", "typ": "JWT"}
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "schemathesis", "iat": now,
+                  "nbf": now, "exp": now + lifetime_s, "scp": SCOPES}
+        message = ".".join(
+            b64url(json.dumps(part, separators=(",", ":")).encode()) for part in (header, claims)
+        )
+        r, s = decode_dss_signature(self.key.sign(message.encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{message}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    def env(self):
+        return {
+            "TWINCELL_AUTH_ISSUER": ISSUER,
+            "TWINCELL_AUTH_AUDIENCE": AUDIENCE,
+            "TWINCELL_AUTH_JWKS_URL": self.jwks_url,
+        }
+
+    def stop(self):
+        self.server.shutdown()
 
 
 def deployment_document(peers, out):
@@ -70,7 +156,7 @@ def start(name, argv, env, log_path):
     return proc, url[0][url[0].index("http://") :]
 
 
-def run_schemathesis(name, tools_bin, doc, url, key, args, out_dir, results):
+def run_schemathesis(name, tools_bin, doc, url, key, token, args, out_dir, results):
     cmd = [
         str(tools_bin / "schemathesis"),
         "--config-file",
@@ -89,15 +175,19 @@ def run_schemathesis(name, tools_bin, doc, url, key, args, out_dir, results):
         str(args.seed),
         "--workers",
         "1",
-        "--header",
-        f"x-twincell-replication-key: {key}",
         "--report",
         "junit",
         "--report-dir",
         str(out_dir / name),
         "--no-color",
     ]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": str(HOOKS),
+        # Read by schemathesis.toml's [auth.openapi.*] sections.
+        "TWINCELL_CONFORMANCE_REPLICATION_KEY": key,
+        "TWINCELL_CONFORMANCE_TOKEN": token,
+    }
     with open(out_dir / f"{name}-schemathesis.log", "w") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=out_dir, env=env)
     results[name] = code
@@ -119,17 +209,12 @@ def main():
     out_dir = args.report_dir or Path(tempfile.mkdtemp(prefix="twincell-conformance-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(24)
+    idp = IdentityProvider()
+    # Outlives the run (bounded by --max-time), with room to start.
+    token = idp.token(lifetime_s=args.max_time + 600)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("TWINCELL_")}
-    base.update(
-        {
-            "RUST_LOG": "warn",
-            # The document describes the routes without tokens for now; both
-            # cells are started with authentication off, explicitly.
-            "TWINCELL_AUTH": "disabled",
-            "TWINCELL_REPLICATION_KEY": key,
-        }
-    )
+    base.update({"RUST_LOG": "warn", "TWINCELL_REPLICATION_KEY": key, **idp.env()})
     cells = {
         "azure": (
             [str(args.bin_dir / "handler")],
@@ -163,7 +248,7 @@ def main():
             print(f"{name}: {url}", flush=True)
             t = threading.Thread(
                 target=run_schemathesis,
-                args=(name, tools_bin, doc, url, key, args, out_dir, results),
+                args=(name, tools_bin, doc, url, key, token, args, out_dir, results),
             )
             t.start()
             threads.append(t)
@@ -177,6 +262,7 @@ def main():
         for proc in processes:
             proc.kill()
             proc.wait()
+        idp.stop()
     failed = False
     operations = sum(
         1

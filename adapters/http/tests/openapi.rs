@@ -168,6 +168,8 @@ const RESPONSES: &[(&str, &[ProblemKind])] = &[
     ("Unauthorized", &[ProblemKind::Unauthorized]),
     ("BearerUnauthorized", &[ProblemKind::Unauthorized]),
     ("InsufficientScope", &[ProblemKind::InsufficientScope]),
+    ("DeliveryUnauthorized", &[ProblemKind::Unauthorized]),
+    ("DeliveryForbidden", &[ProblemKind::InsufficientScope]),
     ("ReplicationConflict", &[ProblemKind::ReplicationConflict]),
     ("UnsupportedEventType", &[ProblemKind::UnsupportedEventType]),
     (
@@ -510,12 +512,23 @@ fn documented_scopes_and_bearer_answers_match_the_router() {
             match operation["x-twincell-scope"].as_str() {
                 Some(scope) => {
                     assert!(bearer_401 && bearer_403, "{method} {path}");
+                    assert_eq!(
+                        operation["security"],
+                        json!([{ "BearerAuth": [scope] }]),
+                        "{method} {path}: the security requirement names the scope"
+                    );
                     documented.insert(
                         (method.to_ascii_uppercase(), path.clone()),
                         scope.to_owned(),
                     );
                 }
-                None => assert!(!bearer_401 && !bearer_403, "{method} {path}"),
+                None => {
+                    assert!(!bearer_401 && !bearer_403, "{method} {path}");
+                    assert!(
+                        !operation["security"].to_string().contains("BearerAuth"),
+                        "{method} {path}"
+                    );
+                }
             }
         }
     }
