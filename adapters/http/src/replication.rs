@@ -12,7 +12,9 @@
 //!   500 for a bug; 422 for an event type this version does not know yet;
 //!   409 naming diverged replays and events of this cell's own origin; 400
 //!   for what is not a twincell CloudEvent; 413 over 1 MiB or 5 000 events;
-//!   401 without the key. Event Grid retries everything but 400, 401, 403
+//!   401 without the key (or with an Entra token that is not valid, where
+//!   the cell accepts Event Grid's Entra delivery; 403 when the token
+//!   lacks the app role). Event Grid retries everything but 400, 401, 403
 //!   and 413, so those are answered only for what no retry can fix. Every
 //!   decodable event is applied before the answer, whatever the others.
 //! - `OPTIONS /replication/events`: Event Grid's CloudEvents webhook
