@@ -29,8 +29,12 @@ fn service() -> Arc<Service<InMemoryEventStore, ManualClock, SequentialIds>> {
 
 /// Invokes the handler with one event; returns the function's JSON answer.
 async fn invoke(event: &str) -> Value {
+    invoke_app(event, twincell_aws::app(service(), None)).await
+}
+
+async fn invoke_app(event: &str, app: twincell_aws::App) -> Value {
     let payload: LambdaRequest = serde_json::from_str(event).unwrap();
-    let mut adapter = Adapter::from(twincell_aws::app(service(), None));
+    let mut adapter = Adapter::from(app);
     let response = adapter
         .ready()
         .await
@@ -123,4 +127,58 @@ async fn function_url_unknown_route_is_the_routers_problem_json_404() {
     );
     let json: Value = serde_json::from_slice(&body(&answer)).unwrap();
     assert_eq!(json["type"], "urn:twincell:problem:not-found");
+}
+
+/// An authorizer in front of the function (a JWT or Lambda authorizer of
+/// API Gateway, claims and all) proves nothing to it: only the token in
+/// the request is checked, by the shared router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_gateway_authorizer_context_is_never_trusted() {
+    let idp = twincell_http::auth::testing::IdentityProvider::start()
+        .await
+        .unwrap();
+    let env = idp.env();
+    let auth = twincell_http::auth::from_env(|name| {
+        env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    let claims = serde_json::json!({"sub": "admin", "scope": "inventory.admin inventory.read",
+                                     "scp": "inventory.admin", "roles": "inventory.admin"});
+    let mut http: Value = serde_json::from_str(include_str!(
+        "events/http_v2_prod_post_transactions_base64.json"
+    ))
+    .unwrap();
+    http["rawPath"] = "/prod/inventory/sku-1".into();
+    http["requestContext"]["http"]["method"] = "GET".into();
+    http["requestContext"]["http"]["path"] = "/prod/inventory/sku-1".into();
+    http["requestContext"]["authorizer"] = serde_json::json!({
+        "jwt": {"claims": claims.clone(), "scopes": ["inventory.read"]},
+        "lambda": {"principalId": "admin", "scope": "inventory.read"}
+    });
+    http["body"] = Value::Null;
+    http["isBase64Encoded"] = false.into();
+    let mut rest: Value =
+        serde_json::from_str(include_str!("events/rest_v1_prod_post_transactions.json")).unwrap();
+    rest["httpMethod"] = "GET".into();
+    rest["path"] = "/inventory/sku-1".into();
+    rest["requestContext"]["httpMethod"] = "GET".into();
+    rest["requestContext"]["authorizer"] =
+        serde_json::json!({"claims": claims, "principalId": "admin"});
+    rest["body"] = Value::Null;
+    for event in [http, rest] {
+        let app = twincell_aws::app_with(service(), None, auth.clone());
+        let answer = invoke_app(&event.to_string(), app).await;
+        assert_eq!(answer["statusCode"], 401, "{answer}");
+        assert_eq!(header(&answer, "www-authenticate"), Some("Bearer"));
+        // With a token of its own, the same request goes through.
+        let mut with_token = event.clone();
+        let token = format!("Bearer {}", idp.token("all").unwrap());
+        with_token["headers"]["authorization"] = token.clone().into();
+        if with_token.get("multiValueHeaders").is_some() {
+            with_token["multiValueHeaders"]["authorization"] = serde_json::json!([token]);
+        }
+        let app = twincell_aws::app_with(service(), None, auth.clone());
+        let answer = invoke_app(&with_token.to_string(), app).await;
+        assert_eq!(answer["statusCode"], 200, "{answer}");
+    }
 }
