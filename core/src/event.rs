@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ids::{AccountId, CellId, OrderId, Sku, TransactionId};
-use crate::inventory::WriteOffReason;
 use crate::money::Money;
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
+use crate::write_off_reason::WriteOffReason;
 
 /// The kinds of aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -8,6 +8,8 @@
 //! - [`validation`]: untrusted JSON → typed commands, or every violation.
 //! - [`transaction`], [`inventory`]: pure `decide` / fold of the aggregates.
 //! - [`event`]: events, streams `(aggregate, id, origin cell)`, event ids.
+//! - Value types: [`money`], [`quantity`], [`ids`], [`timestamp`],
+//!   [`write_off_reason`].
 //! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits.
 //! - [`Service`]: load → decide → append with bounded retries.
 //! - [`replication`]: what a batch of other cells' events did, and the
@@ -73,12 +75,12 @@ pub mod timestamp;
 pub mod topology;
 pub mod transaction;
 pub mod validation;
+pub mod write_off_reason;
 
 pub use event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
 pub use ids::{AccountId, CellId, IdempotencyKey, IdentifierError, OrderId, Sku, TransactionId};
 pub use inventory::{
     Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView, ReservationView,
-    WriteOffReason,
 };
 pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
@@ -97,6 +99,7 @@ pub use validation::{
     CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode,
     Violations, WriteOffStock,
 };
+pub use write_off_reason::WriteOffReason;
 
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]

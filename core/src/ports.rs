@@ -442,9 +442,9 @@ mod tests {
     use super::*;
     use crate::event::{AggregateId, DomainEvent};
     use crate::ids::{AccountId, CellId, OrderId, Sku, TransactionId};
-    use crate::inventory::WriteOffReason;
     use crate::money::{Currency, Money};
     use crate::quantity::Quantity;
+    use crate::write_off_reason::WriteOffReason;
 
     fn stream(sku: &str) -> StreamId {
         StreamId::new(

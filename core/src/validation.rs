@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ids::{AccountId, CellId, IdentifierError, OrderId};
-use crate::inventory::{WriteOffReason, WriteOffReasonError};
 use crate::money::{AmountError, Currency, CurrencyError, Money, check_amount};
 use crate::quantity::Quantity;
 use crate::topology::Topology;
+use crate::write_off_reason::{WriteOffReason, WriteOffReasonError};
 
 /// What rule a field breaks. The `snake_case` name is the API's `code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

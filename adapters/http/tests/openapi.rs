@@ -91,7 +91,7 @@ fn class_items(ranges: &[(u32, u32)]) -> String {
 /// string cannot hold a lone one (the router refuses it as malformed), and
 /// Rust-based validators refuse a pattern that names them.
 fn reason_pattern() -> String {
-    use twincell_core::inventory::reason_allows;
+    use twincell_core::write_off_reason::reason_allows;
     let refused = ranges(0xFFFF, |c| !reason_allows(c));
     let refused_or_blank = ranges(0xFFFF, |c| !reason_allows(c) || c.is_whitespace());
     let any = format!("[^{}]", class_items(&refused));
@@ -102,7 +102,7 @@ fn reason_pattern() -> String {
 /// The reason's description, naming what the pattern cannot: the refused
 /// characters beyond the Basic Multilingual Plane.
 fn reason_description() -> String {
-    use twincell_core::inventory::reason_allows;
+    use twincell_core::write_off_reason::reason_allows;
     let astral: Vec<String> = ranges(0x10_FFFF, |c| u32::from(c) > 0xFFFF && !reason_allows(c))
         .iter()
         .map(|&(a, b)| {
@@ -463,7 +463,7 @@ fn identifier_and_reason_patterns_agree_with_the_core() {
     ] {
         assert_eq!(
             reason.is_match(sample),
-            twincell_core::inventory::WriteOffReason::new(sample).is_ok(),
+            twincell_core::write_off_reason::WriteOffReason::new(sample).is_ok(),
             "reason {sample:?}"
         );
     }
@@ -482,7 +482,8 @@ fn the_reason_pattern_agrees_with_the_core_on_every_bmp_character() {
     let mut differ = Vec::new();
     for c in (0..=0xFFFF_u32).filter_map(char::from_u32) {
         for sample in [c.to_string(), format!("x{c}")] {
-            let core = twincell_core::inventory::WriteOffReason::new(sample.as_str()).is_ok();
+            let core =
+                twincell_core::write_off_reason::WriteOffReason::new(sample.as_str()).is_ok();
             if reason.is_match(&sample) != core {
                 differ.push(sample);
             }

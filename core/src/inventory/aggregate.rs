@@ -1,0 +1,125 @@
+//! One SKU's stock as one cell sees it: every cell's ledger, folded from
+//! every stream replication has delivered.
+
+use std::collections::BTreeMap;
+
+use super::ledger::{CellLedger, LedgerError, ReservationState, ReservationStatus};
+use crate::event::RecordedEvent;
+use crate::ids::{CellId, OrderId, Sku};
+use crate::topology::Topology;
+
+/// Why the cell's own ledger could not be folded: its stream is corrupt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("inventory stream of {cell} is corrupt at version {version}: {error}")]
+pub struct InventoryFoldError {
+    /// The cell.
+    pub cell: CellId,
+    /// The offending version.
+    pub version: u64,
+    /// What is wrong.
+    pub error: LedgerError,
+}
+
+/// One SKU's stock from one cell's point of view: its own ledger in full and
+/// every other cell's ledger as far as replication has delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inventory {
+    pub(super) sku: Sku,
+    pub(super) this: CellId,
+    pub(super) ledgers: BTreeMap<CellId, CellLedger>,
+}
+
+impl Inventory {
+    /// Folds every event of `sku` (all origins) as seen by `topology.this()`.
+    /// Each stream contributes its contiguous prefix from version 1; an event
+    /// another cell wrote that does not fit its ledger stops that ledger there
+    /// (see [`CellLedger::stalled`]).
+    ///
+    /// # Errors
+    /// [`InventoryFoldError`] when this cell's own stream does not fold.
+    pub fn fold(
+        sku: &Sku,
+        topology: &Topology,
+        events: &[RecordedEvent],
+    ) -> Result<Self, InventoryFoldError> {
+        let mut by_origin: BTreeMap<&CellId, Vec<&RecordedEvent>> = BTreeMap::new();
+        for e in events {
+            by_origin.entry(e.origin()).or_default().push(e);
+        }
+        let mut ledgers: BTreeMap<CellId, CellLedger> = topology
+            .cells()
+            .map(|c| (c.clone(), CellLedger::new(c.clone())))
+            .collect();
+        for (origin, mut stream) in by_origin {
+            stream.sort_by_key(|e| e.version());
+            let ledger = ledgers
+                .entry(origin.clone())
+                .or_insert_with(|| CellLedger::new(origin.clone()));
+            for e in stream {
+                if e.version() != ledger.version + 1 {
+                    // A gap: later events wait for the missing one.
+                    break;
+                }
+                if let Err(error) = ledger.apply(e.version(), e.recorded_at(), e.event()) {
+                    if origin == topology.this() {
+                        return Err(InventoryFoldError {
+                            cell: origin.clone(),
+                            version: e.version(),
+                            error,
+                        });
+                    }
+                    ledger.stalled = Some((e.version(), error));
+                    break;
+                }
+            }
+        }
+        Ok(Self {
+            sku: sku.clone(),
+            this: topology.this().clone(),
+            ledgers,
+        })
+    }
+
+    /// The SKU.
+    #[must_use]
+    pub fn sku(&self) -> &Sku {
+        &self.sku
+    }
+
+    /// Every ledger this cell knows, by cell.
+    #[must_use]
+    pub fn ledgers(&self) -> &BTreeMap<CellId, CellLedger> {
+        &self.ledgers
+    }
+
+    /// This cell's own ledger.
+    #[must_use]
+    pub fn own(&self) -> Option<&CellLedger> {
+        self.ledgers.get(&self.this)
+    }
+
+    pub(super) fn others(&self) -> impl Iterator<Item = &CellLedger> {
+        self.ledgers.values().filter(|l| l.cell != self.this)
+    }
+
+    /// The order's reservations held in other cells, best tie-break first.
+    pub(super) fn other_holders(&self, order: &OrderId) -> Vec<(&CellLedger, ReservationState)> {
+        let mut holders: Vec<_> = self
+            .others()
+            .filter_map(|l| l.held(order).map(|r| (l, *r)))
+            .collect();
+        holders
+            .sort_by(|(a, ra), (b, rb)| (ra.reserved_at, &a.cell).cmp(&(rb.reserved_at, &b.cell)));
+        holders
+    }
+
+    /// The closed state of an order anywhere: `Fulfilled` wins over
+    /// `Released` (a released duplicate of a shipped order is shipped).
+    pub(super) fn closed_status(&self, order: &OrderId) -> Option<ReservationStatus> {
+        self.ledgers
+            .values()
+            .filter_map(|l| l.reservations.get(order).map(|r| r.status))
+            .filter(|s| *s != ReservationStatus::Held)
+            .max()
+    }
+}

@@ -1,0 +1,363 @@
+//! One cell's ledger of one SKU: the fold of the stream that cell writes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use crate::event::DomainEvent;
+use crate::ids::{CellId, OrderId};
+use crate::quantity::Quantity;
+use crate::timestamp::Timestamp;
+
+/// Where a reservation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationStatus {
+    /// The units are held.
+    Held,
+    /// The units went back to available stock.
+    Released,
+    /// The units were shipped.
+    Fulfilled,
+}
+
+/// One reservation in one cell's ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservationState {
+    /// Units.
+    pub quantity: Quantity,
+    /// When its cell recorded it: the first half of the duplicate tie-break.
+    pub reserved_at: Timestamp,
+    /// Where it stands.
+    pub status: ReservationStatus,
+}
+
+/// What a cell asked another cell to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RequestKind {
+    /// Release the reservation.
+    Release,
+    /// Fulfil the reservation.
+    Fulfil,
+}
+
+/// Why an event cannot be folded into a ledger. For the cell's own ledger
+/// this means corrupt storage; for another cell's it stops the fold there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// Not an inventory event.
+    #[error("{0} is not an inventory event")]
+    NotInventory(&'static str),
+    /// The event would take available stock below zero.
+    #[error("needs {requested} units but {available} are available")]
+    Insufficient {
+        /// Units the event takes.
+        requested: u64,
+        /// Units available before it.
+        available: u64,
+    },
+    /// A counter would overflow.
+    #[error("stock counter overflow")]
+    Overflow,
+    /// The order already has a reservation in this ledger.
+    #[error("order {0} is already reserved in this ledger")]
+    DuplicateReservation(OrderId),
+    /// The event refers to a reservation that is not held, or with another quantity.
+    #[error("order {0} has no held reservation of that quantity")]
+    NotHeld(OrderId),
+    /// The event names its own cell where another is required.
+    #[error("a cell cannot transfer to, receive from or request from itself")]
+    SelfReference,
+    /// The same transfer was received twice.
+    #[error("transfer {1} from {0} was already received")]
+    DuplicateTransfer(CellId, u64),
+}
+
+/// One cell's ledger for one SKU: the fold of that cell's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellLedger {
+    pub(super) cell: CellId,
+    pub(super) version: u64,
+    pub(super) on_hand: u64,
+    pub(super) reserved: u64,
+    pub(super) received: u64,
+    pub(super) written_off: u64,
+    pub(super) shipped: u64,
+    pub(super) transferred_out: u64,
+    pub(super) transferred_in: u64,
+    // Hash maps: a fold touches these once per event, and their size grows
+    // with the history, so O(1) lookups keep the fold linear. Nothing that
+    // leaves the ledger depends on their iteration order.
+    pub(super) reservations: HashMap<OrderId, ReservationState>,
+    pub(super) requests: HashMap<OrderId, Vec<(CellId, RequestKind)>>,
+    pub(super) transfers_out: BTreeMap<u64, (CellId, Quantity)>,
+    pub(super) transfers_in: BTreeMap<CellId, BTreeSet<u64>>,
+    pub(super) stalled: Option<(u64, LedgerError)>,
+}
+
+pub(super) fn add(a: u64, b: u64) -> Result<u64, LedgerError> {
+    a.checked_add(b).ok_or(LedgerError::Overflow)
+}
+
+pub(super) fn sub(a: u64, b: u64) -> Result<u64, LedgerError> {
+    a.checked_sub(b).ok_or(LedgerError::Overflow)
+}
+
+impl CellLedger {
+    /// An empty ledger of `cell`.
+    #[must_use]
+    pub fn new(cell: CellId) -> Self {
+        Self {
+            cell,
+            version: 0,
+            on_hand: 0,
+            reserved: 0,
+            received: 0,
+            written_off: 0,
+            shipped: 0,
+            transferred_out: 0,
+            transferred_in: 0,
+            reservations: HashMap::new(),
+            requests: HashMap::new(),
+            transfers_out: BTreeMap::new(),
+            transfers_in: BTreeMap::new(),
+            stalled: None,
+        }
+    }
+
+    /// The cell.
+    #[must_use]
+    pub fn cell(&self) -> &CellId {
+        &self.cell
+    }
+
+    /// The last folded version of the cell's stream (0 when empty).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Units physically in this cell's allocation.
+    #[must_use]
+    pub fn on_hand(&self) -> u64 {
+        self.on_hand
+    }
+
+    /// Units held by reservations.
+    #[must_use]
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// `on_hand − reserved`. Never negative by construction: every event
+    /// that lowers it is checked in [`CellLedger::apply`].
+    #[must_use]
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+
+    /// Totals since the start: received, written off, shipped, transferred
+    /// out, transferred in. For audits and invariant checks.
+    #[must_use]
+    pub fn totals(&self) -> LedgerTotals {
+        LedgerTotals {
+            received: self.received,
+            written_off: self.written_off,
+            shipped: self.shipped,
+            transferred_out: self.transferred_out,
+            transferred_in: self.transferred_in,
+        }
+    }
+
+    /// Reservations by order.
+    #[must_use]
+    pub fn reservations(&self) -> &HashMap<OrderId, ReservationState> {
+        &self.reservations
+    }
+
+    /// Transfers this cell sent, by the version of their event.
+    #[must_use]
+    pub fn transfers_out(&self) -> &BTreeMap<u64, (CellId, Quantity)> {
+        &self.transfers_out
+    }
+
+    /// Where the fold of this ledger stopped on an event it could not apply
+    /// (its version and why). Only ever set for another cell's ledger.
+    #[must_use]
+    pub fn stalled(&self) -> Option<&(u64, LedgerError)> {
+        self.stalled.as_ref()
+    }
+
+    pub(super) fn requested(&self, order: &OrderId, owner: &CellId, kind: RequestKind) -> bool {
+        self.requests
+            .get(order)
+            .is_some_and(|asked| asked.iter().any(|(c, k)| c == owner && *k == kind))
+    }
+
+    pub(super) fn received(&self, from: &CellId, transfer_version: u64) -> bool {
+        self.transfers_in
+            .get(from)
+            .is_some_and(|versions| versions.contains(&transfer_version))
+    }
+
+    pub(super) fn held(&self, order: &OrderId) -> Option<&ReservationState> {
+        self.reservations
+            .get(order)
+            .filter(|r| r.status == ReservationStatus::Held)
+    }
+
+    pub(super) fn take_held(
+        &mut self,
+        order: &OrderId,
+        quantity: Quantity,
+    ) -> Result<&mut ReservationState, LedgerError> {
+        self.reservations
+            .get_mut(order)
+            .filter(|r| r.status == ReservationStatus::Held && r.quantity == quantity)
+            .ok_or_else(|| LedgerError::NotHeld(order.clone()))
+    }
+
+    pub(super) fn ensure_available(&self, quantity: Quantity) -> Result<(), LedgerError> {
+        if quantity.get() > self.available() {
+            return Err(LedgerError::Insufficient {
+                requested: quantity.get(),
+                available: self.available(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Folds one event of this cell's stream at `version`, recorded `at`.
+    /// Checks the event against the ledger first and changes nothing when it
+    /// does not fit.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the event does not fit the ledger.
+    pub fn apply(
+        &mut self,
+        version: u64,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<(), LedgerError> {
+        match event {
+            DomainEvent::TransactionCreated { .. } => {
+                return Err(LedgerError::NotInventory(event.type_name()));
+            }
+            DomainEvent::StockReceived { quantity } => {
+                let on_hand = add(self.on_hand, quantity.get())?;
+                self.received = add(self.received, quantity.get())?;
+                self.on_hand = on_hand;
+            }
+            DomainEvent::StockWrittenOff { quantity, .. } => {
+                self.ensure_available(*quantity)?;
+                self.written_off = add(self.written_off, quantity.get())?;
+                self.on_hand = sub(self.on_hand, quantity.get())?;
+            }
+            DomainEvent::StockReserved { order_id, quantity } => {
+                if self.reservations.contains_key(order_id) {
+                    return Err(LedgerError::DuplicateReservation(order_id.clone()));
+                }
+                self.ensure_available(*quantity)?;
+                self.reserved = add(self.reserved, quantity.get())?;
+                self.reservations.insert(
+                    order_id.clone(),
+                    ReservationState {
+                        quantity: *quantity,
+                        reserved_at: at,
+                        status: ReservationStatus::Held,
+                    },
+                );
+            }
+            DomainEvent::ReservationReleased {
+                order_id, quantity, ..
+            } => {
+                let reserved = sub(self.reserved, quantity.get())?;
+                self.take_held(order_id, *quantity)?.status = ReservationStatus::Released;
+                self.reserved = reserved;
+            }
+            DomainEvent::ReservationFulfilled {
+                order_id, quantity, ..
+            } => {
+                let reserved = sub(self.reserved, quantity.get())?;
+                let on_hand = sub(self.on_hand, quantity.get())?;
+                let shipped = add(self.shipped, quantity.get())?;
+                self.take_held(order_id, *quantity)?.status = ReservationStatus::Fulfilled;
+                (self.reserved, self.on_hand, self.shipped) = (reserved, on_hand, shipped);
+            }
+            DomainEvent::ReleaseRequested { order_id, owner } => {
+                self.record_request(order_id, owner, RequestKind::Release)?;
+            }
+            DomainEvent::FulfilmentRequested { order_id, owner } => {
+                self.record_request(order_id, owner, RequestKind::Fulfil)?;
+            }
+            DomainEvent::AllocationTransferred { to_cell, quantity } => {
+                if *to_cell == self.cell {
+                    return Err(LedgerError::SelfReference);
+                }
+                self.ensure_available(*quantity)?;
+                self.transferred_out = add(self.transferred_out, quantity.get())?;
+                self.on_hand = sub(self.on_hand, quantity.get())?;
+                self.transfers_out
+                    .insert(version, (to_cell.clone(), *quantity));
+            }
+            DomainEvent::AllocationReceived {
+                from_cell,
+                transfer_version,
+                quantity,
+            } => {
+                if *from_cell == self.cell {
+                    return Err(LedgerError::SelfReference);
+                }
+                if self.received(from_cell, *transfer_version) {
+                    return Err(LedgerError::DuplicateTransfer(
+                        from_cell.clone(),
+                        *transfer_version,
+                    ));
+                }
+                let on_hand = add(self.on_hand, quantity.get())?;
+                self.transferred_in = add(self.transferred_in, quantity.get())?;
+                self.on_hand = on_hand;
+                self.transfers_in
+                    .entry(from_cell.clone())
+                    .or_default()
+                    .insert(*transfer_version);
+            }
+        }
+        self.version = version;
+        Ok(())
+    }
+
+    pub(super) fn record_request(
+        &mut self,
+        order: &OrderId,
+        owner: &CellId,
+        kind: RequestKind,
+    ) -> Result<(), LedgerError> {
+        if *owner == self.cell {
+            return Err(LedgerError::SelfReference);
+        }
+        // A repeated request is harmless: the owner acts once.
+        if !self.requested(order, owner, kind) {
+            self.requests
+                .entry(order.clone())
+                .or_default()
+                .push((owner.clone(), kind));
+        }
+        Ok(())
+    }
+}
+
+/// Lifetime totals of one ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerTotals {
+    /// Units received from suppliers.
+    pub received: u64,
+    /// Units written off.
+    pub written_off: u64,
+    /// Units shipped by fulfilments.
+    pub shipped: u64,
+    /// Units sent to other cells.
+    pub transferred_out: u64,
+    /// Units taken in from other cells.
+    pub transferred_in: u64,
+}

@@ -1,0 +1,651 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::event::{AggregateId, DomainEvent, FulfilCause, RecordedEvent, ReleaseCause, StreamId};
+use crate::ids::{CellId, OrderId, Sku};
+use crate::ports::MAX_EVENTS_PER_APPEND;
+use crate::quantity::Quantity;
+use crate::timestamp::Timestamp;
+use crate::topology::Topology;
+use crate::write_off_reason::WriteOffReason;
+
+fn cell(name: &str) -> CellId {
+    CellId::new(name).unwrap()
+}
+
+fn sku() -> Sku {
+    Sku::new("sku-1").unwrap()
+}
+
+fn order(id: &str) -> OrderId {
+    OrderId::new(id).unwrap()
+}
+
+fn q(n: u64) -> Quantity {
+    Quantity::new(n).unwrap()
+}
+
+fn topology(this: &str) -> Topology {
+    Topology::new(cell(this), [cell("aws"), cell("azure")])
+}
+
+/// Streams written so far: each `(cell, event)` is appended to that
+/// cell's stream at the next version, one millisecond after the last.
+fn given(history: &[(&str, DomainEvent)]) -> Vec<RecordedEvent> {
+    let mut versions: BTreeMap<String, u64> = BTreeMap::new();
+    history
+        .iter()
+        .zip(1i64..)
+        .map(|((origin, event), at)| {
+            let v = versions.entry((*origin).to_owned()).or_default();
+            *v += 1;
+            RecordedEvent::new(
+                StreamId::new(AggregateId::inventory(&sku()), cell(origin)),
+                *v,
+                Timestamp::from_unix_millis(at).unwrap(),
+                event.clone(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+fn fold(this: &str, events: &[RecordedEvent]) -> Inventory {
+    Inventory::fold(&sku(), &topology(this), events).unwrap()
+}
+
+fn when(
+    this: &str,
+    history: &[(&str, DomainEvent)],
+    command: InventoryCommand,
+) -> Result<InventoryDecision, InventoryError> {
+    fold(this, &given(history)).decide(&command, Timestamp::from_unix_millis(1_000).unwrap())
+}
+
+fn received(n: u64) -> DomainEvent {
+    DomainEvent::StockReceived { quantity: q(n) }
+}
+
+fn reserved(o: &str, n: u64) -> DomainEvent {
+    DomainEvent::StockReserved {
+        order_id: order(o),
+        quantity: q(n),
+    }
+}
+
+fn view_of(outcome: &InventoryOutcome) -> &InventoryView {
+    match outcome {
+        InventoryOutcome::Applied(v) | InventoryOutcome::Requested(v) => v,
+        InventoryOutcome::Reserved { .. } => panic!("expected a view, got {outcome:?}"),
+    }
+}
+
+#[test]
+fn receiving_raises_on_hand_and_available() {
+    let d = when(
+        "aws",
+        &[("aws", received(5))],
+        InventoryCommand::Receive(q(3)),
+    )
+    .unwrap();
+    assert_eq!(d.events, vec![received(3)]);
+    let v = view_of(&d.outcome);
+    assert_eq!((v.on_hand, v.reserved, v.available), (8, 0, 8));
+    assert_eq!(v.cells[&cell("aws")].on_hand, 8);
+    assert_eq!(v.cells[&cell("azure")].on_hand, 0);
+}
+
+#[test]
+fn unknown_sku_has_every_known_cell_at_zero() {
+    let v = fold("aws", &[]).view();
+    assert_eq!((v.on_hand, v.reserved, v.available), (0, 0, 0));
+    assert_eq!(v.cells.len(), 2);
+}
+
+#[test]
+fn writing_off_more_than_available_is_refused() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 4))];
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::WriteOff(q(2), WriteOffReason::new("broken").unwrap()),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::InsufficientStock {
+            requested: 2,
+            available: 1
+        })
+    );
+}
+
+#[test]
+fn reserving_within_available_stock_holds_it() {
+    let d = when(
+        "aws",
+        &[("aws", received(5))],
+        InventoryCommand::Reserve(order("o1"), q(5)),
+    )
+    .unwrap();
+    assert_eq!(d.events, vec![reserved("o1", 5)]);
+    assert!(matches!(
+        d.outcome,
+        InventoryOutcome::Reserved {
+            replayed: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn reserving_more_than_this_cells_available_is_refused_even_if_another_cell_has_stock() {
+    let history = [("aws", received(2)), ("azure", received(100))];
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(3)),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::InsufficientStock {
+            requested: 3,
+            available: 2
+        })
+    );
+}
+
+#[test]
+fn same_order_and_quantity_again_replays_without_events() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let d = when(
+        "aws",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(2)),
+    )
+    .unwrap();
+    assert!(d.events.is_empty());
+    let InventoryOutcome::Reserved {
+        reservation,
+        replayed,
+    } = d.outcome
+    else {
+        panic!()
+    };
+    assert!(replayed);
+    assert_eq!(reservation.cell, cell("aws"));
+}
+
+#[test]
+fn same_order_with_another_quantity_is_a_mismatch() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(3)),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::ReservationMismatch {
+            order_id: order("o1"),
+            held: q(2)
+        })
+    );
+}
+
+#[test]
+fn retry_in_the_other_cell_after_replication_replays_the_owners_reservation() {
+    let history = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        ("azure", received(5)),
+    ];
+    let d = when(
+        "azure",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(2)),
+    )
+    .unwrap();
+    assert!(d.events.is_empty());
+    let InventoryOutcome::Reserved {
+        reservation,
+        replayed,
+    } = d.outcome
+    else {
+        panic!()
+    };
+    assert!(replayed);
+    assert_eq!(reservation.cell, cell("aws"));
+}
+
+#[test]
+fn reserving_a_released_order_again_is_refused() {
+    let history = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "aws",
+            DomainEvent::ReservationReleased {
+                order_id: order("o1"),
+                quantity: q(2),
+                cause: ReleaseCause::Client,
+            },
+        ),
+    ];
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(2)),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::ReservationClosed {
+            order_id: order("o1"),
+            status: ReservationStatus::Released
+        })
+    );
+}
+
+#[test]
+fn releasing_an_own_reservation_frees_the_units() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let d = when("aws", &history, InventoryCommand::Release(order("o1"))).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::ReservationReleased {
+            order_id: order("o1"),
+            quantity: q(2),
+            cause: ReleaseCause::Client
+        }]
+    );
+    let InventoryOutcome::Applied(v) = d.outcome else {
+        panic!()
+    };
+    assert_eq!((v.reserved, v.available), (0, 5));
+}
+
+#[test]
+fn releasing_another_cells_reservation_records_a_request_once() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let d = when("azure", &history, InventoryCommand::Release(order("o1"))).unwrap();
+    let request = DomainEvent::ReleaseRequested {
+        order_id: order("o1"),
+        owner: cell("aws"),
+    };
+    assert_eq!(d.events, vec![request.clone()]);
+    assert!(matches!(d.outcome, InventoryOutcome::Requested(_)));
+    // Asking again records nothing new and still answers "requested".
+    let mut again = history.to_vec();
+    again.push(("azure", request));
+    let d = when("azure", &again, InventoryCommand::Release(order("o1"))).unwrap();
+    assert!(d.events.is_empty());
+    assert!(matches!(d.outcome, InventoryOutcome::Requested(_)));
+}
+
+#[test]
+fn owner_applies_a_release_request_when_it_sees_it() {
+    let history = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "azure",
+            DomainEvent::ReleaseRequested {
+                order_id: order("o1"),
+                owner: cell("aws"),
+            },
+        ),
+    ];
+    let d = when("aws", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::ReservationReleased {
+            order_id: order("o1"),
+            quantity: q(2),
+            cause: ReleaseCause::Requested { by: cell("azure") }
+        }]
+    );
+}
+
+#[test]
+fn a_fulfilment_request_wins_over_a_release_request() {
+    let history = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "azure",
+            DomainEvent::ReleaseRequested {
+                order_id: order("o1"),
+                owner: cell("aws"),
+            },
+        ),
+        (
+            "azure",
+            DomainEvent::FulfilmentRequested {
+                order_id: order("o1"),
+                owner: cell("aws"),
+            },
+        ),
+    ];
+    let d = when("aws", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::ReservationFulfilled {
+            order_id: order("o1"),
+            quantity: q(2),
+            cause: FulfilCause::Requested { by: cell("azure") }
+        }]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!(
+        v.cells[&cell("aws")],
+        CellView {
+            on_hand: 3,
+            reserved: 0,
+            available: 3
+        }
+    );
+}
+
+#[test]
+fn releasing_an_unknown_order_is_not_found() {
+    let r = when(
+        "aws",
+        &[("aws", received(5))],
+        InventoryCommand::Release(order("nope")),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::ReservationNotFound {
+            order_id: order("nope")
+        })
+    );
+}
+
+#[test]
+fn releasing_twice_is_idempotent_but_releasing_a_fulfilled_order_is_refused() {
+    let released = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "aws",
+            DomainEvent::ReservationReleased {
+                order_id: order("o1"),
+                quantity: q(2),
+                cause: ReleaseCause::Client,
+            },
+        ),
+    ];
+    let d = when("aws", &released, InventoryCommand::Release(order("o1"))).unwrap();
+    assert!(d.events.is_empty());
+    assert!(matches!(d.outcome, InventoryOutcome::Applied(_)));
+    let fulfilled = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "aws",
+            DomainEvent::ReservationFulfilled {
+                order_id: order("o1"),
+                quantity: q(2),
+                cause: FulfilCause::Client,
+            },
+        ),
+    ];
+    let r = when("aws", &fulfilled, InventoryCommand::Release(order("o1")));
+    assert_eq!(
+        r,
+        Err(InventoryError::ReservationClosed {
+            order_id: order("o1"),
+            status: ReservationStatus::Fulfilled
+        })
+    );
+    let d = when("aws", &fulfilled, InventoryCommand::Fulfil(order("o1"))).unwrap();
+    assert!(d.events.is_empty(), "fulfilling twice is idempotent");
+}
+
+#[test]
+fn fulfilling_ships_the_reserved_units() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let d = when("aws", &history, InventoryCommand::Fulfil(order("o1"))).unwrap();
+    let InventoryOutcome::Applied(v) = d.outcome else {
+        panic!()
+    };
+    assert_eq!((v.on_hand, v.reserved, v.available), (3, 0, 3));
+}
+
+#[test]
+fn fulfilling_another_cells_reservation_records_a_request() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 2))];
+    let d = when("azure", &history, InventoryCommand::Fulfil(order("o1"))).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::FulfilmentRequested {
+            order_id: order("o1"),
+            owner: cell("aws")
+        }]
+    );
+    assert!(matches!(d.outcome, InventoryOutcome::Requested(_)));
+}
+
+#[test]
+fn transfer_moves_available_units_and_the_receiver_takes_them_in_once() {
+    let history = [("aws", received(5))];
+    let d = when(
+        "aws",
+        &history,
+        InventoryCommand::Transfer(cell("azure"), q(4)),
+    )
+    .unwrap();
+    let v = view_of(&d.outcome);
+    assert_eq!(v.cells[&cell("aws")].on_hand, 1);
+    let transferred = DomainEvent::AllocationTransferred {
+        to_cell: cell("azure"),
+        quantity: q(4),
+    };
+    assert_eq!(d.events, vec![transferred.clone()]);
+
+    let sent = [("aws", received(5)), ("aws", transferred)];
+    let d = when("azure", &sent, InventoryCommand::Reconcile).unwrap();
+    let receipt = DomainEvent::AllocationReceived {
+        from_cell: cell("aws"),
+        transfer_version: 2,
+        quantity: q(4),
+    };
+    assert_eq!(d.events, vec![receipt.clone()]);
+    assert_eq!(view_of(&d.outcome).cells[&cell("azure")].available, 4);
+
+    let mut taken = sent.to_vec();
+    taken.push(("azure", receipt));
+    let d = when("azure", &taken, InventoryCommand::Reconcile).unwrap();
+    assert!(d.events.is_empty(), "a transfer is taken in once");
+}
+
+#[test]
+fn transfer_of_more_than_available_or_to_itself_is_refused() {
+    let history = [("aws", received(5)), ("aws", reserved("o1", 3))];
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Transfer(cell("azure"), q(3)),
+    );
+    assert_eq!(
+        r,
+        Err(InventoryError::InsufficientStock {
+            requested: 3,
+            available: 2
+        })
+    );
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Transfer(cell("aws"), q(1)),
+    );
+    assert_eq!(r, Err(InventoryError::InvalidTransferTarget(cell("aws"))));
+    let r = when(
+        "aws",
+        &history,
+        InventoryCommand::Transfer(cell("gcp"), q(1)),
+    );
+    assert_eq!(r, Err(InventoryError::InvalidTransferTarget(cell("gcp"))));
+}
+
+#[test]
+fn a_command_sees_stock_transferred_in_before_it_decides() {
+    let history = [
+        ("aws", received(5)),
+        (
+            "aws",
+            DomainEvent::AllocationTransferred {
+                to_cell: cell("azure"),
+                quantity: q(5),
+            },
+        ),
+    ];
+    let d = when(
+        "azure",
+        &history,
+        InventoryCommand::Reserve(order("o1"), q(5)),
+    )
+    .unwrap();
+    assert_eq!(
+        d.events,
+        vec![
+            DomainEvent::AllocationReceived {
+                from_cell: cell("aws"),
+                transfer_version: 2,
+                quantity: q(5)
+            },
+            reserved("o1", 5)
+        ]
+    );
+}
+
+#[test]
+fn duplicate_reservation_is_released_by_the_cell_that_loses_the_tie_break() {
+    // azure reserved first (t=2), aws later (t=3): aws loses.
+    let history = [
+        ("azure", received(5)),
+        ("azure", reserved("o1", 2)),
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+    ];
+    let events = given(&history);
+    let loser = fold("aws", &events)
+        .decide(&InventoryCommand::Reconcile, Timestamp::EPOCH)
+        .unwrap();
+    assert_eq!(
+        loser.events,
+        vec![DomainEvent::ReservationReleased {
+            order_id: order("o1"),
+            quantity: q(2),
+            cause: ReleaseCause::Duplicate {
+                winner: cell("azure")
+            }
+        }]
+    );
+    let winner = fold("azure", &events)
+        .decide(&InventoryCommand::Reconcile, Timestamp::EPOCH)
+        .unwrap();
+    assert!(winner.events.is_empty());
+}
+
+#[test]
+fn fold_uses_only_the_contiguous_prefix_of_another_cells_stream() {
+    let mut events = given(&[
+        ("azure", received(1)),
+        ("azure", received(2)),
+        ("azure", received(4)),
+    ]);
+    events.remove(1);
+    let inv = fold("aws", &events);
+    assert_eq!(inv.ledgers()[&cell("azure")].on_hand(), 1);
+    assert_eq!(inv.ledgers()[&cell("azure")].version(), 1);
+}
+
+#[test]
+fn an_impossible_event_from_another_cell_stalls_only_that_ledger() {
+    let events = given(&[("azure", reserved("o1", 1)), ("aws", received(3))]);
+    let inv = fold("aws", &events);
+    assert!(matches!(
+        inv.ledgers()[&cell("azure")].stalled(),
+        Some((1, LedgerError::Insufficient { .. }))
+    ));
+    assert_eq!(inv.view().cells[&cell("aws")].on_hand, 3);
+}
+
+#[test]
+fn an_impossible_event_in_the_own_stream_is_a_fold_error() {
+    let events = given(&[("aws", reserved("o1", 1))]);
+    let err = Inventory::fold(&sku(), &topology("aws"), &events).unwrap_err();
+    assert_eq!(err.version, 1);
+}
+
+#[test]
+fn an_unknown_origin_cell_is_folded_and_shown() {
+    let events = given(&[("gcp", received(7))]);
+    assert_eq!(fold("aws", &events).view().cells[&cell("gcp")].on_hand, 7);
+}
+
+#[test]
+fn what_is_owed_beyond_one_append_comes_in_chunks_before_the_command() {
+    let n = 150;
+    let mut history = vec![("azure", received(n))];
+    for o in 0..n {
+        history.push(("azure", reserved(&format!("o{o}"), 1)));
+    }
+    for o in 0..n {
+        history.push((
+            "aws",
+            DomainEvent::ReleaseRequested {
+                order_id: order(&format!("o{o}")),
+                owner: cell("azure"),
+            },
+        ));
+    }
+    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    assert!(d.command_pending);
+    assert_eq!(d.events.len(), MAX_EVENTS_PER_APPEND);
+    assert!(
+        d.events
+            .iter()
+            .all(|e| matches!(e, DomainEvent::ReservationReleased { .. }))
+    );
+    let InventoryOutcome::Applied(view) = &d.outcome else {
+        panic!("a chunk answers with the view after it: {:?}", d.outcome);
+    };
+    assert_eq!(view.cells[&cell("azure")].reserved, 50);
+    // The chunk appended, the rest and the command fit the next one.
+    history.extend(d.events.into_iter().map(|e| ("azure", e)));
+    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    assert!(!d.command_pending);
+    assert_eq!(d.events.len(), 51);
+    assert_eq!(
+        d.events.last(),
+        Some(&DomainEvent::StockReceived { quantity: q(5) })
+    );
+}
+
+#[test]
+fn owed_events_that_leave_no_room_for_the_command_go_first_alone() {
+    // 99 owed and a receipt fit; with two cells a command needs room
+    // for two events, so 99 owed go alone.
+    let n = 99;
+    let mut history = vec![("azure", received(n))];
+    for o in 0..n {
+        history.push(("azure", reserved(&format!("o{o}"), 1)));
+    }
+    for o in 0..n {
+        history.push((
+            "aws",
+            DomainEvent::ReleaseRequested {
+                order_id: order(&format!("o{o}")),
+                owner: cell("azure"),
+            },
+        ));
+    }
+    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    assert!(d.command_pending);
+    assert_eq!(d.events.len(), 99);
+    history.pop();
+    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    assert!(!d.command_pending, "98 owed leave room for the command");
+    assert_eq!(d.events.len(), 99);
+}
