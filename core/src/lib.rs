@@ -86,8 +86,8 @@ pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
 pub use ports::{
     Clock, EventPage, EventStore, IdGenerator, ListCursor, Listing, MAX_EVENT_BYTES,
-    MAX_EVENTS_PER_APPEND, RandomIds, ReplicatedApply, StoreError, SystemClock, WriteFailure,
-    apply_by_create, check_batch, check_event_size,
+    MAX_EVENTS_PER_APPEND, RandomIds, ReplicatedApply, StoreError, SystemClock, ThreadSleep,
+    WriteFailure, apply_by_create, check_batch, check_event_size,
 };
 pub use quantity::Quantity;
 pub use replication::{BatchReport, StreamProgress};

@@ -121,6 +121,31 @@ pub struct CreatedTransaction {
     pub replayed: bool,
 }
 
+/// What one attempt of a command decided.
+enum Attempt<T> {
+    /// Nothing to append: the answer.
+    Done(T),
+    /// Append `events` (stamped `now`) after version `expected` of this
+    /// cell's stream; once appended, `then`.
+    Append {
+        expected: u64,
+        now: crate::timestamp::Timestamp,
+        events: Vec<DomainEvent>,
+        then: Then<T>,
+    },
+}
+
+/// A command's answer, from the records it appended.
+type Answer<T> = Box<dyn FnOnce(&[RecordedEvent]) -> Result<T, ServiceError> + Send>;
+
+/// What follows a successful append.
+enum Then<T> {
+    /// The command is done: its answer.
+    Answer(Answer<T>),
+    /// The append was a chunk of owed reconcile events: decide again.
+    DecideAgain,
+}
+
 /// The service of one cell.
 #[derive(Debug)]
 pub struct Service<S, C, I> {
@@ -188,45 +213,36 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             None => TransactionId::from_uuid(self.ids.new_id()),
         };
         let aggregate = AggregateId::transaction(id);
-        let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
-        for _ in 0..self.max_attempts {
-            let events = self.store.load(&aggregate).await?;
-            let existing = transaction::merge(id, &events)
+        self.run(&aggregate, None, |events| {
+            let existing = transaction::merge(id, events)
                 .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let event = match transaction::decide_create(existing.as_ref(), id, cmd) {
-                Ok(CreateDecision::Replay(transaction)) => {
-                    return Ok(CreatedTransaction {
-                        transaction,
-                        replayed: true,
-                    });
-                }
-                Ok(CreateDecision::Create(event)) => event,
-                Err(CreateError::IdempotencyKeyReused) => {
-                    return Err(ServiceError::IdempotencyKeyReused);
-                }
-            };
-            let record = RecordedEvent::new(stream.clone(), 1, self.clock.now(), event)?;
-            match self
-                .store
-                .append(&stream, 0, std::slice::from_ref(&record))
-                .await
-            {
-                Ok(()) => {
-                    let transaction = transaction::merge(id, std::slice::from_ref(&record))
-                        .map_err(|e| ServiceError::Internal(e.to_string()))?
-                        .ok_or_else(|| {
-                            ServiceError::Internal("created transaction does not fold".to_owned())
-                        })?;
-                    return Ok(CreatedTransaction {
-                        transaction,
-                        replayed: false,
-                    });
-                }
-                Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
+            match transaction::decide_create(existing.as_ref(), id, cmd) {
+                Ok(CreateDecision::Replay(transaction)) => Ok(Attempt::Done(CreatedTransaction {
+                    transaction,
+                    replayed: true,
+                })),
+                Ok(CreateDecision::Create(event)) => Ok(Attempt::Append {
+                    expected: 0,
+                    now: self.clock.now(),
+                    events: vec![event],
+                    then: Then::Answer(Box::new(move |records: &[RecordedEvent]| {
+                        let transaction = transaction::merge(id, records)
+                            .map_err(|e| ServiceError::Internal(e.to_string()))?
+                            .ok_or_else(|| {
+                                ServiceError::Internal(
+                                    "created transaction does not fold".to_owned(),
+                                )
+                            })?;
+                        Ok(CreatedTransaction {
+                            transaction,
+                            replayed: false,
+                        })
+                    })),
+                }),
+                Err(CreateError::IdempotencyKeyReused) => Err(ServiceError::IdempotencyKeyReused),
             }
-        }
-        Err(ServiceError::Contention)
+        })
+        .await
     }
 
     /// The merged transaction.
@@ -275,36 +291,76 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         &self,
         sku: &Sku,
         command: &InventoryCommand,
-        mut loaded: Option<Vec<RecordedEvent>>,
+        loaded: Option<Vec<RecordedEvent>>,
     ) -> Result<InventoryOutcome, ServiceError> {
-        let stream = StreamId::new(AggregateId::inventory(sku), self.topology.this().clone());
-        let mut lost = 0u32;
-        let mut chunks = 0u32;
-        loop {
-            let inventory = match loaded.take() {
-                Some(events) => Inventory::fold(sku, &self.topology, &events)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                None => self.load_inventory(sku).await?,
-            };
+        self.run(&AggregateId::inventory(sku), loaded, |events| {
+            let inventory = Inventory::fold(sku, &self.topology, events)
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
             let now = self.clock.now();
             let expected = inventory.own().map_or(0, CellLedger::version);
             let decision = inventory.decide(command, now)?;
             if decision.events.is_empty() {
-                return Ok(decision.outcome);
+                return Ok(Attempt::Done(decision.outcome));
             }
-            let records = self.records(&stream, expected, now, decision.events)?;
+            let outcome = decision.outcome;
+            Ok(Attempt::Append {
+                expected,
+                now,
+                events: decision.events,
+                then: if decision.command_pending {
+                    Then::DecideAgain
+                } else {
+                    Then::Answer(Box::new(move |_: &[RecordedEvent]| Ok(outcome)))
+                },
+            })
+        })
+        .await
+    }
+
+    /// The one load → decide → append loop of every command, on this cell's
+    /// stream of `aggregate`. `decide` sees the aggregate's events (all
+    /// origins; `loaded` for the first attempt when given) and says what
+    /// to append after which version of this cell's stream. A lost version
+    /// race is followed by a [`backoff`] through [`Clock::pause`] and a new
+    /// attempt, up to the service's attempts; an append of owed reconcile
+    /// events is progress, bounded by [`MAX_RECONCILE_CHUNKS`] only against
+    /// a bug.
+    async fn run<T>(
+        &self,
+        aggregate: &AggregateId,
+        mut loaded: Option<Vec<RecordedEvent>>,
+        mut decide: impl FnMut(&[RecordedEvent]) -> Result<Attempt<T>, ServiceError> + Send,
+    ) -> Result<T, ServiceError> {
+        let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
+        let mut lost = 0u32;
+        let mut chunks = 0u32;
+        loop {
+            let events = match loaded.take() {
+                Some(events) => events,
+                None => self.store.load(aggregate).await?,
+            };
+            let (expected, now, events, then) = match decide(&events)? {
+                Attempt::Done(answer) => return Ok(answer),
+                Attempt::Append {
+                    expected,
+                    now,
+                    events,
+                    then,
+                } => (expected, now, events, then),
+            };
+            let records = self.records(&stream, expected, now, events)?;
             match self.store.append(&stream, expected, &records).await {
-                Ok(()) if decision.command_pending => {
-                    // A chunk of owed reconcile events is progress, not a
-                    // lost race; the bound only guards against a bug.
-                    chunks += 1;
-                    if chunks > MAX_RECONCILE_CHUNKS {
-                        return Err(ServiceError::Internal(format!(
-                            "{sku}: still owing reconcile events after {chunks} appends"
-                        )));
+                Ok(()) => match then {
+                    Then::Answer(answer) => return answer(&records),
+                    Then::DecideAgain => {
+                        chunks += 1;
+                        if chunks > MAX_RECONCILE_CHUNKS {
+                            return Err(ServiceError::Internal(format!(
+                                "{stream}: still owing reconcile events after {chunks} appends"
+                            )));
+                        }
                     }
-                }
-                Ok(()) => return Ok(decision.outcome),
+                },
                 Err(StoreError::Conflict { .. }) => {
                     lost += 1;
                     if lost >= self.max_attempts {
@@ -879,6 +935,56 @@ mod tests {
                 "pause {lost}: {pause:?}"
             );
         }
+    }
+
+    #[test]
+    fn both_aggregates_back_off_the_same_way_in_the_one_loop() {
+        let topology = Topology::new(CellId::new("aws").unwrap(), []);
+        let s = Service::new(
+            topology,
+            AlwaysConflicts(InMemoryEventStore::new()),
+            PauseLog::default(),
+            SequentialIds::default(),
+        )
+        .with_max_attempts(4);
+        assert_eq!(
+            block_on(s.create_transaction(&payment("1"), None)),
+            Err(ServiceError::Contention)
+        );
+        let after_create = s.clock.0.lock().unwrap().len();
+        assert_eq!(after_create, 3, "a transaction backs off like stock does");
+        assert_eq!(
+            block_on(s.receive(&sku(), Quantity::new(1).unwrap())),
+            Err(ServiceError::Contention)
+        );
+        assert_eq!(s.clock.0.lock().unwrap().len(), after_create + 3);
+    }
+
+    /// The README's service, on the system clock, under any executor: a
+    /// lost race really waits before the next attempt.
+    #[test]
+    fn the_system_clock_really_pauses_without_a_runtime() {
+        let topology = Topology::new(CellId::new("aws").unwrap(), []);
+        let s = Service::new(
+            topology,
+            AlwaysConflicts(InMemoryEventStore::new()),
+            crate::ports::SystemClock,
+            SequentialIds::default(),
+        )
+        .with_max_attempts(2);
+        let pause = Duration::from_millis(30);
+        let started = std::time::Instant::now();
+        block_on(s.clock.pause(pause));
+        assert!(
+            started.elapsed() >= pause,
+            "waited only {:?}",
+            started.elapsed()
+        );
+        // And the service's loop goes through it (one pause, then gives up).
+        assert_eq!(
+            block_on(s.receive(&sku(), Quantity::new(1).unwrap())),
+            Err(ServiceError::Contention)
+        );
     }
 
     #[test]

@@ -43,6 +43,13 @@ impl Clock for ManualClock {
         Timestamp::from_unix_millis(millis.clamp(0, Timestamp::MAX_MILLIS))
             .unwrap_or(Timestamp::EPOCH)
     }
+
+    /// Does not wait: tests stay instant (the clock's own time is only
+    /// moved by [`ManualClock::advance`] and its step).
+    fn pause(&self, duration: std::time::Duration) -> impl std::future::Future<Output = ()> + Send {
+        let _ = duration;
+        std::future::ready(())
+    }
 }
 
 /// Ids `00000000-0000-7000-8000-000000000001`, `…0002`, …: valid UUIDv7
