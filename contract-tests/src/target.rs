@@ -405,13 +405,29 @@ struct LambdaSession {
     emulator: Emulator,
     shape: Shape,
     _child: Child,
+    /// Whether the function has answered once (its init is done).
+    started: bool,
 }
+
+/// How long an invocation may take, once the function is initialized.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the first may take: it waits for the process's init too (the
+/// key fetch, the DynamoDB table created on a local stand-in), which a
+/// machine busy with the rest of the suite can stretch.
+const FIRST_INVOKE_TIMEOUT: Duration = Duration::from_secs(40);
 
 impl Session for LambdaSession {
     fn send<'a>(&'a mut self, request: &'a HttpRequest) -> BoxFuture<'a, Result<Answer, String>> {
         Box::pin(async move {
             let event = lambda_events::event(self.shape, request);
-            match self.emulator.invoke(event, Duration::from_secs(10)).await? {
+            let timeout = if self.started {
+                INVOKE_TIMEOUT
+            } else {
+                FIRST_INVOKE_TIMEOUT
+            };
+            let outcome = self.emulator.invoke(event, timeout).await?;
+            self.started = true;
+            match outcome {
                 Outcome::Response(v) => lambda_events::answer(&v),
                 Outcome::Error(e) => Err(format!("the function reported an error: {e}")),
             }
@@ -474,6 +490,7 @@ impl Target for LambdaProcess {
                 emulator,
                 shape: self.shape,
                 _child: child,
+                started: false,
             });
             Ok(session)
         })

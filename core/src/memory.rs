@@ -224,6 +224,32 @@ impl EventStore for InMemoryEventStore {
         self.load_now(aggregate)
     }
 
+    async fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &BTreeMap<CellId, u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.ensure_available()?;
+        let streams = self.lock();
+        let Some(events) = streams.get(aggregate) else {
+            return Ok(Vec::new());
+        };
+        let mut newer = Vec::new();
+        for (origin, version) in after {
+            // Events sort by (origin, version): one range per origin.
+            let start = events.partition_point(|e| (e.origin(), e.version()) <= (origin, *version));
+            newer.extend(
+                events
+                    .get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|e| e.origin() == origin)
+                    .cloned(),
+            );
+        }
+        Ok(newer)
+    }
+
     async fn read(
         &self,
         stream: &StreamId,

@@ -149,6 +149,26 @@ pub trait EventStore: Send + Sync {
         aggregate: &AggregateId,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
+    /// The events of `aggregate` newer than what the caller holds: for
+    /// each `(origin, version)` of `after`, that origin's stored events
+    /// with a higher version, sorted by `(origin, version)`, read with
+    /// strong consistency, however many pages the backend needs. Origins
+    /// not in `after` are not read: a caller folding every cell lists every
+    /// cell (version 0 for one it holds nothing of). A store reads only
+    /// what is returned, so the cost follows what is new, not the history.
+    ///
+    /// # Errors
+    /// - MUST return exactly the stored events of the listed origins above
+    ///   their versions (a replicated stream's gaps stay gaps), and nothing
+    ///   of other origins or other aggregates.
+    /// - MUST return [`StoreError::Unavailable`] when the backend can't be
+    ///   reached and [`StoreError::Corrupt`] when stored data does not decode.
+    fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &std::collections::BTreeMap<CellId, u64>,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
     /// The event stored at `(stream, version)`, read with strong
     /// consistency; `None` when there is none.
     ///

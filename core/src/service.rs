@@ -851,6 +851,13 @@ mod tests {
         async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
             self.0.load(aggregate).await
         }
+        async fn load_after(
+            &self,
+            aggregate: &AggregateId,
+            after: &std::collections::BTreeMap<crate::ids::CellId, u64>,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            self.0.load_after(aggregate, after).await
+        }
         async fn apply_replicated(
             &self,
             event: &RecordedEvent,

@@ -43,6 +43,13 @@ impl EventStore for CountingStore {
         tokio::task::yield_now().await;
         events
     }
+    async fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &std::collections::BTreeMap<twincell_core::CellId, u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.load_after(aggregate, after).await
+    }
     async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
         self.inner.apply_replicated(event).await
     }

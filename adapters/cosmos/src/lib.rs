@@ -609,6 +609,41 @@ impl EventStore for CosmosEventStore {
         Ok(events)
     }
 
+    async fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &std::collections::BTreeMap<CellId, u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        use futures_util::TryStreamExt;
+        let pk = partition_key(aggregate);
+        let mut events = Vec::new();
+        for (origin, version) in after {
+            // One query per origin, in the aggregate's partition: only the
+            // newer documents are read.
+            let query =
+                Query::from("SELECT * FROM c WHERE c.origin = @origin AND c.version > @version")
+                    .with_parameter("@origin", origin.as_str())
+                    .and_then(|q| q.with_parameter("@version", *version))
+                    .map_err(|e| unavailable("query", &e))?;
+            let mut docs = self
+                .container
+                .query_items::<Document>(query, FeedScope::partition(pk.clone()), None)
+                .await
+                .map_err(|e| unavailable("query", &e))?;
+            let mut newer = Vec::new();
+            while let Some(doc) = docs
+                .try_next()
+                .await
+                .map_err(|e| unavailable("query", &e))?
+            {
+                newer.push(decode(doc)?);
+            }
+            newer.sort_by_key(RecordedEvent::version);
+            events.extend(newer);
+        }
+        Ok(events)
+    }
+
     async fn read(
         &self,
         stream: &StreamId,

@@ -699,6 +699,49 @@ impl EventStore for DynamoDbEventStore {
         Ok(events)
     }
 
+    async fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &std::collections::BTreeMap<CellId, u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let pk = partition_key(aggregate);
+        let mut events = Vec::new();
+        for (origin, version) in after {
+            // One key range per origin: `sk` sorts by (origin, version), so
+            // the query reads only the newer items, however long the history.
+            if *version == u64::MAX {
+                continue;
+            }
+            let stream = StreamId::new(aggregate.clone(), origin.clone());
+            let from = sort_key(&stream, version.saturating_add(1));
+            let to = sort_key(&stream, u64::MAX);
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                    .expression_attribute_values(":from", AttributeValue::S(from.clone()))
+                    .expression_attribute_values(":to", AttributeValue::S(to.clone()))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("Query", &e))?;
+                for item in page.items() {
+                    events.push(decode(item)?);
+                }
+                match page.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => break,
+                }
+            }
+        }
+        Ok(events)
+    }
+
     async fn read(
         &self,
         stream: &StreamId,

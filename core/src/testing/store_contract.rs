@@ -81,6 +81,77 @@ pub async fn append_then_load_round_trips<S: EventStore>(store: &S) -> Check {
     })
 }
 
+/// `load_after` returns exactly the listed origins' events above the
+/// versions held, gaps and all, and nothing of other origins or aggregates.
+pub async fn loading_after_what_is_held_returns_only_newer_events<S: EventStore>(
+    store: &S,
+) -> Check {
+    use std::collections::BTreeMap;
+    let aws = stream("after-sku", "aws")?;
+    let azure = stream("after-sku", "azure")?;
+    let gcp = stream("after-sku", "gcp")?;
+    let a = received(&aws, 1, 5)?;
+    let b = received(&azure, 1, 3)?;
+    let c = received(&gcp, 1, 2)?;
+    store.append(&aws, 0, &a).await.map_err(|e| e.to_string())?;
+    store.append(&gcp, 0, &c).await.map_err(|e| e.to_string())?;
+    for e in &b {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    // A replicated stream with a gap: azure v5 arrived before v4.
+    let late = received(&azure, 5, 1)?;
+    for e in &late {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    store
+        .append(
+            &stream("other-sku", "aws")?,
+            0,
+            &received(&stream("other-sku", "aws")?, 1, 2)?,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let held = |pairs: &[(&str, u64)]| -> Result<BTreeMap<CellId, u64>, String> {
+        pairs.iter().map(|(c, v)| Ok((cell(c)?, *v))).collect()
+    };
+    let cases: Vec<(BTreeMap<CellId, u64>, Vec<RecordedEvent>)> = vec![
+        (
+            held(&[("aws", 2), ("azure", 0)])?,
+            a.iter().skip(2).chain(&b).chain(&late).cloned().collect(),
+        ),
+        (held(&[("aws", 5), ("azure", 3)])?, late.clone()),
+        (
+            held(&[("azure", 4), ("gcp", 1)])?,
+            late.iter().chain(c.iter().skip(1)).cloned().collect(),
+        ),
+        (held(&[("aws", 0), ("azure", 0), ("gcp", 0)])?, {
+            store
+                .load(&aws.aggregate)
+                .await
+                .map_err(|e| e.to_string())?
+        }),
+        (held(&[("aws", 99), ("nowhere", 0)])?, Vec::new()),
+        (BTreeMap::new(), Vec::new()),
+    ];
+    for (after, expected) in cases {
+        let loaded = store
+            .load_after(&aws.aggregate, &after)
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(loaded == expected, || {
+            format!("after {after:?} loaded {loaded:?}\nexpected {expected:?}")
+        })?;
+    }
+    let unknown = stream("never-sku", "aws")?;
+    let none = store
+        .load_after(&unknown.aggregate, &held(&[("aws", 0)])?)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(none.is_empty(), || {
+        format!("an unknown aggregate loaded {none:?}")
+    })
+}
+
 /// MUST return `Conflict` when the version moved, and write nothing.
 pub async fn stale_expected_version_conflicts<S: EventStore>(store: &S) -> Check {
     let s = stream("stale-sku", "aws")?;
@@ -160,9 +231,10 @@ pub async fn more_than_a_hundred_events_are_refused_whole<S: EventStore>(store: 
 }
 
 /// An aggregate whose events exceed 1 MB loads completely (stores that
-/// page must follow every page). Events are appended one at a time, as the
-/// service writes them: this rule is about reading, and local stand-ins
-/// (moto) copy a whole table for every item of a transaction.
+/// page must follow every page), through `load` and `load_after`. Events
+/// are appended one at a time, as the service writes them: this rule is
+/// about reading, and local stand-ins (moto) copy a whole table for every
+/// item of a transaction.
 pub async fn an_aggregate_over_a_megabyte_loads_completely<S: EventStore>(store: &S) -> Check {
     let s = stream("big-sku", "aws")?;
     let mut total = 0usize;
@@ -186,7 +258,16 @@ pub async fn an_aggregate_over_a_megabyte_loads_completely<S: EventStore>(store:
                 loaded.len()
             )
         },
-    )
+    )?;
+    // The same through load_after, which pages the same way.
+    let after = std::collections::BTreeMap::from([(s.origin.clone(), 0)]);
+    let newer = store
+        .load_after(&s.aggregate, &after)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(newer == loaded, || {
+        format!("load_after loaded {} of {version} events", newer.len())
+    })
 }
 
 /// Runs futures concurrently on the current task, whatever the runtime.
@@ -558,6 +639,7 @@ macro_rules! store_contract_tests {
     (@rules $make:expr) => {
         $crate::store_contract_tests!(@each $make;
             append_then_load_round_trips,
+            loading_after_what_is_held_returns_only_newer_events,
             stale_expected_version_conflicts,
             invalid_batches_are_refused_whole,
             a_hundred_event_commit_succeeds,
