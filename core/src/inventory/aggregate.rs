@@ -42,26 +42,71 @@ impl Inventory {
         topology: &Topology,
         events: &[RecordedEvent],
     ) -> Result<Self, InventoryFoldError> {
+        let mut inventory = Self::empty(sku, topology);
+        inventory.advance(events)?;
+        Ok(inventory)
+    }
+
+    /// `sku` before any event: an empty ledger per cell of `topology`.
+    #[must_use]
+    pub fn empty(sku: &Sku, topology: &Topology) -> Self {
+        Self {
+            sku: sku.clone(),
+            this: topology.this().clone(),
+            ledgers: topology
+                .cells()
+                .map(|c| (c.clone(), CellLedger::new(c.clone())))
+                .collect(),
+        }
+    }
+
+    /// What this state holds of each stream: every ledger's version (the
+    /// end of its contiguous prefix). The events to [`advance`](Self::advance)
+    /// with are the ones above these versions
+    /// ([`EventStore::load_after`](crate::ports::EventStore::load_after)).
+    #[must_use]
+    pub fn held(&self) -> BTreeMap<CellId, u64> {
+        self.ledgers
+            .iter()
+            .map(|(cell, ledger)| (cell.clone(), ledger.version))
+            .collect()
+    }
+
+    /// Folds newer events into this state, by the rules of
+    /// [`fold`](Self::fold): per origin, the events that continue its
+    /// ledger's contiguous prefix, in version order; events it already
+    /// holds, and those after a gap, are left for later; a stalled ledger
+    /// takes no more. `fold(all)` equals any earlier fold advanced with the
+    /// events it did not hold.
+    ///
+    /// # Errors
+    /// [`InventoryFoldError`] when this cell's own stream does not fold;
+    /// the state is then part-way and must be dropped.
+    pub fn advance(&mut self, events: &[RecordedEvent]) -> Result<(), InventoryFoldError> {
         let mut by_origin: BTreeMap<&CellId, Vec<&RecordedEvent>> = BTreeMap::new();
         for e in events {
             by_origin.entry(e.origin()).or_default().push(e);
         }
-        let mut ledgers: BTreeMap<CellId, CellLedger> = topology
-            .cells()
-            .map(|c| (c.clone(), CellLedger::new(c.clone())))
-            .collect();
         for (origin, mut stream) in by_origin {
             stream.sort_by_key(|e| e.version());
-            let ledger = ledgers
+            let ledger = self
+                .ledgers
                 .entry(origin.clone())
                 .or_insert_with(|| CellLedger::new(origin.clone()));
+            if ledger.stalled.is_some() {
+                continue;
+            }
             for e in stream {
+                if e.version() <= ledger.version {
+                    // Already held.
+                    continue;
+                }
                 if e.version() != ledger.version + 1 {
                     // A gap: later events wait for the missing one.
                     break;
                 }
                 if let Err(error) = ledger.apply(e.version(), e.recorded_at(), e.event()) {
-                    if origin == topology.this() {
+                    if *origin == self.this {
                         return Err(InventoryFoldError {
                             cell: origin.clone(),
                             version: e.version(),
@@ -73,11 +118,7 @@ impl Inventory {
                 }
             }
         }
-        Ok(Self {
-            sku: sku.clone(),
-            this: topology.this().clone(),
-            ledgers,
-        })
+        Ok(())
     }
 
     /// The SKU.
