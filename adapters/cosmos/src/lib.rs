@@ -35,6 +35,10 @@
 //! - A replicated event is the same create; on 409 the stored document is
 //!   read back and compared: equal is [`ReplicatedApply::AlreadyPresent`],
 //!   different is [`StoreError::Diverged`].
+//! - [`EventStore::load_after`] is one query per origin in the aggregate's
+//!   partition, `SELECT * FROM c WHERE c.origin = @origin AND c.version >
+//!   @version`, served by the default index: only the newer documents are
+//!   read.
 //! - A resync lists one origin's events ([`EventStore::list_origin`]) with
 //!   the query `SELECT * FROM c WHERE c.origin = @origin` (and
 //!   `c.recorded_at >= @since`) across partitions, served by the

@@ -26,7 +26,10 @@
 //! replication transports keep, hours at least).
 //!
 //! - One aggregate is one item collection, so [`load`](EventStore::load) is
-//!   a single strongly consistent `Query` on `pk`, followed page by page.
+//!   a single strongly consistent `Query` on `pk`, followed page by page,
+//!   and [`load_after`](EventStore::load_after) one such `Query` per origin
+//!   on the key range `sk BETWEEN <origin>#<held + 1> AND <origin>#<max>`:
+//!   it reads only the newer items, however long the history.
 //! - An append writes each new version as a put conditioned on
 //!   `attribute_not_exists(pk)`: a version can be written once, so of
 //!   concurrent writers at one version exactly one wins. One event is a
