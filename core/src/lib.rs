@@ -11,7 +11,9 @@
 //! - Value types: [`money`], [`quantity`], [`ids`], [`timestamp`],
 //!   [`write_off_reason`].
 //! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits.
-//! - [`Service`]: load → decide → append with bounded retries.
+//! - [`Service`]: load → decide → append with bounded retries; commands on
+//!   one aggregate take turns inside a service, and the store's conditional
+//!   append decides between processes.
 //! - [`replication`]: what a batch of other cells' events did, and the
 //!   gaps a cell is waiting on.
 //! - [`InMemoryEventStore`]: the store for tests and local runs.
@@ -61,6 +63,7 @@
 //! ```
 
 pub mod event;
+mod gate;
 pub mod ids;
 pub mod inventory;
 pub mod memory;

@@ -154,6 +154,8 @@ pub struct Service<S, C, I> {
     clock: C,
     ids: I,
     max_attempts: u32,
+    /// One command at a time per aggregate in this process.
+    gate: crate::gate::Gate<AggregateId>,
 }
 
 impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
@@ -165,6 +167,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             clock,
             ids,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            gate: crate::gate::Gate::default(),
         }
     }
 
@@ -318,7 +321,8 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     }
 
     /// The one load → decide → append loop of every command, on this cell's
-    /// stream of `aggregate`. `decide` sees the aggregate's events (all
+    /// stream of `aggregate`, one command per aggregate at a time in this
+    /// process (others wait their turn rather than lose a race). `decide` sees the aggregate's events (all
     /// origins; `loaded` for the first attempt when given) and says what
     /// to append after which version of this cell's stream. A lost version
     /// race is followed by a [`backoff`] through [`Clock::pause`] and a new
@@ -332,6 +336,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         mut decide: impl FnMut(&[RecordedEvent]) -> Result<Attempt<T>, ServiceError> + Send,
     ) -> Result<T, ServiceError> {
         let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
+        let _turn = self.gate.enter(aggregate).await;
         let mut lost = 0u32;
         let mut chunks = 0u32;
         loop {

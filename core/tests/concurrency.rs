@@ -1,7 +1,14 @@
 //! Many concurrent requests on one SKU through one store: optimistic appends
 //! with retries must never oversell, and every request must end in either a
-//! reservation or a clean insufficient-stock refusal.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! reservation or a clean insufficient-stock refusal. Within one service
+//! (one process) they take turns and never race; between two services over
+//! one store (two processes of a cell) the conditional append decides.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,10 +24,10 @@ const TASKS: usize = 32;
 
 /// The real in-memory store, counting the version conflicts it reports, so
 /// the test proves the retry path was exercised and not merely present.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct CountingStore {
-    inner: InMemoryEventStore,
-    conflicts: AtomicU64,
+    inner: Arc<InMemoryEventStore>,
+    conflicts: Arc<AtomicU64>,
 }
 
 impl EventStore for CountingStore {
@@ -71,66 +78,91 @@ impl EventStore for CountingStore {
     }
 }
 
+/// `TASKS` tasks reserving one unit each of `sku` at once, spread over
+/// `services` (sharing one store); checks every answer and the stock, and
+/// gives the conflicts the store reported.
+async fn reserve_at_once(
+    services: &[Arc<Service<CountingStore, SystemClock, RandomIds>>],
+    sku: &Sku,
+    stock: u64,
+    round: u64,
+) -> u64 {
+    services[0]
+        .receive(sku, Quantity::new(stock).unwrap())
+        .await
+        .unwrap();
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let service = services[i % services.len()].clone();
+            let (barrier, sku) = (barrier.clone(), sku.clone());
+            tokio::spawn(async move {
+                let order = ReserveStock {
+                    order_id: OrderId::new(format!("order-{i}")).unwrap(),
+                    quantity: Quantity::new(1).unwrap(),
+                };
+                barrier.wait().await;
+                service.reserve(&sku, order).await
+            })
+        })
+        .collect();
+    let (mut reserved, mut refused) = (0u64, 0u64);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(InventoryOutcome::Reserved {
+                replayed: false, ..
+            }) => reserved += 1,
+            Err(ServiceError::Inventory(InventoryError::InsufficientStock {
+                requested: 1,
+                available: 0,
+            })) => {
+                refused += 1;
+            }
+            other => panic!("round {round}: unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(
+        reserved, stock,
+        "round {round}: every unit is reserved once"
+    );
+    assert_eq!(refused, u64::try_from(TASKS).unwrap() - stock);
+    let view = services[0].inventory(sku).await.unwrap();
+    assert_eq!(
+        (view.on_hand, view.reserved, view.available),
+        (stock, stock, 0)
+    );
+    services[0].store().conflicts.load(Ordering::Relaxed)
+}
+
+fn service(store: &CountingStore) -> Arc<Service<CountingStore, SystemClock, RandomIds>> {
+    let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
+    Arc::new(Service::new(
+        topology,
+        store.clone(),
+        SystemClock,
+        RandomIds,
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_two_tasks_reserving_one_sku_never_oversell() {
+async fn thirty_two_tasks_in_one_process_take_turns_and_never_oversell() {
+    let sku = Sku::new("hot-sku").unwrap();
+    for round in 0..20u64 {
+        let store = CountingStore::default();
+        // Stock for fewer than all of them: 20 to 27 units, 1 unit each.
+        let conflicts = reserve_at_once(&[service(&store)], &sku, 20 + round % 8, round).await;
+        assert_eq!(conflicts, 0, "round {round}: commands of one process raced");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_tasks_in_two_processes_race_and_never_oversell() {
     let sku = Sku::new("hot-sku").unwrap();
     let mut conflicts = 0;
     for round in 0..50u64 {
-        let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
-        let service = Arc::new(Service::new(
-            topology,
-            CountingStore::default(),
-            SystemClock,
-            RandomIds,
-        ));
-        // Stock for fewer than all of them: 20 to 27 units, 1 unit each.
-        let stock = 20 + round % 8;
-        service
-            .receive(&sku, Quantity::new(stock).unwrap())
-            .await
-            .unwrap();
-
-        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|i| {
-                let (service, barrier, sku) = (service.clone(), barrier.clone(), sku.clone());
-                tokio::spawn(async move {
-                    let order = ReserveStock {
-                        order_id: OrderId::new(format!("order-{i}")).unwrap(),
-                        quantity: Quantity::new(1).unwrap(),
-                    };
-                    barrier.wait().await;
-                    service.reserve(&sku, order).await
-                })
-            })
-            .collect();
-
-        let (mut reserved, mut refused) = (0u64, 0u64);
-        for task in tasks {
-            match task.await.unwrap() {
-                Ok(InventoryOutcome::Reserved {
-                    replayed: false, ..
-                }) => reserved += 1,
-                Err(ServiceError::Inventory(InventoryError::InsufficientStock {
-                    requested: 1,
-                    available: 0,
-                })) => {
-                    refused += 1;
-                }
-                other => panic!("round {round}: unexpected answer {other:?}"),
-            }
-        }
-        assert_eq!(
-            reserved, stock,
-            "round {round}: every unit is reserved once"
-        );
-        assert_eq!(refused, u64::try_from(TASKS).unwrap() - stock);
-        let view = service.inventory(&sku).await.unwrap();
-        assert_eq!(
-            (view.on_hand, view.reserved, view.available),
-            (stock, stock, 0)
-        );
-        conflicts += service.store().conflicts.load(Ordering::Relaxed);
+        let store = CountingStore::default();
+        let services = [service(&store), service(&store)];
+        conflicts += reserve_at_once(&services, &sku, 20 + round % 8, round).await;
     }
     assert!(
         conflicts > 0,

@@ -1,5 +1,8 @@
 //! Concurrent reservations on one SKU through the service on DynamoDB
-//! (moto) never oversell: 16 clients race for 20 units, 64 orders.
+//! (moto) never oversell: 16 clients race for 20 units, 64 orders, through
+//! two services over one table (two instances of the cell's function:
+//! within one, commands on a SKU take turns; between them, the conditional
+//! write decides).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -14,9 +17,10 @@ use twincell_dynamodb::DynamoDbEventStore;
 
 /// The DynamoDB store, counting the conflicts it reports, so the test can
 /// show that clients really raced.
+#[derive(Clone)]
 struct Counting {
     inner: DynamoDbEventStore,
-    conflicts: AtomicU64,
+    conflicts: Arc<AtomicU64>,
 }
 
 impl EventStore for Counting {
@@ -71,10 +75,19 @@ const ORDERS_PER_CLIENT: u64 = 4;
 async fn sixteen_clients_on_one_sku_never_oversell() {
     let store = Counting {
         inner: twincell_dynamodb::testing::fresh_store("oversell").await,
-        conflicts: AtomicU64::new(0),
+        conflicts: Arc::new(AtomicU64::new(0)),
     };
-    let topology = Topology::parse("aws", "azure").unwrap();
-    let service = Arc::new(Service::new(topology, store, SystemClock, RandomIds));
+    let instance = || {
+        let topology = Topology::parse("aws", "azure").unwrap();
+        Arc::new(Service::new(
+            topology,
+            store.clone(),
+            SystemClock,
+            RandomIds,
+        ))
+    };
+    let instances = [instance(), instance()];
+    let service = Arc::clone(&instances[0]);
     let sku = Sku::new("hot-sku").unwrap();
     service
         .receive(&sku, Quantity::new(STOCK).unwrap())
@@ -83,7 +96,7 @@ async fn sixteen_clients_on_one_sku_never_oversell() {
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let service = Arc::clone(&service);
+            let service = Arc::clone(&instances[usize::try_from(c).unwrap() % 2]);
             let sku = sku.clone();
             tokio::spawn(async move {
                 let (mut reserved, mut refused, mut contended) = (0u64, 0u64, 0u64);
