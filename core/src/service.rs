@@ -4,10 +4,11 @@
 //! Results and errors are typed so that an HTTP adapter can map each one to a
 //! status without knowing any rule.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::event::{AggregateId, AggregateType, DomainEvent, EventError, RecordedEvent, StreamId};
-use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
+use crate::ids::{CellId, IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{
     CellLedger, Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
 };
@@ -146,6 +147,242 @@ enum Then<T> {
     DecideAgain,
 }
 
+/// One kind of command as the loop runs it: its aggregate's folded state,
+/// and the decision on it.
+trait Decider: Send {
+    /// The folded state.
+    type State: Send;
+    /// What the command answers.
+    type Answer;
+    /// The state before any event.
+    fn empty(&self) -> Self::State;
+    /// What `state` holds of each stream, so that only newer events are
+    /// loaded; `None` loads every event each time (and `state` is empty).
+    fn held(&self, state: &Self::State) -> Option<BTreeMap<CellId, u64>>;
+    /// Folds `events` into `state`.
+    fn advance(
+        &self,
+        state: &mut Self::State,
+        events: &[RecordedEvent],
+    ) -> Result<(), ServiceError>;
+    /// Decides on `state`; gives back the state worth keeping (after the
+    /// decided events, or unchanged), if any.
+    fn decide(&mut self, state: Self::State) -> Decided<Self::Answer, Self::State>;
+}
+
+/// A decision, and the state worth keeping after it.
+type Decided<T, St> = (Result<Attempt<T>, ServiceError>, Option<St>);
+
+/// `POST /transactions`: a transaction's few events, loaded whole.
+struct CreateTransactionDecider<'a, C> {
+    id: TransactionId,
+    cmd: &'a CreateTransaction,
+    clock: &'a C,
+}
+
+impl<C: Clock> Decider for CreateTransactionDecider<'_, C> {
+    type State = Vec<RecordedEvent>;
+    type Answer = CreatedTransaction;
+
+    fn empty(&self) -> Self::State {
+        Vec::new()
+    }
+
+    fn held(&self, _: &Self::State) -> Option<BTreeMap<CellId, u64>> {
+        None
+    }
+
+    fn advance(
+        &self,
+        state: &mut Self::State,
+        events: &[RecordedEvent],
+    ) -> Result<(), ServiceError> {
+        state.extend_from_slice(events);
+        Ok(())
+    }
+
+    fn decide(
+        &mut self,
+        events: Self::State,
+    ) -> (
+        Result<Attempt<CreatedTransaction>, ServiceError>,
+        Option<Self::State>,
+    ) {
+        let id = self.id;
+        let existing = match transaction::merge(id, &events) {
+            Ok(existing) => existing,
+            Err(e) => return (Err(ServiceError::Internal(e.to_string())), None),
+        };
+        let attempt = match transaction::decide_create(existing.as_ref(), id, self.cmd) {
+            Ok(CreateDecision::Replay(transaction)) => Ok(Attempt::Done(CreatedTransaction {
+                transaction,
+                replayed: true,
+            })),
+            Ok(CreateDecision::Create(event)) => Ok(Attempt::Append {
+                expected: 0,
+                now: self.clock.now(),
+                events: vec![event],
+                then: Then::Answer(Box::new(move |records: &[RecordedEvent]| {
+                    let transaction = transaction::merge(id, records)
+                        .map_err(|e| ServiceError::Internal(e.to_string()))?
+                        .ok_or_else(|| {
+                            ServiceError::Internal("created transaction does not fold".to_owned())
+                        })?;
+                    Ok(CreatedTransaction {
+                        transaction,
+                        replayed: false,
+                    })
+                })),
+            }),
+            Err(CreateError::IdempotencyKeyReused) => Err(ServiceError::IdempotencyKeyReused),
+        };
+        (attempt, None)
+    }
+}
+
+/// What an inventory run answers: a command's outcome, or (for a read)
+/// the view.
+enum InventoryAnswer {
+    Outcome(InventoryOutcome),
+    View(InventoryView),
+}
+
+/// An inventory command (or, without one, a read), decided on the SKU's
+/// folded state, advanced with only the newer events.
+struct InventoryDecider<'a, C> {
+    sku: &'a Sku,
+    topology: &'a Topology,
+    command: Option<&'a InventoryCommand>,
+    clock: &'a C,
+}
+
+impl<C: Clock> Decider for InventoryDecider<'_, C> {
+    type State = Inventory;
+    type Answer = InventoryAnswer;
+
+    fn empty(&self) -> Inventory {
+        Inventory::empty(self.sku, self.topology)
+    }
+
+    fn held(&self, state: &Inventory) -> Option<BTreeMap<CellId, u64>> {
+        Some(state.held())
+    }
+
+    fn advance(&self, state: &mut Inventory, events: &[RecordedEvent]) -> Result<(), ServiceError> {
+        state
+            .advance(events)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    fn decide(
+        &mut self,
+        inventory: Inventory,
+    ) -> (
+        Result<Attempt<InventoryAnswer>, ServiceError>,
+        Option<Inventory>,
+    ) {
+        let Some(command) = self.command else {
+            let view = inventory.view();
+            return (
+                Ok(Attempt::Done(InventoryAnswer::View(view))),
+                Some(inventory),
+            );
+        };
+        let now = self.clock.now();
+        let expected = inventory.own().map_or(0, CellLedger::version);
+        let (decision, kept) = inventory.decide_keeping(command, now);
+        let decision = match decision {
+            Ok(decision) => decision,
+            Err(e) => return (Err(e.into()), kept),
+        };
+        if decision.events.is_empty() {
+            return (
+                Ok(Attempt::Done(InventoryAnswer::Outcome(decision.outcome))),
+                kept,
+            );
+        }
+        let outcome = decision.outcome;
+        let attempt = Attempt::Append {
+            expected,
+            now,
+            events: decision.events,
+            then: if decision.command_pending {
+                Then::DecideAgain
+            } else {
+                Then::Answer(Box::new(move |_: &[RecordedEvent]| {
+                    Ok(InventoryAnswer::Outcome(outcome))
+                }))
+            },
+        };
+        (Ok(attempt), kept)
+    }
+}
+
+/// How many SKUs' folded stock a service keeps between commands, unless
+/// [`Service::with_cache_capacity`] says otherwise.
+pub const DEFAULT_CACHE_CAPACITY: usize = 1024;
+
+/// Folded inventories kept between commands, at most `capacity`, the
+/// least recently used leaving first. A state is taken out while a command
+/// runs on it (under the SKU's turn) and put back after, so it is never
+/// copied; it is only ever a starting point: every command advances it with
+/// what the store holds beyond it, and the store's conditional append
+/// checks the version it decided on.
+#[derive(Debug)]
+struct InventoryCache {
+    capacity: usize,
+    entries: std::sync::Mutex<Entries>,
+}
+
+/// A use counter, and per SKU its state with the count at its last use.
+type Entries = (u64, HashMap<Sku, (u64, Inventory)>);
+
+impl InventoryCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: std::sync::Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take(&self, sku: &Sku) -> Option<Inventory> {
+        self.lock().1.remove(sku).map(|(_, state)| state)
+    }
+
+    fn put(&self, sku: &Sku, state: Option<Inventory>) {
+        let Some(state) = state else {
+            return;
+        };
+        if self.capacity == 0 {
+            return;
+        }
+        let mut guard = self.lock();
+        let (tick, entries) = &mut *guard;
+        *tick += 1;
+        if entries.len() >= self.capacity && !entries.contains_key(sku) {
+            let oldest = entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(sku, _)| sku.clone());
+            if let Some(oldest) = oldest {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(sku.clone(), (*tick, state));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().1.len()
+    }
+}
+
 /// The service of one cell.
 #[derive(Debug)]
 pub struct Service<S, C, I> {
@@ -156,6 +393,8 @@ pub struct Service<S, C, I> {
     max_attempts: u32,
     /// One command at a time per aggregate in this process.
     gate: crate::gate::Gate<AggregateId>,
+    /// Folded stock kept between commands.
+    inventories: InventoryCache,
 }
 
 impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
@@ -168,7 +407,17 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             ids,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             gate: crate::gate::Gate::default(),
+            inventories: InventoryCache::new(DEFAULT_CACHE_CAPACITY),
         }
+    }
+
+    /// Keeps the folded stock of at most `skus` SKUs between commands
+    /// (default [`DEFAULT_CACHE_CAPACITY`]; 0 keeps none, and every command
+    /// folds the SKU's whole history).
+    #[must_use]
+    pub fn with_cache_capacity(mut self, skus: usize) -> Self {
+        self.inventories = InventoryCache::new(skus);
+        self
     }
 
     /// Sets the number of attempts per command (at least 1).
@@ -216,36 +465,13 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             None => TransactionId::from_uuid(self.ids.new_id()),
         };
         let aggregate = AggregateId::transaction(id);
-        self.run(&aggregate, None, |events| {
-            let existing = transaction::merge(id, events)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            match transaction::decide_create(existing.as_ref(), id, cmd) {
-                Ok(CreateDecision::Replay(transaction)) => Ok(Attempt::Done(CreatedTransaction {
-                    transaction,
-                    replayed: true,
-                })),
-                Ok(CreateDecision::Create(event)) => Ok(Attempt::Append {
-                    expected: 0,
-                    now: self.clock.now(),
-                    events: vec![event],
-                    then: Then::Answer(Box::new(move |records: &[RecordedEvent]| {
-                        let transaction = transaction::merge(id, records)
-                            .map_err(|e| ServiceError::Internal(e.to_string()))?
-                            .ok_or_else(|| {
-                                ServiceError::Internal(
-                                    "created transaction does not fold".to_owned(),
-                                )
-                            })?;
-                        Ok(CreatedTransaction {
-                            transaction,
-                            replayed: false,
-                        })
-                    })),
-                }),
-                Err(CreateError::IdempotencyKeyReused) => Err(ServiceError::IdempotencyKeyReused),
-            }
-        })
-        .await
+        let _turn = self.gate.enter(&aggregate).await;
+        let decider = CreateTransactionDecider {
+            id,
+            cmd,
+            clock: &self.clock,
+        };
+        self.run(&aggregate, None, decider).await.0
     }
 
     /// The merged transaction.
@@ -259,18 +485,28 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             .ok_or(ServiceError::TransactionNotFound(id))
     }
 
-    async fn load_inventory(&self, sku: &Sku) -> Result<Inventory, ServiceError> {
-        let events = self.store.load(&AggregateId::inventory(sku)).await?;
-        Inventory::fold(sku, &self.topology, &events)
-            .map_err(|e| ServiceError::Internal(e.to_string()))
-    }
-
     /// The SKU's stock as this cell sees it (all zero for an unknown SKU).
     ///
     /// # Errors
     /// Store failures.
     pub async fn inventory(&self, sku: &Sku) -> Result<InventoryView, ServiceError> {
-        Ok(self.load_inventory(sku).await?.view())
+        let aggregate = AggregateId::inventory(sku);
+        let _turn = self.gate.enter(&aggregate).await;
+        let decider = InventoryDecider {
+            sku,
+            topology: &self.topology,
+            command: None,
+            clock: &self.clock,
+        };
+        let kept = self.inventories.take(sku);
+        let (view, kept) = self.run(&aggregate, kept, decider).await;
+        self.inventories.put(sku, kept);
+        match view? {
+            InventoryAnswer::View(view) => Ok(view),
+            InventoryAnswer::Outcome(_) => Err(ServiceError::Internal(
+                "a read answered with a command outcome".to_owned(),
+            )),
+        }
     }
 
     /// Runs one inventory command: reconciles what other cells asked of this
@@ -285,95 +521,96 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         command: &InventoryCommand,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.run_inventory(sku, command, None).await
-    }
-
-    /// [`Service::execute`], its first attempt deciding on `loaded` (the
-    /// SKU's events, just read) when given.
-    async fn run_inventory(
-        &self,
-        sku: &Sku,
-        command: &InventoryCommand,
-        loaded: Option<Vec<RecordedEvent>>,
-    ) -> Result<InventoryOutcome, ServiceError> {
-        self.run(&AggregateId::inventory(sku), loaded, |events| {
-            let inventory = Inventory::fold(sku, &self.topology, events)
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
-            let now = self.clock.now();
-            let expected = inventory.own().map_or(0, CellLedger::version);
-            let decision = inventory.decide(command, now)?;
-            if decision.events.is_empty() {
-                return Ok(Attempt::Done(decision.outcome));
-            }
-            let outcome = decision.outcome;
-            Ok(Attempt::Append {
-                expected,
-                now,
-                events: decision.events,
-                then: if decision.command_pending {
-                    Then::DecideAgain
-                } else {
-                    Then::Answer(Box::new(move |_: &[RecordedEvent]| Ok(outcome)))
-                },
-            })
-        })
-        .await
+        let aggregate = AggregateId::inventory(sku);
+        let _turn = self.gate.enter(&aggregate).await;
+        let decider = InventoryDecider {
+            sku,
+            topology: &self.topology,
+            command: Some(command),
+            clock: &self.clock,
+        };
+        let kept = self.inventories.take(sku);
+        let (answer, kept) = self.run(&aggregate, kept, decider).await;
+        self.inventories.put(sku, kept);
+        match answer? {
+            InventoryAnswer::Outcome(outcome) => Ok(outcome),
+            InventoryAnswer::View(view) => Ok(InventoryOutcome::Applied(view)),
+        }
     }
 
     /// The one load → decide → append loop of every command, on this cell's
-    /// stream of `aggregate`, one command per aggregate at a time in this
-    /// process (others wait their turn rather than lose a race). `decide` sees the aggregate's events (all
-    /// origins; `loaded` for the first attempt when given) and says what
-    /// to append after which version of this cell's stream. A lost version
-    /// race is followed by a [`backoff`] through [`Clock::pause`] and a new
-    /// attempt, up to the service's attempts; an append of owed reconcile
-    /// events is progress, bounded by [`MAX_RECONCILE_CHUNKS`] only against
-    /// a bug.
-    async fn run<T>(
+    /// stream of `aggregate`; the caller holds the aggregate's turn in this
+    /// process ([`crate::gate`]). The state starts from `kept` (a state
+    /// kept from an earlier command) or empty, takes what the store holds
+    /// beyond it (only the newer events where the decider says what it
+    /// holds), and the decider decides on it. A lost version race is
+    /// followed by a [`backoff`] through [`Clock::pause`] and a new attempt
+    /// on a state loaded afresh, up to the service's attempts; an append of
+    /// owed reconcile events is progress, bounded by
+    /// [`MAX_RECONCILE_CHUNKS`] only against a bug. Gives the answer and the
+    /// state worth keeping (the store's state after the command), if any.
+    async fn run<D: Decider>(
         &self,
         aggregate: &AggregateId,
-        mut loaded: Option<Vec<RecordedEvent>>,
-        mut decide: impl FnMut(&[RecordedEvent]) -> Result<Attempt<T>, ServiceError> + Send,
-    ) -> Result<T, ServiceError> {
+        mut kept: Option<D::State>,
+        mut decider: D,
+    ) -> (Result<D::Answer, ServiceError>, Option<D::State>) {
         let stream = StreamId::new(aggregate.clone(), self.topology.this().clone());
-        let _turn = self.gate.enter(aggregate).await;
         let mut lost = 0u32;
         let mut chunks = 0u32;
         loop {
-            let events = match loaded.take() {
-                Some(events) => events,
-                None => self.store.load(aggregate).await?,
+            let mut state = kept.take().unwrap_or_else(|| decider.empty());
+            let newer = match decider.held(&state) {
+                Some(held) => self.store.load_after(aggregate, &held).await,
+                None => self.store.load(aggregate).await,
             };
-            let (expected, now, events, then) = match decide(&events)? {
-                Attempt::Done(answer) => return Ok(answer),
-                Attempt::Append {
+            let advanced = newer
+                .map_err(ServiceError::from)
+                .and_then(|events| decider.advance(&mut state, &events));
+            if let Err(e) = advanced {
+                return (Err(e), None);
+            }
+            let (attempt, after) = decider.decide(state);
+            let (expected, now, events, then) = match attempt {
+                Err(e) => return (Err(e), after),
+                Ok(Attempt::Done(answer)) => return (Ok(answer), after),
+                Ok(Attempt::Append {
                     expected,
                     now,
                     events,
                     then,
-                } => (expected, now, events, then),
+                }) => (expected, now, events, then),
             };
-            let records = self.records(&stream, expected, now, events)?;
+            let records = match self.records(&stream, expected, now, events) {
+                Ok(records) => records,
+                Err(e) => return (Err(e), None),
+            };
             match self.store.append(&stream, expected, &records).await {
                 Ok(()) => match then {
-                    Then::Answer(answer) => return answer(&records),
+                    Then::Answer(answer) => return (answer(&records), after),
                     Then::DecideAgain => {
+                        kept = after;
                         chunks += 1;
                         if chunks > MAX_RECONCILE_CHUNKS {
-                            return Err(ServiceError::Internal(format!(
-                                "{stream}: still owing reconcile events after {chunks} appends"
-                            )));
+                            return (
+                                Err(ServiceError::Internal(format!(
+                                    "{stream}: still owing reconcile events after {chunks} appends"
+                                ))),
+                                None,
+                            );
                         }
                     }
                 },
                 Err(StoreError::Conflict { .. }) => {
+                    // `after` holds events that were not appended: the next
+                    // attempt starts afresh.
                     lost += 1;
                     if lost >= self.max_attempts {
-                        return Err(ServiceError::Contention);
+                        return (Err(ServiceError::Contention), None);
                     }
                     self.clock.pause(backoff(lost - 1)).await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return (Err(e.into()), None),
             }
         }
     }
@@ -579,7 +816,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             }
             let reconciled = match Sku::new(aggregate.id()) {
                 Ok(sku) => self
-                    .run_inventory(&sku, &InventoryCommand::Reconcile, Some(events))
+                    .execute(&sku, &InventoryCommand::Reconcile)
                     .await
                     .map(|_| ()),
                 Err(e) => Err(ServiceError::Internal(e.to_string())),
@@ -836,6 +1073,155 @@ mod tests {
         ));
         azure.store().set_available(true);
         assert!(azure.store().is_empty());
+    }
+
+    /// The in-memory store, counting the events each kind of load returns.
+    #[derive(Default)]
+    struct CountsReads {
+        inner: InMemoryEventStore,
+        full_loads: std::sync::atomic::AtomicUsize,
+        read_after: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CountsReads {
+        fn reads(&self) -> (usize, usize) {
+            use std::sync::atomic::Ordering::SeqCst;
+            (self.full_loads.load(SeqCst), self.read_after.load(SeqCst))
+        }
+    }
+
+    impl EventStore for CountsReads {
+        async fn append(
+            &self,
+            stream: &StreamId,
+            expected: u64,
+            events: &[RecordedEvent],
+        ) -> Result<(), StoreError> {
+            self.inner.append(stream, expected, events).await
+        }
+        async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
+            let events = self.inner.load(aggregate).await?;
+            self.full_loads
+                .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(events)
+        }
+        async fn load_after(
+            &self,
+            aggregate: &AggregateId,
+            after: &BTreeMap<CellId, u64>,
+        ) -> Result<Vec<RecordedEvent>, StoreError> {
+            let events = self.inner.load_after(aggregate, after).await?;
+            self.read_after
+                .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(events)
+        }
+        async fn apply_replicated(
+            &self,
+            event: &RecordedEvent,
+        ) -> Result<ReplicatedApply, StoreError> {
+            self.inner.apply_replicated(event).await
+        }
+        async fn read(
+            &self,
+            stream: &StreamId,
+            version: u64,
+        ) -> Result<Option<RecordedEvent>, StoreError> {
+            self.inner.read(stream, version).await
+        }
+        async fn list_origin(
+            &self,
+            listing: &crate::ports::Listing,
+        ) -> Result<crate::ports::EventPage, StoreError> {
+            self.inner.list_origin(listing).await
+        }
+        async fn check(&self) -> Result<(), StoreError> {
+            self.inner.check().await
+        }
+    }
+
+    fn counting(capacity: usize) -> Service<CountsReads, ManualClock, SequentialIds> {
+        let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
+        Service::new(
+            topology,
+            CountsReads::default(),
+            ManualClock::new(Timestamp::from_unix_millis(1_000).unwrap(), 1),
+            SequentialIds::default(),
+        )
+        .with_cache_capacity(capacity)
+    }
+
+    fn reserve(order: &str) -> ReserveStock {
+        ReserveStock {
+            order_id: OrderId::new(order).unwrap(),
+            quantity: Quantity::new(1).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_warm_sku_reads_only_what_is_new_however_long_its_history() {
+        let s = counting(DEFAULT_CACHE_CAPACITY);
+        block_on(s.receive(&sku(), Quantity::new(300).unwrap())).unwrap();
+        for n in 0..200 {
+            block_on(s.reserve(&sku(), reserve(&format!("o-{n}")))).unwrap();
+        }
+        // Every command so far read only the events it had not seen: each
+        // of its own once (the first receipt found nothing).
+        let (full, after) = s.store().reads();
+        assert_eq!(full, 0, "never a full load");
+        assert_eq!(after, 0, "its own events are kept, not read back");
+        // Another process of the cell appends; this one reads just that.
+        let stream = StreamId::new(AggregateId::inventory(&sku()), CellId::new("aws").unwrap());
+        let next = RecordedEvent::new(
+            stream.clone(),
+            202,
+            Timestamp::EPOCH,
+            DomainEvent::StockReceived {
+                quantity: Quantity::new(5).unwrap(),
+            },
+        )
+        .unwrap();
+        block_on(s.store().inner.append(&stream, 201, &[next])).unwrap();
+        let view = block_on(s.inventory(&sku())).unwrap();
+        assert_eq!(view.on_hand, 305);
+        assert_eq!(s.store().reads(), (0, 1), "one new event read");
+        // A refusal keeps the state too.
+        let too_many = ReserveStock {
+            order_id: OrderId::new("big").unwrap(),
+            quantity: Quantity::new(1_000).unwrap(),
+        };
+        assert!(matches!(
+            block_on(s.reserve(&sku(), too_many)),
+            Err(ServiceError::Inventory(
+                InventoryError::InsufficientStock { .. }
+            ))
+        ));
+        block_on(s.reserve(&sku(), reserve("after-refusal"))).unwrap();
+        assert_eq!(s.store().reads(), (0, 1), "nothing read again");
+    }
+
+    #[test]
+    fn without_a_cache_every_command_reads_the_whole_history() {
+        let s = counting(0);
+        block_on(s.receive(&sku(), Quantity::new(10).unwrap())).unwrap();
+        for n in 0..5 {
+            block_on(s.reserve(&sku(), reserve(&format!("o-{n}")))).unwrap();
+        }
+        // 1 + 2 + … + 5 events read by the reservations.
+        assert_eq!(s.store().reads(), (0, 15));
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_capacity_least_recently_used_first() {
+        let s = counting(2);
+        for name in ["a", "b", "c"] {
+            block_on(s.receive(&Sku::new(name).unwrap(), Quantity::new(1).unwrap())).unwrap();
+        }
+        assert_eq!(s.inventories.len(), 2);
+        assert!(
+            s.inventories.take(&Sku::new("a").unwrap()).is_none(),
+            "a left first"
+        );
+        assert!(s.inventories.take(&Sku::new("c").unwrap()).is_some());
     }
 
     /// A store whose appends always lose the race: unit test of the retry bound.

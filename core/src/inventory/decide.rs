@@ -124,6 +124,20 @@ impl Inventory {
         command: &InventoryCommand,
         now: Timestamp,
     ) -> Result<InventoryDecision, InventoryError> {
+        self.decide_keeping(command, now).0
+    }
+
+    /// [`decide`](Self::decide), giving back the state as well: on a
+    /// decision, the state after its events (what the store holds once they
+    /// are appended); on a refusal, the state unchanged when nothing was
+    /// applied to it before the refusal, and `None` when it is part-way
+    /// (owed reconcile events applied, not appended) and must be dropped.
+    /// What a service keeps between commands, without copying the state.
+    pub fn decide_keeping(
+        self,
+        command: &InventoryCommand,
+        now: Timestamp,
+    ) -> (Result<InventoryDecision, InventoryError>, Option<Self>) {
         let mut owed = self.reconcile();
         // A command adds at most one event of its own plus one request per
         // other cell holding the order.
@@ -136,28 +150,41 @@ impl Inventory {
             now,
         };
         for event in owed {
-            next.push(event)?;
+            if let Err(e) = next.push(event) {
+                return (Err(e), None);
+            }
         }
         if command_pending {
-            return Ok(InventoryDecision {
+            let decision = InventoryDecision {
                 outcome: next.applied(),
                 events: next.events,
                 command_pending,
-            });
+            };
+            return (Ok(decision), Some(next.state));
         }
-        let outcome = next.command(command)?;
+        let outcome = match next.command(command) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let clean = next.events.is_empty();
+                return (Err(e), clean.then_some(next.state));
+            }
+        };
         if next.events.len() > MAX_EVENTS_PER_APPEND {
             // Only a topology of more than 99 cells gets here.
-            return Err(InventoryError::Inconsistent(format!(
-                "a decision of {} events does not fit one append of {MAX_EVENTS_PER_APPEND}",
-                next.events.len()
-            )));
+            return (
+                Err(InventoryError::Inconsistent(format!(
+                    "a decision of {} events does not fit one append of {MAX_EVENTS_PER_APPEND}",
+                    next.events.len()
+                ))),
+                None,
+            );
         }
-        Ok(InventoryDecision {
+        let decision = InventoryDecision {
             events: next.events,
             outcome,
             command_pending,
-        })
+        };
+        (Ok(decision), Some(next.state))
     }
 }
 
