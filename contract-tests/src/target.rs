@@ -404,7 +404,7 @@ fn unique_name(prefix: &str) -> String {
 struct LambdaSession {
     emulator: Emulator,
     shape: Shape,
-    _child: Child,
+    child: Child,
     /// Whether the function has answered once (its init is done).
     started: bool,
 }
@@ -425,7 +425,27 @@ impl Session for LambdaSession {
             } else {
                 FIRST_INVOKE_TIMEOUT
             };
-            let outcome = self.emulator.invoke(event, timeout).await?;
+            // A function that exits (an init that fails before it reaches
+            // the runtime loop) is reported at once, as Lambda reports a
+            // Runtime.ExitError, rather than waited for.
+            let outcome = tokio::select! {
+                outcome = self.emulator.invoke(event, timeout) => outcome?,
+                status = self.child.wait() => {
+                    let mut said = String::new();
+                    if let Some(mut stderr) = self.child.stderr.take() {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(1),
+                            stderr.read_to_string(&mut said),
+                        )
+                        .await;
+                    }
+                    return Err(format!(
+                        "the function exited ({}) without answering: {}",
+                        status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                        said.trim()
+                    ));
+                }
+            };
             self.started = true;
             match outcome {
                 Outcome::Response(v) => lambda_events::answer(&v),
@@ -482,14 +502,14 @@ impl Target for LambdaProcess {
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("RUST_LOG", "off")
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("starting api: {e}"))?;
             let session: Box<dyn Session> = Box::new(LambdaSession {
                 emulator,
                 shape: self.shape,
-                _child: child,
+                child,
                 started: false,
             });
             Ok(session)

@@ -6,8 +6,9 @@
 //! all byte-identical.
 //!
 //! The process targets need the binaries built with the `contract-mode`
-//! feature (scripts/test.sh builds them); without them this test fails and
-//! says how to build them.
+//! feature (scripts/test.sh builds them) and moto (`TWINCELL_MOTO_SERVER`,
+//! which scripts/test.sh installs; the suite starts its own server);
+//! without them this test fails and says why.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -53,13 +54,13 @@ async fn every_case_passes_on_every_target_with_identical_answers() {
     targets.push(Box::new(
         LambdaProcess::new(Shape::HttpV2, CELL, PEER).with_auth(auth.clone()),
     ));
-    let moto = std::env::var("TWINCELL_MOTO_ENDPOINT").expect(
-        "TWINCELL_MOTO_ENDPOINT is not set: the suite also runs the api on moto; \
-         run scripts/test.sh, which starts moto",
-    );
+    // A moto server of the suite's own: the shared one serves the other
+    // DynamoDB tests, and one busy Python process (a megabyte-sized table
+    // copied per write) would stall this suite's requests behind them.
+    let moto = twincell_dynamodb::testing::MotoServer::launch().unwrap();
     targets.push(Box::new(
         LambdaProcess::new(Shape::HttpV2, CELL, PEER)
-            .on_dynamodb(&moto)
+            .on_dynamodb(&moto.endpoint())
             .with_auth(auth),
     ));
     let total = cases.len();
