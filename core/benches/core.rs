@@ -2,7 +2,10 @@
 //!
 //! - validate + decide of a create-transaction (target: under 2 µs);
 //! - a reserve on a ledger folded from 1 000 prior events;
-//! - folding 1 000 / 10 000 / 100 000 events (target: linear).
+//! - folding 1 000 / 10 000 / 100 000 events (target: linear);
+//! - a reservation through the service on a SKU with 1 000 or 20 000 prior
+//!   events, with the warm cache and without (target: the warm cost flat
+//!   in history): `cargo bench -p twincell-core -- service/`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -127,5 +130,57 @@ fn fold(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, create_transaction, reserve, fold);
+/// Sequential reservations through the service, on the in-memory store,
+/// on a SKU with `n` prior events ([`history`], then a large receipt): with
+/// the warm cache a command reads only what is new; without it
+/// (`with_cache_capacity(0)`) it folds the whole history. Each sample
+/// starts from a fresh store seeded with the history, warms the service
+/// with one untimed command, and times the next `iters` reservations.
+fn service(c: &mut Criterion) {
+    use twincell_core::testing::{SequentialIds, block_on};
+    use twincell_core::{EventStore, InMemoryEventStore, ReserveStock, Service, SystemClock};
+    let sku = Sku::new("sku-bench").unwrap();
+    let aws = CellId::new("aws").unwrap();
+    let topology = Topology::new(aws.clone(), [CellId::new("azure").unwrap()]);
+    let stream = StreamId::new(AggregateId::inventory(&sku), aws.clone());
+    let mut group = c.benchmark_group("service/reserve");
+    group.sample_size(20);
+    for n in [1_000usize, 20_000] {
+        let mut seed = history(n, &sku, &aws);
+        let at = Timestamp::from_unix_millis(i64::try_from(n).unwrap()).unwrap();
+        let receipt = DomainEvent::StockReceived {
+            quantity: Quantity::new(1_000_000).unwrap(),
+        };
+        seed.push(
+            RecordedEvent::new(stream.clone(), u64::try_from(n).unwrap() + 1, at, receipt)
+                .unwrap(),
+        );
+        for (cache, capacity) in [("warm", 1024), ("no-cache", 0)] {
+            group.bench_function(BenchmarkId::new(cache, n), |b| {
+                b.iter_custom(|iters| {
+                    let store = InMemoryEventStore::new();
+                    for (chunk, after) in seed.chunks(100).zip((0u64..).step_by(100)) {
+                        block_on(store.append(&stream, after, chunk)).unwrap();
+                    }
+                    let service =
+                        Service::new(topology.clone(), store, SystemClock, SequentialIds::default())
+                            .with_cache_capacity(capacity);
+                    let reserve = |i: u64| ReserveStock {
+                        order_id: OrderId::new(format!("bench-{i}")).unwrap(),
+                        quantity: Quantity::new(1).unwrap(),
+                    };
+                    block_on(service.reserve(&sku, reserve(0))).unwrap();
+                    let started = std::time::Instant::now();
+                    for i in 1..=iters {
+                        black_box(block_on(service.reserve(&sku, reserve(i))).unwrap());
+                    }
+                    started.elapsed()
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, create_transaction, reserve, fold, service);
 criterion_main!(benches);
