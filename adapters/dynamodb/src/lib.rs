@@ -28,8 +28,9 @@
 //! - One aggregate is one item collection, so [`load`](EventStore::load) is
 //!   a single strongly consistent `Query` on `pk`, followed page by page,
 //!   and [`load_after`](EventStore::load_after) one such `Query` per origin
-//!   on the key range `sk BETWEEN <origin>#<held + 1> AND <origin>#<max>`:
-//!   it reads only the newer items, however long the history.
+//!   on the key range `sk BETWEEN <origin>#<held + 1> AND <origin>#<max>`,
+//!   sent together: it reads only the newer items, however long the
+//!   history, in one round trip.
 //! - An append writes each new version as a put conditioned on
 //!   `attribute_not_exists(pk)`: a version can be written once, so of
 //!   concurrent writers at one version exactly one wins. One event is a
@@ -180,6 +181,40 @@ pub struct DynamoDbEventStore {
 }
 
 impl DynamoDbEventStore {
+    /// The items of `pk` with `from <= sk <= to`, strongly consistent,
+    /// every page.
+    async fn query_range(
+        &self,
+        pk: &str,
+        from: String,
+        to: String,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+                .expression_attribute_values(":from", AttributeValue::S(from.clone()))
+                .expression_attribute_values(":to", AttributeValue::S(to.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", &e))?;
+            for item in page.items() {
+                events.push(decode(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(events),
+            }
+        }
+    }
+
     /// A store on `settings.table`, with credentials and region from the
     /// standard AWS sources (environment, profile, container or instance
     /// role). The HTTP client is built once here (rustls with *ring*) and
@@ -707,42 +742,22 @@ impl EventStore for DynamoDbEventStore {
         aggregate: &AggregateId,
         after: &std::collections::BTreeMap<CellId, u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // One key range per origin, the queries sent together: one round
+        // trip, and only the newer items read, however long the history.
         let pk = partition_key(aggregate);
-        let mut events = Vec::new();
-        for (origin, version) in after {
-            // One key range per origin: `sk` sorts by (origin, version), so
-            // the query reads only the newer items, however long the history.
-            if *version == u64::MAX {
-                continue;
-            }
-            let stream = StreamId::new(aggregate.clone(), origin.clone());
-            let from = sort_key(&stream, version.saturating_add(1));
-            let to = sort_key(&stream, u64::MAX);
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                    .expression_attribute_values(":from", AttributeValue::S(from.clone()))
-                    .expression_attribute_values(":to", AttributeValue::S(to.clone()))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("Query", &e))?;
-                for item in page.items() {
-                    events.push(decode(item)?);
-                }
-                match page.last_evaluated_key {
-                    Some(key) if !key.is_empty() => start = Some(key),
-                    _ => break,
-                }
-            }
-        }
-        Ok(events)
+        let queries = after
+            .iter()
+            .filter(|(_, version)| **version < u64::MAX)
+            .map(|(origin, version)| {
+                let stream = StreamId::new(aggregate.clone(), origin.clone());
+                self.query_range(
+                    &pk,
+                    sort_key(&stream, version.saturating_add(1)),
+                    sort_key(&stream, u64::MAX),
+                )
+            });
+        let ranges = futures_util::future::try_join_all(queries).await?;
+        Ok(ranges.into_iter().flatten().collect())
     }
 
     async fn read(
