@@ -152,8 +152,7 @@ fn service(c: &mut Criterion) {
             quantity: Quantity::new(1_000_000).unwrap(),
         };
         seed.push(
-            RecordedEvent::new(stream.clone(), u64::try_from(n).unwrap() + 1, at, receipt)
-                .unwrap(),
+            RecordedEvent::new(stream.clone(), u64::try_from(n).unwrap() + 1, at, receipt).unwrap(),
         );
         for (cache, capacity) in [("warm", 1024), ("no-cache", 0)] {
             group.bench_function(BenchmarkId::new(cache, n), |b| {
@@ -162,9 +161,13 @@ fn service(c: &mut Criterion) {
                     for (chunk, after) in seed.chunks(100).zip((0u64..).step_by(100)) {
                         block_on(store.append(&stream, after, chunk)).unwrap();
                     }
-                    let service =
-                        Service::new(topology.clone(), store, SystemClock, SequentialIds::default())
-                            .with_cache_capacity(capacity);
+                    let service = Service::new(
+                        topology.clone(),
+                        store,
+                        SystemClock,
+                        SequentialIds::default(),
+                    )
+                    .with_cache_capacity(capacity);
                     let reserve = |i: u64| ReserveStock {
                         order_id: OrderId::new(format!("bench-{i}")).unwrap(),
                         quantity: Quantity::new(1).unwrap(),
