@@ -181,30 +181,31 @@ pub struct DynamoDbEventStore {
 }
 
 impl DynamoDbEventStore {
-    /// The items of `pk` with `from <= sk <= to`, strongly consistent,
-    /// every page.
+    /// The items of `pk`, or only those with `from <= sk <= to`, strongly
+    /// consistent, every page.
     async fn query_range(
         &self,
         pk: &str,
-        from: String,
-        to: String,
+        range: Option<(String, String)>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut events = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-                .expression_attribute_values(":from", AttributeValue::S(from.clone()))
-                .expression_attribute_values(":to", AttributeValue::S(to.clone()))
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", &e))?;
+                .set_exclusive_start_key(start);
+            query = match &range {
+                Some((from, to)) => query
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":from", AttributeValue::S(from.clone()))
+                    .expression_attribute_values(":to", AttributeValue::S(to.clone())),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let page = query.send().await.map_err(|e| unavailable("Query", &e))?;
             for item in page.items() {
                 events.push(decode(item)?);
             }
@@ -709,28 +710,7 @@ impl EventStore for DynamoDbEventStore {
     }
 
     async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut events = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", AttributeValue::S(partition_key(aggregate)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", &e))?;
-            for item in page.items() {
-                events.push(decode(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut events = self.query_range(&partition_key(aggregate), None).await?;
         // Keys already sort by (origin, version); sorting again makes that
         // independent of which characters a cell id may hold.
         events.sort_by(|a, b| (a.origin(), a.version()).cmp(&(b.origin(), b.version())));
@@ -752,8 +732,10 @@ impl EventStore for DynamoDbEventStore {
                 let stream = StreamId::new(aggregate.clone(), origin.clone());
                 self.query_range(
                     &pk,
-                    sort_key(&stream, version.saturating_add(1)),
-                    sort_key(&stream, u64::MAX),
+                    Some((
+                        sort_key(&stream, version.saturating_add(1)),
+                        sort_key(&stream, u64::MAX),
+                    )),
                 )
             });
         let ranges = futures_util::future::try_join_all(queries).await?;
