@@ -58,6 +58,18 @@ fn start_with(cell: &str, peer: &str, env: &[(&str, String)]) -> Cell {
     Cell { child, url }
 }
 
+/// The CLI pointed at both cells.
+fn cli(aws: &Cell, azure: &Cell) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_twincell-contract"));
+    command.args([
+        "--target",
+        &format!("aws={}", aws.url),
+        "--target",
+        &format!("azure={}", azure.url),
+    ]);
+    command
+}
+
 #[test]
 fn the_cli_proves_parity_of_two_running_cells_and_is_safe_to_run_again() {
     let aws = start("aws", "azure");
@@ -66,13 +78,7 @@ fn the_cli_proves_parity_of_two_running_cells_and_is_safe_to_run_again() {
     // the command line); the second does not, and leaves out the cases
     // that need them, saying so.
     for run in 1..=2 {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twincell-contract"));
-        command.args([
-            "--target",
-            &format!("aws={}", aws.url),
-            "--target",
-            &format!("azure={}", azure.url),
-        ]);
+        let mut command = cli(&aws, &azure);
         if run == 1 {
             command
                 .env("AWS_CELL_KEY", key("aws"))
@@ -120,13 +126,7 @@ fn against_cells_that_check_tokens_the_cli_sends_the_token_it_is_given() {
     let aws = start_with("aws", "azure", &env);
     let azure = start_with("azure", "aws", &env);
     for with_token in [true, false] {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_twincell-contract"));
-        command.args([
-            "--target",
-            &format!("aws={}", aws.url),
-            "--target",
-            &format!("azure={}", azure.url),
-        ]);
+        let mut command = cli(&aws, &azure);
         if with_token {
             command.env("CELL_TOKEN", idp.token("all").unwrap()).args([
                 "--bearer-env",

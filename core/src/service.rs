@@ -1075,75 +1075,13 @@ mod tests {
         assert!(azure.store().is_empty());
     }
 
-    /// The in-memory store, counting the events each kind of load returns.
-    #[derive(Default)]
-    struct CountsReads {
-        inner: InMemoryEventStore,
-        full_loads: std::sync::atomic::AtomicUsize,
-        read_after: std::sync::atomic::AtomicUsize,
-    }
-
-    impl CountsReads {
-        fn reads(&self) -> (usize, usize) {
-            use std::sync::atomic::Ordering::SeqCst;
-            (self.full_loads.load(SeqCst), self.read_after.load(SeqCst))
-        }
-    }
-
-    impl EventStore for CountsReads {
-        async fn append(
-            &self,
-            stream: &StreamId,
-            expected: u64,
-            events: &[RecordedEvent],
-        ) -> Result<(), StoreError> {
-            self.inner.append(stream, expected, events).await
-        }
-        async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-            let events = self.inner.load(aggregate).await?;
-            self.full_loads
-                .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
-            Ok(events)
-        }
-        async fn load_after(
-            &self,
-            aggregate: &AggregateId,
-            after: &BTreeMap<CellId, u64>,
-        ) -> Result<Vec<RecordedEvent>, StoreError> {
-            let events = self.inner.load_after(aggregate, after).await?;
-            self.read_after
-                .fetch_add(events.len(), std::sync::atomic::Ordering::SeqCst);
-            Ok(events)
-        }
-        async fn apply_replicated(
-            &self,
-            event: &RecordedEvent,
-        ) -> Result<ReplicatedApply, StoreError> {
-            self.inner.apply_replicated(event).await
-        }
-        async fn read(
-            &self,
-            stream: &StreamId,
-            version: u64,
-        ) -> Result<Option<RecordedEvent>, StoreError> {
-            self.inner.read(stream, version).await
-        }
-        async fn list_origin(
-            &self,
-            listing: &crate::ports::Listing,
-        ) -> Result<crate::ports::EventPage, StoreError> {
-            self.inner.list_origin(listing).await
-        }
-        async fn check(&self) -> Result<(), StoreError> {
-            self.inner.check().await
-        }
-    }
-
-    fn counting(capacity: usize) -> Service<CountsReads, ManualClock, SequentialIds> {
+    fn counting(
+        capacity: usize,
+    ) -> Service<crate::testing::Counted<InMemoryEventStore>, ManualClock, SequentialIds> {
         let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
         Service::new(
             topology,
-            CountsReads::default(),
+            crate::testing::Counted::new(InMemoryEventStore::new()),
             ManualClock::new(Timestamp::from_unix_millis(1_000).unwrap(), 1),
             SequentialIds::default(),
         )
@@ -1180,7 +1118,7 @@ mod tests {
             },
         )
         .unwrap();
-        block_on(s.store().inner.append(&stream, 201, &[next])).unwrap();
+        block_on(s.store().inner().append(&stream, 201, &[next])).unwrap();
         let view = block_on(s.inventory(&sku())).unwrap();
         assert_eq!(view.on_hand, 305);
         assert_eq!(s.store().reads(), (0, 1), "one new event read");

@@ -11,72 +11,20 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use twincell_core::inventory::{InventoryError, InventoryOutcome};
+use twincell_core::testing::Counted;
 use twincell_core::{
-    AggregateId, CellId, EventStore, InMemoryEventStore, OrderId, Quantity, RandomIds,
-    RecordedEvent, ReplicatedApply, ReserveStock, Service, ServiceError, Sku, StoreError, StreamId,
-    SystemClock, Topology,
+    CellId, InMemoryEventStore, OrderId, Quantity, RandomIds, ReserveStock, Service, ServiceError,
+    Sku, SystemClock, Topology,
 };
 
 const TASKS: usize = 32;
 
-/// The real in-memory store, counting the version conflicts it reports, so
-/// the test proves the retry path was exercised and not merely present.
-#[derive(Default, Clone)]
-struct CountingStore {
-    inner: Arc<InMemoryEventStore>,
-    conflicts: Arc<AtomicU64>,
-}
-
-impl EventStore for CountingStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: u64,
-        events: &[RecordedEvent],
-    ) -> Result<(), StoreError> {
-        let result = self.inner.append(stream, expected, events).await;
-        if matches!(result, Err(StoreError::Conflict { .. })) {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
-        }
-        result
-    }
-    async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-        // Yield between load and append, as a network store does, so that
-        // tasks interleave on one worker too.
-        let events = self.inner.load(aggregate).await;
-        tokio::task::yield_now().await;
-        events
-    }
-    async fn load_after(
-        &self,
-        aggregate: &AggregateId,
-        after: &std::collections::BTreeMap<twincell_core::CellId, u64>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.load_after(aggregate, after).await
-    }
-    async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
-        self.inner.apply_replicated(event).await
-    }
-    async fn read(
-        &self,
-        stream: &StreamId,
-        version: u64,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        self.inner.read(stream, version).await
-    }
-    async fn list_origin(
-        &self,
-        listing: &twincell_core::Listing,
-    ) -> Result<twincell_core::EventPage, StoreError> {
-        self.inner.list_origin(listing).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
-    }
-}
+/// The real in-memory store, counting the version conflicts it reports (so
+/// the test proves the retry path was exercised and not merely present),
+/// yielding in every load so tasks interleave on one worker too.
+type CountingStore = Counted<InMemoryEventStore>;
 
 /// `TASKS` tasks reserving one unit each of `sku` at once, spread over
 /// `services` (sharing one store); checks every answer and the stock, and
@@ -131,7 +79,7 @@ async fn reserve_at_once(
         (view.on_hand, view.reserved, view.available),
         (stock, stock, 0)
     );
-    services[0].store().conflicts.load(Ordering::Relaxed)
+    services[0].store().conflicts()
 }
 
 fn service(store: &CountingStore) -> Arc<Service<CountingStore, SystemClock, RandomIds>> {
@@ -148,7 +96,7 @@ fn service(store: &CountingStore) -> Arc<Service<CountingStore, SystemClock, Ran
 async fn thirty_two_tasks_in_one_process_take_turns_and_never_oversell() {
     let sku = Sku::new("hot-sku").unwrap();
     for round in 0..20u64 {
-        let store = CountingStore::default();
+        let store = Counted::new(InMemoryEventStore::new()).yielding();
         // Stock for fewer than all of them: 20 to 27 units, 1 unit each.
         let conflicts = reserve_at_once(&[service(&store)], &sku, 20 + round % 8, round).await;
         assert_eq!(conflicts, 0, "round {round}: commands of one process raced");
@@ -160,7 +108,7 @@ async fn thirty_two_tasks_in_two_processes_race_and_never_oversell() {
     let sku = Sku::new("hot-sku").unwrap();
     let mut conflicts = 0;
     for round in 0..50u64 {
-        let store = CountingStore::default();
+        let store = Counted::new(InMemoryEventStore::new()).yielding();
         let services = [service(&store), service(&store)];
         conflicts += reserve_at_once(&services, &sku, 20 + round % 8, round).await;
     }

@@ -431,6 +431,29 @@ impl Cursor {
 }
 
 impl CosmosEventStore {
+    /// Every document `query` finds in the partition `pk`, decoded.
+    async fn query_partition(
+        &self,
+        query: Query,
+        pk: String,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut docs = self
+            .container
+            .query_items::<Document>(query, FeedScope::partition(pk), None)
+            .await
+            .map_err(|e| unavailable("query", &e))?;
+        let mut events = Vec::new();
+        while let Some(doc) = docs
+            .try_next()
+            .await
+            .map_err(|e| unavailable("query", &e))?
+        {
+            events.push(decode(doc)?);
+        }
+        Ok(events)
+    }
+
     async fn list_page(&self, listing: &Listing, cursor: Cursor) -> Result<EventPage, StoreError> {
         use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
         use futures_util::TryStreamExt;
@@ -590,25 +613,9 @@ impl EventStore for CosmosEventStore {
     }
 
     async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-        use futures_util::TryStreamExt;
-        let pk = partition_key(aggregate);
-        let mut docs = self
-            .container
-            .query_items::<Document>(
-                Query::from("SELECT * FROM c"),
-                FeedScope::partition(pk),
-                None,
-            )
-            .await
-            .map_err(|e| unavailable("query", &e))?;
-        let mut events = Vec::new();
-        while let Some(doc) = docs
-            .try_next()
-            .await
-            .map_err(|e| unavailable("query", &e))?
-        {
-            events.push(decode(doc)?);
-        }
+        let mut events = self
+            .query_partition(Query::from("SELECT * FROM c"), partition_key(aggregate))
+            .await?;
         events.sort_by(|a, b| (a.origin(), a.version()).cmp(&(b.origin(), b.version())));
         Ok(events)
     }
@@ -618,7 +625,6 @@ impl EventStore for CosmosEventStore {
         aggregate: &AggregateId,
         after: &std::collections::BTreeMap<CellId, u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        use futures_util::TryStreamExt;
         let pk = partition_key(aggregate);
         let mut events = Vec::new();
         for (origin, version) in after {
@@ -629,19 +635,7 @@ impl EventStore for CosmosEventStore {
                     .with_parameter("@origin", origin.as_str())
                     .and_then(|q| q.with_parameter("@version", *version))
                     .map_err(|e| unavailable("query", &e))?;
-            let mut docs = self
-                .container
-                .query_items::<Document>(query, FeedScope::partition(pk.clone()), None)
-                .await
-                .map_err(|e| unavailable("query", &e))?;
-            let mut newer = Vec::new();
-            while let Some(doc) = docs
-                .try_next()
-                .await
-                .map_err(|e| unavailable("query", &e))?
-            {
-                newer.push(decode(doc)?);
-            }
+            let mut newer = self.query_partition(query, pk.clone()).await?;
             newer.sort_by_key(RecordedEvent::version);
             events.extend(newer);
         }

@@ -6,66 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use twincell_core::testing::Counted;
 use twincell_core::{
     AggregateId, DomainEvent, EventStore, InventoryError, InventoryOutcome, OrderId, Quantity,
-    RandomIds, RecordedEvent, ReplicatedApply, ReserveStock, Service, ServiceError, Sku,
-    StoreError, StreamId, SystemClock, Topology,
+    RandomIds, ReserveStock, Service, ServiceError, Sku, SystemClock, Topology,
 };
-use twincell_dynamodb::DynamoDbEventStore;
-
-/// The DynamoDB store, counting the conflicts it reports, so the test can
-/// show that clients really raced.
-#[derive(Clone)]
-struct Counting {
-    inner: DynamoDbEventStore,
-    conflicts: Arc<AtomicU64>,
-}
-
-impl EventStore for Counting {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected_version: u64,
-        events: &[RecordedEvent],
-    ) -> Result<(), StoreError> {
-        let r = self.inner.append(stream, expected_version, events).await;
-        if matches!(r, Err(StoreError::Conflict { .. })) {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
-        }
-        r
-    }
-    async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.load(aggregate).await
-    }
-    async fn load_after(
-        &self,
-        aggregate: &AggregateId,
-        after: &std::collections::BTreeMap<twincell_core::CellId, u64>,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.load_after(aggregate, after).await
-    }
-    async fn apply_replicated(&self, event: &RecordedEvent) -> Result<ReplicatedApply, StoreError> {
-        self.inner.apply_replicated(event).await
-    }
-    async fn read(
-        &self,
-        stream: &StreamId,
-        version: u64,
-    ) -> Result<Option<RecordedEvent>, StoreError> {
-        self.inner.read(stream, version).await
-    }
-    async fn list_origin(
-        &self,
-        listing: &twincell_core::Listing,
-    ) -> Result<twincell_core::EventPage, StoreError> {
-        self.inner.list_origin(listing).await
-    }
-    async fn check(&self) -> Result<(), StoreError> {
-        self.inner.check().await
-    }
-}
 
 const STOCK: u64 = 20;
 const CLIENTS: u64 = 16;
@@ -73,10 +19,9 @@ const ORDERS_PER_CLIENT: u64 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_clients_on_one_sku_never_oversell() {
-    let store = Counting {
-        inner: twincell_dynamodb::testing::fresh_store("oversell").await,
-        conflicts: Arc::new(AtomicU64::new(0)),
-    };
+    // Counting the conflicts it reports, so the test can show that clients
+    // really raced.
+    let store = Counted::new(twincell_dynamodb::testing::fresh_store("oversell").await);
     let instance = || {
         let topology = Topology::parse("aws", "azure").unwrap();
         Arc::new(Service::new(
@@ -133,7 +78,7 @@ async fn sixteen_clients_on_one_sku_never_oversell() {
     // Count from the stored events, independently of the ledger's fold.
     let events = service
         .store()
-        .inner
+        .inner()
         .load(&AggregateId::inventory(&sku))
         .await
         .unwrap();
@@ -157,7 +102,7 @@ async fn sixteen_clients_on_one_sku_never_oversell() {
     );
     let view = service.inventory(&sku).await.unwrap();
     assert_eq!((view.reserved, view.available), (STOCK, 0));
-    let conflicts = service.store().conflicts.load(Ordering::Relaxed);
+    let conflicts = service.store().conflicts();
     assert!(
         conflicts > 0,
         "the clients never raced: no version conflict was seen"

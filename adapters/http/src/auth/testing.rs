@@ -201,52 +201,6 @@ fn with(mut claims: Value, changes: &[(&str, Value)]) -> Value {
     claims
 }
 
-/// The names [`token`] knows.
-pub const TOKEN_NAMES: &[&str] = &[
-    "all",
-    "rs256",
-    "ps256",
-    "scope.transactions.read",
-    "scope.transactions.write",
-    "scope.inventory.read",
-    "scope.inventory.write",
-    "scope.inventory.admin",
-    "role.transactions.read",
-    "role.transactions.write",
-    "role.inventory.read",
-    "role.inventory.write",
-    "role.inventory.admin",
-    "cognito.transactions.read",
-    "cognito.transactions.write",
-    "cognito.inventory.read",
-    "cognito.inventory.write",
-    "cognito.inventory.admin",
-    "no-scope",
-    "skew.expired-30s",
-    "skew.nbf-30s",
-    "eventgrid",
-    "eventgrid-no-role",
-    "expired",
-    "not-yet-valid",
-    "no-exp",
-    "wrong-issuer",
-    "no-issuer",
-    "wrong-audience",
-    "cognito-id-token",
-    "unknown-kid",
-    "no-kid",
-    "alg-none",
-    "hs256-public-key",
-    "alg-mismatch",
-    "tampered-payload",
-    "tampered-signature",
-    "other-key",
-    "jku",
-    "embedded-jwk",
-    "rsa-1024",
-    "oversized",
-];
-
 /// The token parity cases name `{{token.<name>}}`, minted now (so the
 /// tokens that sit near a time limit are where they should be when sent),
 /// for the keys of [`published_jwks`]. `attacker` is a URL a token's header
