@@ -89,8 +89,10 @@ pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
 pub use ports::{
     Clock, EventPage, EventStore, IdGenerator, ListCursor, Listing, MAX_EVENT_BYTES,
-    MAX_EVENTS_PER_APPEND, RandomIds, ReplicatedApply, StoreError, SystemClock, ThreadSleep,
-    WriteFailure, apply_by_create, check_batch, check_event_size,
+    MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_PARTS, RandomIds, ReplicatedApply,
+    SNAPSHOT_PART_BYTES, Snapshot, SnapshotPart, StoreError, SystemClock, ThreadSleep,
+    WriteFailure, apply_by_create, check_batch, check_event_size, join_snapshot_parts,
+    snapshot_parts,
 };
 pub use quantity::Quantity;
 pub use replication::{BatchReport, StreamProgress};

@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use crate::event::{AggregateId, AggregateType, RecordedEvent, StreamId};
 use crate::ids::CellId;
 use crate::ports::{
-    EventPage, EventStore, ListCursor, Listing, ReplicatedApply, StoreError, check_batch,
-    check_event_size,
+    EventPage, EventStore, ListCursor, Listing, ReplicatedApply, Snapshot, StoreError, check_batch,
+    check_event_size, snapshot_parts,
 };
 
 /// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
@@ -26,6 +26,9 @@ fn key(e: &RecordedEvent) -> (&CellId, u64) {
 #[derive(Debug, Default)]
 pub struct InMemoryEventStore {
     streams: Mutex<Streams>,
+    /// The latest snapshot per stream: apart from the events, as snapshots
+    /// are in every store.
+    snapshots: Mutex<BTreeMap<StreamId, Snapshot>>,
     #[cfg(any(test, feature = "test-util"))]
     unavailable: std::sync::atomic::AtomicBool,
 }
@@ -55,6 +58,24 @@ impl InMemoryEventStore {
             .filter(|e| e.origin() == cell)
             .cloned()
             .collect()
+    }
+
+    fn lock_snapshots(&self) -> MutexGuard<'_, BTreeMap<StreamId, Snapshot>> {
+        // As for the events: every write is whole before the lock is released.
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many snapshots are stored.
+    #[must_use]
+    pub fn snapshot_count(&self) -> usize {
+        self.lock_snapshots().len()
+    }
+
+    /// Deletes every snapshot: no answer may change.
+    pub fn forget_snapshots(&self) {
+        self.lock_snapshots().clear();
     }
 
     /// How many events are stored.
@@ -112,6 +133,29 @@ impl InMemoryEventStore {
         }
         aggregate.splice(end..end, events.iter().cloned());
         Ok(())
+    }
+
+    fn save_snapshot_now(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.ensure_available()?;
+        snapshot_parts(snapshot)?;
+        let mut snapshots = self.lock_snapshots();
+        let newer = snapshots
+            .get(&snapshot.stream)
+            .is_none_or(|stored| stored.version < snapshot.version);
+        if newer {
+            snapshots.insert(snapshot.stream.clone(), snapshot.clone());
+        }
+        Ok(())
+    }
+
+    fn load_snapshots_now(&self, aggregate: &AggregateId) -> Result<Vec<Snapshot>, StoreError> {
+        self.ensure_available()?;
+        Ok(self
+            .lock_snapshots()
+            .values()
+            .filter(|s| &s.stream.aggregate == aggregate)
+            .cloned()
+            .collect())
     }
 
     fn load_now(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -274,6 +318,14 @@ impl EventStore for InMemoryEventStore {
 
     async fn list_origin(&self, listing: &Listing) -> Result<EventPage, StoreError> {
         self.list_now(listing)
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.save_snapshot_now(snapshot)
+    }
+
+    async fn load_snapshots(&self, aggregate: &AggregateId) -> Result<Vec<Snapshot>, StoreError> {
+        self.load_snapshots_now(aggregate)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

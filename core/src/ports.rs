@@ -107,6 +107,132 @@ pub struct EventPage {
     pub next: Option<ListCursor>,
 }
 
+/// The folded state of one stream at one version, saved so that a later
+/// load folds only the events after it. Derived, local data: never the
+/// source of truth, never replicated, never read as events; deleting every
+/// snapshot changes no answer. The `body` is the core's encoding of the
+/// state and `format` its version: a reader that does not know the format
+/// ignores the snapshot and folds from the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream whose state this is.
+    pub stream: StreamId,
+    /// The last version of `stream` folded into it.
+    pub version: u64,
+    /// The encoding of `body`.
+    pub format: u32,
+    /// The encoded state.
+    pub body: String,
+}
+
+/// The largest snapshot body, in bytes of its JSON string encoding
+/// (quotes escaped). A store writes a snapshot atomically in parts of at
+/// most [`SNAPSHOT_PART_BYTES`]: at most five DynamoDB items in one
+/// `TransactWriteItems` (4 MB), or five Cosmos DB documents in one
+/// transactional batch (2 MB). A state that encodes larger is not
+/// snapshotted; its loads fold from the last snapshot that fit.
+pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
+
+/// The largest part of a snapshot body, in bytes of its JSON string
+/// encoding: within a DynamoDB item (400 KB) and a Cosmos DB document
+/// (2 MB) with room for its keys.
+pub const SNAPSHOT_PART_BYTES: usize = 256 * 1024;
+
+/// The most parts one snapshot splits into. Parts end on a character
+/// boundary, so all but the last hold at least `SNAPSHOT_PART_BYTES − 5`
+/// bytes (the longest escaped character is six).
+pub const MAX_SNAPSHOT_PARTS: usize = 5;
+
+const _: () = assert!(MAX_SNAPSHOT_BYTES.div_ceil(SNAPSHOT_PART_BYTES - 5) <= MAX_SNAPSHOT_PARTS);
+
+/// The bytes `c` takes inside a JSON string.
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Splits `snapshot.body` into the parts a store writes: each at most
+/// [`SNAPSHOT_PART_BYTES`] in its JSON string encoding, ending on a
+/// character boundary, at least one (an empty body is one empty part).
+///
+/// # Errors
+/// [`StoreError::TooLarge`] when the body is over [`MAX_SNAPSHOT_BYTES`].
+pub fn snapshot_parts(snapshot: &Snapshot) -> Result<Vec<&str>, StoreError> {
+    let body = snapshot.body.as_str();
+    let mut parts = Vec::new();
+    let (mut start, mut size, mut total) = (0usize, 0usize, 0usize);
+    for (at, c) in body.char_indices() {
+        let n = escaped_len(c);
+        total += n;
+        if total > MAX_SNAPSHOT_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "the snapshot of {} v{} is over {MAX_SNAPSHOT_BYTES} bytes",
+                snapshot.stream, snapshot.version
+            )));
+        }
+        if size + n > SNAPSHOT_PART_BYTES {
+            parts.push(body.get(start..at).unwrap_or_default());
+            (start, size) = (at, 0);
+        }
+        size += n;
+    }
+    parts.push(body.get(start..).unwrap_or_default());
+    Ok(parts)
+}
+
+/// One stored part of a snapshot, as a store reads it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPart<'a> {
+    /// Its place, from 0.
+    pub index: usize,
+    /// How many parts its save wrote.
+    pub count: usize,
+    /// The snapshot's version.
+    pub version: u64,
+    /// The snapshot's format.
+    pub format: u32,
+    /// Its share of the body.
+    pub text: &'a str,
+}
+
+/// Puts the snapshot of `stream` back together from its stored parts, in
+/// any order, possibly with stale parts of an earlier, larger save: the
+/// parts of part 0's save are taken. `None` when there is no part 0.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when a part of that save is missing.
+pub fn join_snapshot_parts<'a>(
+    stream: &StreamId,
+    parts: impl IntoIterator<Item = SnapshotPart<'a>>,
+) -> Result<Option<Snapshot>, StoreError> {
+    let parts: Vec<SnapshotPart<'a>> = parts.into_iter().collect();
+    let Some(first) = parts.iter().find(|p| p.index == 0) else {
+        return Ok(None);
+    };
+    let mut body = String::new();
+    for index in 0..first.count {
+        let part = parts
+            .iter()
+            .find(|p| p.index == index && p.version == first.version)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "snapshot of {stream} v{} lacks part {index} of {}",
+                    first.version, first.count
+                ))
+            })?;
+        body.push_str(part.text);
+    }
+    Ok(Some(Snapshot {
+        stream: stream.clone(),
+        version: first.version,
+        format: first.format,
+        body,
+    }))
+}
+
 /// An append-only, per-stream versioned event log.
 ///
 /// Every method's `# Errors` sentences are a behaviour contract: the shared
@@ -223,11 +349,114 @@ pub trait EventStore: Send + Sync {
         listing: &Listing,
     ) -> impl Future<Output = Result<EventPage, StoreError>> + Send;
 
+    /// Saves `snapshot` beside the events, all of it or nothing, unless a
+    /// snapshot of the same stream at the same or a higher version is
+    /// stored. Snapshots are local: a store never returns them as events
+    /// nor lets them reach replication.
+    ///
+    /// # Errors
+    /// - After `Ok`, [`load_snapshots`](Self::load_snapshots) MUST return
+    ///   for the stream a snapshot of at least `snapshot.version`; saving
+    ///   one at or below the stored version MUST change nothing.
+    /// - MUST return [`StoreError::TooLarge`] for a body over
+    ///   [`MAX_SNAPSHOT_BYTES`], and write nothing.
+    /// - A snapshot MUST never appear in [`load`](Self::load),
+    ///   [`load_after`](Self::load_after), [`read`](Self::read) or
+    ///   [`list_origin`](Self::list_origin).
+    /// - MUST return [`StoreError::Unavailable`] when the backend can't be
+    ///   reached; a partly written snapshot MUST never be loaded.
+    fn save_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The latest saved snapshot of each stream of `aggregate` that has
+    /// one, in one round trip where the backend allows, sorted by origin.
+    ///
+    /// # Errors
+    /// - MUST return each stream's snapshot equal to the one saved last
+    ///   with the highest version, and none of other aggregates.
+    /// - MUST return [`StoreError::Unavailable`] when the backend can't be
+    ///   reached and [`StoreError::Corrupt`] when stored parts do not make
+    ///   one snapshot.
+    fn load_snapshots(
+        &self,
+        aggregate: &AggregateId,
+    ) -> impl Future<Output = Result<Vec<Snapshot>, StoreError>> + Send;
+
     /// A cheap round trip proving the backend answers.
     ///
     /// # Errors
     /// MUST return [`StoreError::Unavailable`] when it does not.
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A shared reference to a store is a store: several services (the cells
+/// of a test, a tool) can work on one.
+impl<S: EventStore + ?Sized> EventStore for &S {
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected_version: u64,
+        events: &[RecordedEvent],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).append(stream, expected_version, events)
+    }
+
+    fn load(
+        &self,
+        aggregate: &AggregateId,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).load(aggregate)
+    }
+
+    fn load_after(
+        &self,
+        aggregate: &AggregateId,
+        after: &std::collections::BTreeMap<CellId, u64>,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).load_after(aggregate, after)
+    }
+
+    fn read(
+        &self,
+        stream: &StreamId,
+        version: u64,
+    ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
+        (**self).read(stream, version)
+    }
+
+    fn apply_replicated(
+        &self,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<ReplicatedApply, StoreError>> + Send {
+        (**self).apply_replicated(event)
+    }
+
+    fn list_origin(
+        &self,
+        listing: &Listing,
+    ) -> impl Future<Output = Result<EventPage, StoreError>> + Send {
+        (**self).list_origin(listing)
+    }
+
+    fn save_snapshot(
+        &self,
+        snapshot: &Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_snapshot(snapshot)
+    }
+
+    fn load_snapshots(
+        &self,
+        aggregate: &AggregateId,
+    ) -> impl Future<Output = Result<Vec<Snapshot>, StoreError>> + Send {
+        (**self).load_snapshots(aggregate)
+    }
+
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).check()
+    }
 }
 
 /// The most events one append may hold. DynamoDB's `TransactWriteItems`

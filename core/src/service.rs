@@ -5,6 +5,7 @@
 //! status without knowing any rule.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::time::Duration;
 
 use crate::event::{AggregateId, AggregateType, DomainEvent, EventError, RecordedEvent, StreamId};
@@ -149,13 +150,15 @@ enum Then<T> {
 
 /// One kind of command as the loop runs it: its aggregate's folded state,
 /// and the decision on it.
-trait Decider: Send {
+trait Decider: Send + Sync {
     /// The folded state.
     type State: Send;
     /// What the command answers.
     type Answer;
-    /// The state before any event.
-    fn empty(&self) -> Self::State;
+    /// The state to start from when none is kept: restored from what
+    /// the store keeps beside the events (snapshots), or the state before
+    /// any event.
+    fn start<S: EventStore>(&self, store: &S) -> impl Future<Output = Self::State> + Send;
     /// What `state` holds of each stream, so that only newer events are
     /// loaded; `None` loads every event each time (and `state` is empty).
     fn held(&self, state: &Self::State) -> Option<BTreeMap<CellId, u64>>;
@@ -184,7 +187,7 @@ impl<C: Clock> Decider for CreateTransactionDecider<'_, C> {
     type State = Vec<RecordedEvent>;
     type Answer = CreatedTransaction;
 
-    fn empty(&self) -> Self::State {
+    async fn start<S: EventStore>(&self, _: &S) -> Self::State {
         Vec::new()
     }
 
@@ -257,25 +260,46 @@ struct InventoryDecider<'a, C> {
 }
 
 impl<C: Clock> Decider for InventoryDecider<'_, C> {
-    type State = Inventory;
+    type State = Kept;
     type Answer = InventoryAnswer;
 
-    fn empty(&self) -> Inventory {
-        Inventory::empty(self.sku, self.topology)
+    async fn start<S: EventStore>(&self, store: &S) -> Kept {
+        // A snapshot is only a starting point: one that can't be loaded or
+        // read is ignored, and the ledger is folded from its events.
+        let snapshots = store
+            .load_snapshots(&AggregateId::inventory(self.sku))
+            .await
+            .unwrap_or_default();
+        let (inventory, _refused) = Inventory::from_snapshots(self.sku, self.topology, &snapshots);
+        Kept {
+            saved: inventory.held(),
+            inventory,
+        }
     }
 
-    fn held(&self, state: &Inventory) -> Option<BTreeMap<CellId, u64>> {
-        Some(state.held())
+    fn held(&self, state: &Kept) -> Option<BTreeMap<CellId, u64>> {
+        Some(state.inventory.held())
     }
 
-    fn advance(&self, state: &mut Inventory, events: &[RecordedEvent]) -> Result<(), ServiceError> {
+    fn advance(&self, state: &mut Kept, events: &[RecordedEvent]) -> Result<(), ServiceError> {
         state
+            .inventory
             .advance(events)
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 
     fn decide(
         &mut self,
+        Kept { inventory, saved }: Kept,
+    ) -> (Result<Attempt<InventoryAnswer>, ServiceError>, Option<Kept>) {
+        let (attempt, kept) = self.decide_on(inventory);
+        (attempt, kept.map(|inventory| Kept { inventory, saved }))
+    }
+}
+
+impl<C: Clock> InventoryDecider<'_, C> {
+    fn decide_on(
+        &self,
         inventory: Inventory,
     ) -> (
         Result<Attempt<InventoryAnswer>, ServiceError>,
@@ -335,7 +359,21 @@ struct InventoryCache {
 }
 
 /// A use counter, and per SKU its state with the count at its last use.
-type Entries = (u64, HashMap<Sku, (u64, Inventory)>);
+type Entries = (u64, HashMap<Sku, (u64, Kept)>);
+
+/// An inventory's folded state as a command runs on it and the cache
+/// keeps it: the fold, and per cell the ledger version of the last
+/// snapshot saved or loaded, so that the next is saved
+/// [`Service::with_snapshot_every`] events later.
+#[derive(Debug)]
+struct Kept {
+    inventory: Inventory,
+    saved: BTreeMap<CellId, u64>,
+}
+
+/// Every how many events of a ledger its snapshot is saved, unless
+/// [`Service::with_snapshot_every`] says otherwise.
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 1000;
 
 impl InventoryCache {
     fn new(capacity: usize) -> Self {
@@ -351,11 +389,11 @@ impl InventoryCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn take(&self, sku: &Sku) -> Option<Inventory> {
+    fn take(&self, sku: &Sku) -> Option<Kept> {
         self.lock().1.remove(sku).map(|(_, state)| state)
     }
 
-    fn put(&self, sku: &Sku, state: Option<Inventory>) {
+    fn put(&self, sku: &Sku, state: Option<Kept>) {
         let Some(state) = state else {
             return;
         };
@@ -395,6 +433,8 @@ pub struct Service<S, C, I> {
     gate: crate::gate::Gate<AggregateId>,
     /// Folded stock kept between commands.
     inventories: InventoryCache,
+    /// Every how many events a ledger's snapshot is saved (0: never).
+    snapshot_every: u64,
 }
 
 impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
@@ -408,7 +448,21 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             gate: crate::gate::Gate::default(),
             inventories: InventoryCache::new(DEFAULT_CACHE_CAPACITY),
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
         }
+    }
+
+    /// Saves a snapshot of a SKU's ledger (one per cell) beside the events
+    /// whenever `events` more have been folded into it since the last one
+    /// (default [`DEFAULT_SNAPSHOT_EVERY`]; 0 saves none). A command on a
+    /// SKU this process does not keep starts from the snapshots and reads
+    /// only the events after them. Snapshots change no answer: a missing,
+    /// unreadable or older-format one is ignored, and a save that fails
+    /// costs only speed.
+    #[must_use]
+    pub fn with_snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
     }
 
     /// Keeps the folded stock of at most `skus` SKUs between commands
@@ -499,7 +553,8 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             clock: &self.clock,
         };
         let kept = self.inventories.take(sku);
-        let (view, kept) = self.run(&aggregate, kept, decider).await;
+        let (view, mut kept) = self.run(&aggregate, kept, decider).await;
+        self.save_due_snapshots(&aggregate, kept.as_mut()).await;
         self.inventories.put(sku, kept);
         match view? {
             InventoryAnswer::View(view) => Ok(view),
@@ -530,11 +585,37 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             clock: &self.clock,
         };
         let kept = self.inventories.take(sku);
-        let (answer, kept) = self.run(&aggregate, kept, decider).await;
+        let (answer, mut kept) = self.run(&aggregate, kept, decider).await;
+        self.save_due_snapshots(&aggregate, kept.as_mut()).await;
         self.inventories.put(sku, kept);
         match answer? {
             InventoryAnswer::Outcome(outcome) => Ok(outcome),
             InventoryAnswer::View(view) => Ok(InventoryOutcome::Applied(view)),
+        }
+    }
+
+    /// Saves the snapshot of each ledger of `kept` that has folded
+    /// [`Service::with_snapshot_every`] events since its last one. A
+    /// stalled ledger has none, and a save that fails is not retried
+    /// before as many events again: a snapshot is an optimisation, never
+    /// a reason to fail or slow every command.
+    async fn save_due_snapshots(&self, aggregate: &AggregateId, kept: Option<&mut Kept>) {
+        let Some(kept) = kept else {
+            return;
+        };
+        if self.snapshot_every == 0 {
+            return;
+        }
+        for (cell, ledger) in kept.inventory.ledgers() {
+            let saved = kept.saved.get(cell).copied().unwrap_or(0);
+            if ledger.version() < saved.saturating_add(self.snapshot_every) {
+                continue;
+            }
+            if let Some(snapshot) = ledger.snapshot(aggregate) {
+                // Too large or unavailable: the next load folds more events.
+                let _ = self.store.save_snapshot(&snapshot).await;
+            }
+            kept.saved.insert(cell.clone(), ledger.version());
         }
     }
 
@@ -559,7 +640,10 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         let mut lost = 0u32;
         let mut chunks = 0u32;
         loop {
-            let mut state = kept.take().unwrap_or_else(|| decider.empty());
+            let mut state = match kept.take() {
+                Some(state) => state,
+                None => decider.start(&self.store).await,
+            };
             let newer = match decider.held(&state) {
                 Some(held) => self.store.load_after(aggregate, &held).await,
                 None => self.store.load(aggregate).await,
@@ -1205,6 +1289,15 @@ mod tests {
             listing: &crate::ports::Listing,
         ) -> Result<crate::ports::EventPage, StoreError> {
             self.0.list_origin(listing).await
+        }
+        async fn save_snapshot(&self, snapshot: &crate::ports::Snapshot) -> Result<(), StoreError> {
+            self.0.save_snapshot(snapshot).await
+        }
+        async fn load_snapshots(
+            &self,
+            aggregate: &AggregateId,
+        ) -> Result<Vec<crate::ports::Snapshot>, StoreError> {
+            self.0.load_snapshots(aggregate).await
         }
         async fn check(&self) -> Result<(), StoreError> {
             Ok(())

@@ -117,6 +117,7 @@ struct Counts {
     conflicts: AtomicU64,
     loaded: AtomicU64,
     loaded_after: AtomicU64,
+    snapshots_saved: AtomicU64,
 }
 
 impl<S> Counted<S> {
@@ -152,6 +153,11 @@ impl<S> Counted<S> {
             self.counts.loaded.load(Ordering::SeqCst),
             self.counts.loaded_after.load(Ordering::SeqCst),
         )
+    }
+
+    /// Snapshots the store accepted.
+    pub fn snapshots_saved(&self) -> u64 {
+        self.counts.snapshots_saved.load(Ordering::SeqCst)
     }
 
     async fn pause(&self) {
@@ -235,6 +241,22 @@ impl<S: crate::ports::EventStore> crate::ports::EventStore for Counted<S> {
         listing: &crate::ports::Listing,
     ) -> Result<crate::ports::EventPage, crate::ports::StoreError> {
         self.inner.list_origin(listing).await
+    }
+
+    async fn save_snapshot(
+        &self,
+        snapshot: &crate::ports::Snapshot,
+    ) -> Result<(), crate::ports::StoreError> {
+        self.inner.save_snapshot(snapshot).await?;
+        count(&self.counts.snapshots_saved, 1);
+        Ok(())
+    }
+
+    async fn load_snapshots(
+        &self,
+        aggregate: &crate::event::AggregateId,
+    ) -> Result<Vec<crate::ports::Snapshot>, crate::ports::StoreError> {
+        self.inner.load_snapshots(aggregate).await
     }
 
     async fn check(&self) -> Result<(), crate::ports::StoreError> {

@@ -82,7 +82,15 @@ impl World {
             let topology = Topology::new(cell_id(i), [cell_id(0), cell_id(1)]);
             let clock = ManualClock::new(Timestamp::from_unix_millis(1_000 + offset).unwrap(), 1);
             let ids = SequentialIds::starting_after(u64::try_from(i).unwrap() * 1_000_000);
-            Service::new(topology, InMemoryEventStore::new(), clock, ids)
+            let service = Service::new(topology, InMemoryEventStore::new(), clock, ids);
+            // The second cell keeps nothing between commands and snapshots
+            // every other event: its commands start from snapshots and the
+            // events after them, under the same schedules.
+            if i == 1 {
+                service.with_cache_capacity(0).with_snapshot_every(2)
+            } else {
+                service
+            }
         };
         Self {
             cells: [make(0, clock_offsets.0), make(1, clock_offsets.1)],

@@ -52,6 +52,15 @@ fn decode(record: &EventRecord) -> Result<RecordedEvent, String> {
     Ok(event)
 }
 
+/// Whether the record is of a snapshot item (see `twincell_dynamodb`),
+/// which the events table holds beside the events.
+fn is_snapshot(record: &EventRecord) -> bool {
+    matches!(
+        record.change.new_image.get("kind"),
+        Some(serde_dynamo::AttributeValue::S(kind)) if kind == twincell_dynamodb::SNAPSHOT_KIND
+    )
+}
+
 fn failure(sequence_number: &str) -> DynamoDbEventResponse {
     let mut item = DynamoDbBatchItemFailure::default();
     item.item_identifier = Some(sequence_number.to_owned());
@@ -88,6 +97,11 @@ impl Replicator {
                 .filter(|s| !s.is_empty());
             if record.event_name != "INSERT" {
                 // Items are written once and never modified or removed.
+                skipped += 1;
+                continue;
+            }
+            if is_snapshot(record) {
+                // A snapshot is local, derived data: never replicated.
                 skipped += 1;
                 continue;
             }

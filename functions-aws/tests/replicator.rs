@@ -179,3 +179,51 @@ async fn a_record_that_does_not_decode_stops_the_batch_there() {
         "nothing after it"
     );
 }
+
+#[tokio::test]
+async fn snapshot_items_are_never_published() {
+    let (publisher, state) = target(None).await;
+    let replicator = Replicator::new(CellId::new("aws").unwrap(), publisher);
+    let sku = AggregateId::inventory(&Sku::new("sku-1").unwrap());
+    let pk = twincell_dynamodb::snapshot_partition_key(&sku);
+    // A snapshot part as the store writes it: first an insert, then the
+    // next save overwriting it.
+    let snapshot = |name: &str, sequence: &str| {
+        json!({
+            "eventID": format!("id-{sequence}"),
+            "eventName": name,
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "eu-west-1",
+            "dynamodb": {
+                "Keys": {"pk": {"S": pk}, "sk": {"S": "aws#00"}},
+                "NewImage": {
+                    "pk": {"S": pk}, "sk": {"S": "aws#00"},
+                    "kind": {"S": twincell_dynamodb::SNAPSHOT_KIND},
+                    "version": {"N": "1000"}, "format": {"N": "1"}, "parts": {"N": "1"},
+                    "body": {"S": "{}"}
+                },
+                "SequenceNumber": sequence,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_IMAGE"
+            },
+            "eventSourceARN": "arn:aws:dynamodb:eu-west-1:123456789012:table/events/stream/2026-11-22T00:00:00.000"
+        })
+    };
+    let records = vec![
+        record(&event("aws", 1), "400"),
+        snapshot("INSERT", "401"),
+        snapshot("MODIFY", "402"),
+        record(&event("aws", 2), "403"),
+    ];
+    let response = replicator.handle(batch(records), None).await.unwrap();
+    assert_eq!(
+        failures(&response),
+        Vec::<String>::new(),
+        "nothing to retry"
+    );
+    assert_eq!(
+        state.lock().unwrap().received,
+        [event("aws", 1), event("aws", 2)]
+    );
+}

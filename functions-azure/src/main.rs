@@ -22,6 +22,9 @@
 //! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
 //!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
 //!   `TWINCELL_AUTH=disabled`; with neither, the handler does not start.
+//! - `TWINCELL_CACHE_SKUS`, `TWINCELL_SNAPSHOT_EVERY`: what the process
+//!   keeps between requests and how often a ledger is snapshotted (see
+//!   `twincell_http::tuning`).
 //! - `TWINCELL_HTTP_HEADER_TIMEOUT_MS`, `TWINCELL_HTTP_REQUEST_TIMEOUT_MS`,
 //!   `TWINCELL_HTTP_MAX_CONNECTIONS`: the server's bounds (see `server`).
 //! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
@@ -68,6 +71,7 @@ struct Config {
     trigger: Option<Trigger>,
     #[cfg(feature = "contract-mode")]
     fixed_clock_ms: Option<i64>,
+    tuning: twincell_http::Tuning,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -90,6 +94,7 @@ impl Config {
             auth: None,
             delivery_tokens: None,
             limits: server::Limits::from_env(env)?,
+            tuning: twincell_http::Tuning::from_env(env).map_err(anyhow::Error::msg)?,
             topology,
             replication: twincell_replication::Settings::from_env()?,
             trigger: None,
@@ -211,20 +216,20 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
     if let Some(ms) = config.fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = Service::new(
+        let service = config.tuning.apply(Service::new(
             config.topology.clone(),
             store,
             clock,
             SequentialIds::default(),
-        );
+        ));
         return serve(config, service).await;
     }
-    let service = Service::new(
+    let service = config.tuning.apply(Service::new(
         config.topology.clone(),
         store,
         twincell_http::TokioClock,
         RandomIds,
-    );
+    ));
     serve(config, service).await
 }
 

@@ -110,8 +110,13 @@ where
     let this = shared.service.topology().this().clone();
     let mut events: Vec<RecordedEvent> = Vec::new();
     let mut logs = Vec::new();
-    let (mut others, mut refused) = (0usize, 0usize);
+    let (mut others, mut snapshots, mut refused) = (0usize, 0usize, 0usize);
     for doc in &docs {
+        if doc.get("kind").and_then(Value::as_str) == Some(twincell_cosmos::SNAPSHOT_KIND) {
+            // A snapshot is local, derived data: never replicated.
+            snapshots += 1;
+            continue;
+        }
         let named = serde_json::from_value::<Document>(doc.clone())
             .ok()
             .filter(|d| d.origin == this.as_str())
@@ -159,10 +164,16 @@ where
     match shared.publisher.publish(&events).await {
         Ok(published) => {
             let line = format!(
-                "published {published} of {} documents ({others} replicated from other cells, {refused} refused)",
+                "published {published} of {} documents ({others} replicated from other cells, {snapshots} snapshots, {refused} refused)",
                 docs.len()
             );
-            tracing::info!(published, others, refused, "change-feed batch published");
+            tracing::info!(
+                published,
+                others,
+                snapshots,
+                refused,
+                "change-feed batch published"
+            );
             logs.push(line);
             answer(StatusCode::OK, logs)
         }

@@ -152,16 +152,21 @@ async fn an_invocation_publishes_the_stored_own_events_it_names_and_nothing_else
         document("azure", "sku-1", 2, 7),
         // Another cell's event, replicated here: never echoed back.
         document("aws", "sku-1", 1, 3),
+        // A snapshot part this cell saved: local, never replicated.
+        json!({
+            "id": "azure.00", "pk": "snapshot#inventory#sku-1", "kind": "snapshot",
+            "cell": "azure", "version": 1, "format": 1, "parts": 1, "part": 0,
+            "body": "{}", "_rid": "abd", "_ts": 1_795_320_746, "_lsn": 8
+        }),
     ];
     let (status, answer) = post(&client, &url, invocation(&docs)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["ReturnValue"], Value::Null);
     assert_eq!(answer["Outputs"], json!({}));
     assert!(
-        answer["Logs"][0]
-            .as_str()
-            .unwrap()
-            .contains("published 1 of 3"),
+        answer["Logs"][0].as_str().unwrap().contains(
+            "published 1 of 4 documents (1 replicated from other cells, 1 snapshots, 1 refused)"
+        ),
         "{answer}"
     );
     let batches = peer.lock().unwrap().batches.clone();

@@ -4,8 +4,11 @@
 //!
 //! # Container design
 //!
-//! One container partitioned on `/pk`; documents are created once and never
-//! replaced or deleted.
+//! One container partitioned on `/pk`; event documents are created once
+//! and never replaced or deleted. The container also holds each stream's
+//! latest snapshot, in logical partitions of their own (see
+//! `snapshots.rs`: `pk = snapshot#<aggregate>`, replaced in place, never
+//! read as events, skipped by the change-feed function).
 //!
 //! ```json
 //! {
@@ -59,11 +62,13 @@ use azure_data_cosmos::{CosmosError, Query, TransactionalBatch};
 use serde::{Deserialize, Serialize};
 use twincell_core::{
     AggregateId, CellId, EventPage, EventStore, ListCursor, Listing, RecordedEvent,
-    ReplicatedApply, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
+    ReplicatedApply, Snapshot, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
 };
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+mod snapshots;
+pub use snapshots::{SNAPSHOT_KIND, snapshot_partition_key};
 
 /// Cosmos DB's largest document, in bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 2 * 1024 * 1024;
@@ -668,6 +673,14 @@ impl EventStore for CosmosEventStore {
             },
         };
         self.list_page(listing, cursor).await
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.save_snapshot_documents(snapshot).await
+    }
+
+    async fn load_snapshots(&self, aggregate: &AggregateId) -> Result<Vec<Snapshot>, StoreError> {
+        self.load_snapshot_documents(aggregate).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

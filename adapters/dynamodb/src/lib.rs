@@ -2,8 +2,10 @@
 //!
 //! # Table design
 //!
-//! One table; every attribute but the keys is written once and never
-//! updated, and items are never deleted.
+//! One table; an event item is written once and never updated or deleted.
+//! The table also holds each stream's latest snapshot, in item collections
+//! of their own (see `snapshots.rs`: `pk = snapshot#<aggregate>`, replaced
+//! in place, never read as events, skipped by the replicator).
 //!
 //! | attribute | type | holds |
 //! |---|---|---|
@@ -57,6 +59,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+mod snapshots;
+pub use snapshots::{SNAPSHOT_KIND, snapshot_partition_key};
+
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::Region;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -67,7 +72,7 @@ use aws_sdk_dynamodb::types::{
 };
 use twincell_core::{
     AggregateId, CellId, EventPage, EventStore, ListCursor, Listing, RecordedEvent,
-    ReplicatedApply, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
+    ReplicatedApply, Snapshot, StoreError, StreamId, WriteFailure, apply_by_create, check_batch,
 };
 
 /// DynamoDB's largest item, in bytes (names and values).
@@ -787,6 +792,14 @@ impl EventStore for DynamoDbEventStore {
                 return Ok(page);
             }
         }
+    }
+
+    async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.save_snapshot_items(snapshot).await
+    }
+
+    async fn load_snapshots(&self, aggregate: &AggregateId) -> Result<Vec<Snapshot>, StoreError> {
+        self.load_snapshot_items(aggregate).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -19,6 +19,7 @@ pub mod normalize;
 pub mod problem;
 pub mod replication;
 mod routes;
+pub mod tuning;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use clock::TokioClock;
 pub use problem::{Problem, ProblemKind};
 pub use replication::Replication;
 pub use routes::IDEMPOTENT_REPLAYED;
+pub use tuning::Tuning;
 
 /// The response header naming the cell that answered.
 pub const CELL_HEADER: &str = "x-twincell-cell";

@@ -15,16 +15,18 @@
 //!
 //! The duplicate tie-break: of two reservations of one order in different
 //! cells, the one with the earlier `(reserved_at, cell)` wins; the loser's
+//! cell releases its own.
 //!
 //! The parts: [`ledger`] (one cell's ledger), [`aggregate`] (the fold of
 //! every cell's ledger), `reconcile` (what this cell owes the others),
-//! `decide` (a command's events and errors) and [`view`] (what the API
-//! shows).
+//! `decide` (a command's events and errors), [`snapshot`] (a ledger saved
+//! and read back) and [`view`] (what the API shows).
 
 pub mod aggregate;
 mod decide;
 pub mod ledger;
 mod reconcile;
+pub mod snapshot;
 pub mod view;
 
 pub use aggregate::{Inventory, InventoryFoldError};
@@ -32,6 +34,7 @@ pub use decide::{InventoryCommand, InventoryDecision, InventoryError, InventoryO
 pub use ledger::{
     CellLedger, LedgerError, LedgerTotals, RequestKind, ReservationState, ReservationStatus,
 };
+pub use snapshot::{LEDGER_SNAPSHOT_FORMAT, SnapshotError};
 pub use view::{CellView, InventoryView, ReservationView};
 
 #[cfg(test)]

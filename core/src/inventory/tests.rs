@@ -649,3 +649,151 @@ fn owed_events_that_leave_no_room_for_the_command_go_first_alone() {
     assert!(!d.command_pending, "98 owed leave room for the command");
     assert_eq!(d.events.len(), 99);
 }
+
+/// A ledger of `orders` reservations of one unit each, with 16-character
+/// order ids, and some of everything else.
+fn busy_ledger(orders: u64) -> CellLedger {
+    let mut ledger = CellLedger::new(cell("aws"));
+    let at = Timestamp::from_unix_millis(1_795_320_745_007).unwrap();
+    let mut version = 0;
+    let mut apply = |ledger: &mut CellLedger, e: DomainEvent| {
+        version += 1;
+        ledger.apply(version, at, &e).unwrap();
+    };
+    apply(
+        &mut ledger,
+        DomainEvent::StockReceived {
+            quantity: q(1_000_000),
+        },
+    );
+    apply(
+        &mut ledger,
+        DomainEvent::StockReceived {
+            quantity: q(1_000_000),
+        },
+    );
+    for n in 0..orders {
+        let order_id = order(&format!("order-{n:010}"));
+        apply(
+            &mut ledger,
+            DomainEvent::StockReserved {
+                order_id,
+                quantity: q(1),
+            },
+        );
+    }
+    let first = order(&format!("order-{:010}", 0));
+    apply(
+        &mut ledger,
+        DomainEvent::ReservationFulfilled {
+            order_id: first,
+            quantity: q(1),
+            cause: FulfilCause::Client,
+        },
+    );
+    apply(
+        &mut ledger,
+        DomainEvent::AllocationTransferred {
+            to_cell: cell("azure"),
+            quantity: q(5),
+        },
+    );
+    apply(
+        &mut ledger,
+        DomainEvent::AllocationReceived {
+            from_cell: cell("azure"),
+            transfer_version: 3,
+            quantity: q(2),
+        },
+    );
+    apply(
+        &mut ledger,
+        DomainEvent::ReleaseRequested {
+            order_id: order("theirs"),
+            owner: cell("azure"),
+        },
+    );
+    ledger
+}
+
+#[test]
+fn a_ledger_reads_back_from_its_snapshot_exactly() {
+    let ledger = busy_ledger(50);
+    let aggregate = AggregateId::inventory(&sku());
+    let snapshot = ledger.snapshot(&aggregate).unwrap();
+    assert_eq!(snapshot.version, ledger.version());
+    assert_eq!(snapshot.stream, StreamId::new(aggregate, cell("aws")));
+    assert_eq!(CellLedger::from_snapshot(&snapshot).unwrap(), ledger);
+}
+
+#[test]
+fn a_snapshot_that_is_not_what_it_says_is_refused() {
+    let ledger = busy_ledger(3);
+    let aggregate = AggregateId::inventory(&sku());
+    let good = ledger.snapshot(&aggregate).unwrap();
+    let mut cases = Vec::new();
+    let mut other_format = good.clone();
+    other_format.format = LEDGER_SNAPSHOT_FORMAT + 1;
+    cases.push(("another format", other_format));
+    let mut other_version = good.clone();
+    other_version.version += 1;
+    cases.push(("another version", other_version));
+    let mut other_cell = good.clone();
+    other_cell.stream = StreamId::new(aggregate.clone(), cell("azure"));
+    cases.push(("another cell", other_cell));
+    let mut unbalanced = good.clone();
+    unbalanced.body = unbalanced.body.replacen("\"on_hand\":", "\"on_hand\":1", 1);
+    cases.push(("balances that do not add up", unbalanced));
+    let mut unknown = good.clone();
+    unknown.body = unknown.body.replacen('{', "{\"extra\":1,", 1);
+    cases.push(("an unknown field", unknown));
+    let mut truncated = good;
+    truncated.body.truncate(truncated.body.len() / 2);
+    cases.push(("a truncated body", truncated));
+    for (what, snapshot) in cases {
+        assert!(
+            CellLedger::from_snapshot(&snapshot).is_err(),
+            "{what} was read"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_or_empty_ledger_has_no_snapshot() {
+    let aggregate = AggregateId::inventory(&sku());
+    assert_eq!(CellLedger::new(cell("aws")).snapshot(&aggregate), None);
+    let events = [RecordedEvent::new(
+        StreamId::new(aggregate.clone(), cell("azure")),
+        1,
+        Timestamp::EPOCH,
+        DomainEvent::StockReserved {
+            order_id: order("o"),
+            quantity: q(1),
+        },
+    )
+    .unwrap()];
+    let inventory = Inventory::fold(&sku(), &topology("aws"), &events).unwrap();
+    let azure = inventory.ledgers().get(&cell("azure")).unwrap();
+    assert!(azure.stalled().is_some());
+    assert_eq!(azure.snapshot(&aggregate), None);
+}
+
+#[test]
+fn a_ledger_of_twenty_thousand_orders_fits_one_snapshot() {
+    // The documented reach of a snapshot: about 41 bytes per order of a
+    // 16-character id, so 20 000 orders fit and 30 000 do not.
+    let aggregate = AggregateId::inventory(&sku());
+    let fits = busy_ledger(20_000).snapshot(&aggregate).unwrap();
+    assert!(
+        crate::ports::snapshot_parts(&fits).is_ok(),
+        "{} bytes",
+        fits.body.len()
+    );
+    let per_order = fits.body.len() / 20_000;
+    assert!(
+        (35..=45).contains(&per_order),
+        "{per_order} bytes per order"
+    );
+    let too_big = busy_ledger(30_000).snapshot(&aggregate).unwrap();
+    assert!(crate::ports::snapshot_parts(&too_big).is_err());
+}

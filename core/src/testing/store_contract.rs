@@ -13,7 +13,8 @@ use std::task::{Context, Poll};
 use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
 use crate::ids::{CellId, Sku};
 use crate::ports::{
-    EventStore, ListCursor, Listing, MAX_EVENTS_PER_APPEND, ReplicatedApply, StoreError,
+    EventStore, ListCursor, Listing, MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, ReplicatedApply,
+    Snapshot, StoreError, snapshot_parts,
 };
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
@@ -625,6 +626,319 @@ pub async fn a_reachable_store_checks_ok<S: EventStore>(store: &S) -> Check {
         .map_err(|e| format!("check failed: {e}"))
 }
 
+fn snapshot(s: &StreamId, version: u64, body: impl Into<String>) -> Snapshot {
+    Snapshot {
+        stream: s.clone(),
+        version,
+        format: 1,
+        body: body.into(),
+    }
+}
+
+/// A body of `target` bytes as a JSON string (within three), holding
+/// quotes, backslashes, a control character and non-ASCII text, so that
+/// it splits into several parts and escaping counts.
+fn big_body(target: usize) -> String {
+    let piece = "{\"order\":\"o-\u{e9}\u{20ac}\",\\path\u{1}\n} ";
+    let piece_len = serde_json::to_string(piece).map_or(0, |s| s.len() - 2);
+    let mut body = piece.repeat(target / piece_len.max(1));
+    let mut len = serde_json::to_string(&body).map_or(0, |s| s.len() - 2);
+    while len < target {
+        body.push('x');
+        len += 1;
+    }
+    body
+}
+
+async fn snapshots_of<S: EventStore>(
+    store: &S,
+    aggregate: &AggregateId,
+) -> Result<Vec<Snapshot>, String> {
+    store
+        .load_snapshots(aggregate)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A saved snapshot loads back equal, small or in several parts, with the
+/// other streams' of its aggregate and none of another aggregate.
+pub async fn a_saved_snapshot_loads_back_whole<S: EventStore>(store: &S) -> Check {
+    let aws = stream("snap-sku", "aws")?;
+    let azure = stream("snap-sku", "azure")?;
+    let other = stream("snap-other", "aws")?;
+    let small = snapshot(&aws, 7, "{\"on_hand\":3}");
+    let large = snapshot(&azure, 12, big_body(MAX_SNAPSHOT_BYTES));
+    let parts = snapshot_parts(&large).map_err(|e| e.to_string())?.len();
+    expect(parts > 3, || {
+        format!("the large body makes only {parts} parts")
+    })?;
+    for s in [&large, &small, &snapshot(&other, 1, "other")] {
+        store.save_snapshot(s).await.map_err(|e| e.to_string())?;
+    }
+    let loaded = snapshots_of(store, &aws.aggregate).await?;
+    expect(loaded == [small.clone(), large.clone()], || {
+        format!(
+            "loaded {:?}\nexpected the small and the large snapshot",
+            loaded
+                .iter()
+                .map(|s| (s.stream.to_string(), s.version, s.body.len()))
+                .collect::<Vec<_>>()
+        )
+    })?;
+    let none = snapshots_of(store, &stream("snap-never", "aws")?.aggregate).await?;
+    expect(none.is_empty(), || {
+        format!("an aggregate without snapshots loaded {none:?}")
+    })
+}
+
+/// Only a snapshot of a higher version replaces the stored one; a smaller
+/// one replacing a larger leaves none of the larger's parts behind.
+pub async fn only_a_newer_snapshot_replaces_the_stored_one<S: EventStore>(store: &S) -> Check {
+    let s = stream("newer-sku", "aws")?;
+    let steps = [
+        (snapshot(&s, 10, "ten"), 10, "ten".len()),
+        (snapshot(&s, 5, "five"), 10, "ten".len()),
+        (snapshot(&s, 10, "another ten"), 10, "ten".len()),
+        (snapshot(&s, 20, big_body(700_000)), 20, 0),
+        (snapshot(&s, 15, "fifteen"), 20, 0),
+        (snapshot(&s, 30, "thirty"), 30, "thirty".len()),
+    ];
+    let mut expected = None;
+    for (save, version, _) in steps {
+        store
+            .save_snapshot(&save)
+            .await
+            .map_err(|e| e.to_string())?;
+        if save.version == version
+            && expected
+                .as_ref()
+                .is_none_or(|e: &Snapshot| e.version < version)
+        {
+            expected = Some(save.clone());
+        }
+        let loaded = snapshots_of(store, &s.aggregate).await?;
+        expect(
+            loaded.len() == 1 && loaded.first() == expected.as_ref(),
+            || {
+                format!(
+                    "after saving v{} the store holds {:?}, not v{version}",
+                    save.version,
+                    loaded
+                        .iter()
+                        .map(|l| (l.version, l.body.len()))
+                        .collect::<Vec<_>>()
+                )
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// A body over the limit is refused as too large, and nothing is written.
+pub async fn a_snapshot_over_the_limit_is_refused_whole<S: EventStore>(store: &S) -> Check {
+    let s = stream("huge-snap-sku", "aws")?;
+    let kept = snapshot(&s, 1, "one");
+    store
+        .save_snapshot(&kept)
+        .await
+        .map_err(|e| e.to_string())?;
+    let huge = snapshot(&s, 2, big_body(MAX_SNAPSHOT_BYTES + 1));
+    match store.save_snapshot(&huge).await {
+        Err(StoreError::TooLarge(_)) => {}
+        other => return Err(format!("a snapshot over the limit gave {other:?}")),
+    }
+    let loaded = snapshots_of(store, &s.aggregate).await?;
+    expect(loaded == [kept], || {
+        format!(
+            "after the refusal the store holds {:?}",
+            loaded.iter().map(|l| l.version).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Snapshots never show up where events are read.
+pub async fn snapshots_are_never_read_as_events<S: EventStore>(store: &S) -> Check {
+    use std::collections::BTreeMap;
+    let aws = stream("snap-apart-sku", "aws")?;
+    let azure = stream("snap-apart-sku", "azure")?;
+    let a = received(&aws, 1, 3)?;
+    let b = received(&azure, 1, 2)?;
+    store.append(&aws, 0, &a).await.map_err(|e| e.to_string())?;
+    store
+        .append(&azure, 0, &b)
+        .await
+        .map_err(|e| e.to_string())?;
+    for s in [
+        snapshot(&aws, 3, "three"),
+        snapshot(&azure, 2, big_body(300_000)),
+        snapshot(&stream("snap-alone-sku", "aws")?, 9, "no events"),
+    ] {
+        store.save_snapshot(&s).await.map_err(|e| e.to_string())?;
+    }
+    let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+    let loaded = store
+        .load(&aws.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(loaded == all, || format!("load gave {loaded:?}"))?;
+    let from_zero: BTreeMap<CellId, u64> = [(cell("aws")?, 0), (cell("azure")?, 0)].into();
+    let after = store
+        .load_after(&aws.aggregate, &from_zero)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(after == all, || format!("load_after gave {after:?}"))?;
+    let alone = store
+        .load(&stream("snap-alone-sku", "aws")?.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(alone.is_empty(), || {
+        format!("an aggregate with only a snapshot loaded {alone:?}")
+    })?;
+    for (s, v) in [(&aws, 3), (&azure, 2)] {
+        let got = store.read(s, v).await.map_err(|e| e.to_string())?;
+        expect(
+            got.as_ref() == all.iter().find(|e| e.stream() == s && e.version() == v),
+            || format!("read of {s} v{v} gave {got:?}"),
+        )?;
+    }
+    let listed = list_all(store, "aws", None, None, 2).await?;
+    expect(
+        listed.len() == a.len() && a.iter().all(|e| listed.contains(e)),
+        || format!("the listing of aws gave {listed:?}"),
+    )
+}
+
+/// For random histories written by two cells' services (each command
+/// starting from the snapshots, with no cache), the snapshots plus the
+/// events after them fold to exactly the state the full fold gives, in
+/// each cell's view; and snapshots were saved.
+pub async fn a_snapshot_and_its_tail_fold_to_the_full_fold<S: EventStore>(store: &S) -> Check {
+    for seed in 1..=4u64 {
+        snapshot_and_tail_fold_for_seed(store, seed).await?;
+    }
+    Ok(())
+}
+
+/// A small xorshift generator: the histories are random but repeatable
+/// from their seed, in any runtime.
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// One history of [`a_snapshot_and_its_tail_fold_to_the_full_fold`], from
+/// `seed` (property tests draw many), on the SKU `prop-<seed>`.
+///
+/// # Errors
+/// What broke.
+pub async fn snapshot_and_tail_fold_for_seed<S: EventStore>(store: &S, seed: u64) -> Check {
+    use crate::inventory::{Inventory, InventoryCommand};
+    use crate::service::{Service, ServiceError};
+    use crate::testing::{ManualClock, SequentialIds};
+    use crate::topology::Topology;
+    let err = |e: &dyn std::fmt::Display| format!("seed {seed}: {e}");
+    let sku = Sku::new(format!("prop-{seed}")).map_err(|e| err(&e))?;
+    let cells = [cell("aws")?, cell("azure")?];
+    let topologies = [
+        Topology::new(cells[0].clone(), [cells[1].clone()]),
+        Topology::new(cells[1].clone(), [cells[0].clone()]),
+    ];
+    let every = [1, 2, 3, 5]
+        .get(usize::try_from(seed % 4).unwrap_or(0))
+        .copied()
+        .unwrap_or(1);
+    let start = Timestamp::from_unix_millis(1_700_000_000_000).map_err(|e| err(&e))?;
+    let services: Vec<_> = topologies
+        .iter()
+        .map(|t| {
+            Service::new(
+                t.clone(),
+                store,
+                ManualClock::new(start, 7),
+                SequentialIds::default(),
+            )
+            .with_cache_capacity(0)
+            .with_snapshot_every(every)
+        })
+        .collect();
+    let mut rng = Xorshift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut orders = 0u64;
+    for step in 0..48u64 {
+        let who = usize::try_from(rng.below(2)).unwrap_or(0);
+        let (Some(service), Some(other)) = (services.get(who), cells.get(1 - who)) else {
+            return Err(err(&"no such cell"));
+        };
+        let q = |n: u64| Quantity::new(n).map_err(|e| err(&e));
+        let order = |n: u64| crate::ids::OrderId::new(format!("o-{n}")).map_err(|e| err(&e));
+        let command = match rng.below(7) {
+            0 | 1 => InventoryCommand::Receive(q(1 + rng.below(20))?),
+            2 | 3 => {
+                orders += 1;
+                InventoryCommand::Reserve(order(orders)?, q(1 + rng.below(4))?)
+            }
+            4 => InventoryCommand::Release(order(1 + rng.below(orders.max(1)))?),
+            5 => InventoryCommand::Fulfil(order(1 + rng.below(orders.max(1)))?),
+            _ if rng.below(2) == 0 => {
+                InventoryCommand::Transfer(other.clone(), q(1 + rng.below(5))?)
+            }
+            _ => InventoryCommand::WriteOff(
+                q(1 + rng.below(3))?,
+                crate::WriteOffReason::new("damaged").map_err(|e| err(&e))?,
+            ),
+        };
+        match service.execute(&sku, &command).await {
+            Ok(_) | Err(ServiceError::Inventory(_)) => {}
+            Err(e) => return Err(err(&format!("step {step} {command:?}: {e}"))),
+        }
+        if step % 8 != 7 {
+            continue;
+        }
+        let aggregate = AggregateId::inventory(&sku);
+        let events = store.load(&aggregate).await.map_err(|e| err(&e))?;
+        let snapshots = store
+            .load_snapshots(&aggregate)
+            .await
+            .map_err(|e| err(&e))?;
+        for topology in &topologies {
+            let full = Inventory::fold(&sku, topology, &events).map_err(|e| err(&e))?;
+            let (mut restored, refused) = Inventory::from_snapshots(&sku, topology, &snapshots);
+            expect(refused.is_empty(), || {
+                err(&format!("snapshots refused: {refused:?}"))
+            })?;
+            let tail = store
+                .load_after(&aggregate, &restored.held())
+                .await
+                .map_err(|e| err(&e))?;
+            restored.advance(&tail).map_err(|e| err(&e))?;
+            expect(restored == full, || {
+                err(&format!(
+                    "step {step}, as {} sees it: snapshots {:?} + {} events folded to\n{restored:?}\nthe full fold of {} events is\n{full:?}",
+                    topology.this(),
+                    snapshots
+                        .iter()
+                        .map(|s| (s.stream.to_string(), s.version))
+                        .collect::<Vec<_>>(),
+                    tail.len(),
+                    events.len()
+                ))
+            })?;
+        }
+    }
+    let saved = store
+        .load_snapshots(&AggregateId::inventory(&sku))
+        .await
+        .map_err(|e| err(&e))?;
+    expect(saved.len() == 2, || {
+        err(&format!("{} ledgers were snapshotted, not 2", saved.len()))
+    })
+}
+
 /// One `#[tokio::test]` per contract rule, each on a fresh store from
 /// `$make`, an expression evaluated per test; `async $make` awaits it
 /// (a store that needs a table created first).
@@ -653,6 +967,11 @@ macro_rules! store_contract_tests {
             a_listing_since_an_instant_keeps_later_events,
             a_foreign_cursor_is_invalid,
             a_stored_event_reads_back_by_stream_and_version,
+            a_saved_snapshot_loads_back_whole,
+            only_a_newer_snapshot_replaces_the_stored_one,
+            a_snapshot_over_the_limit_is_refused_whole,
+            snapshots_are_never_read_as_events,
+            a_snapshot_and_its_tail_fold_to_the_full_fold,
             a_reachable_store_checks_ok
         );
     };

@@ -20,6 +20,9 @@
 //! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
 //!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
 //!   `TWINCELL_AUTH=disabled`; with neither, the init fails.
+//! - `TWINCELL_CACHE_SKUS`, `TWINCELL_SNAPSHOT_EVERY`: what the instance
+//!   keeps between invocations and how often a ledger is snapshotted (see
+//!   `twincell_http::tuning`).
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
 //!
 //! The DynamoDB client is built once, and one request is made during init
@@ -93,6 +96,7 @@ async fn replication(
 
 async fn serve<S: EventStore + 'static>(
     topology: Topology,
+    tuning: twincell_http::Tuning,
     store: S,
     replication: Option<twincell_http::Replication>,
     auth: Option<Arc<twincell_http::auth::Authenticator>>,
@@ -102,11 +106,21 @@ async fn serve<S: EventStore + 'static>(
         use twincell_core::testing::{ManualClock, SequentialIds};
         let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = Service::new(topology, store, clock, SequentialIds::default());
+        let service = tuning.apply(Service::new(
+            topology,
+            store,
+            clock,
+            SequentialIds::default(),
+        ));
         return lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth))
             .await;
     }
-    let service = Service::new(topology, store, twincell_http::TokioClock, RandomIds);
+    let service = tuning.apply(Service::new(
+        topology,
+        store,
+        twincell_http::TokioClock,
+        RandomIds,
+    ));
     lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth)).await
 }
 
@@ -122,6 +136,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         )
         .init();
     let topology = topology()?;
+    let tuning = twincell_http::Tuning::from_env(env)?;
     #[cfg(not(feature = "contract-mode"))]
     if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
         return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
@@ -130,7 +145,19 @@ async fn main() -> Result<(), lambda_http::Error> {
     twincell_http::auth::start(auth.as_deref()).await;
     let replication = replication(auth.as_ref()).await?;
     match Settings::from_env() {
-        Some(settings) => serve(topology, dynamodb(&settings).await?, replication, auth).await,
-        None => serve(topology, InMemoryEventStore::new(), replication, auth).await,
+        Some(settings) => {
+            let store = dynamodb(&settings).await?;
+            serve(topology, tuning, store, replication, auth).await
+        }
+        None => {
+            serve(
+                topology,
+                tuning,
+                InMemoryEventStore::new(),
+                replication,
+                auth,
+            )
+            .await
+        }
     }
 }
