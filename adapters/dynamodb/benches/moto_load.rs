@@ -1,5 +1,9 @@
-//! Load against DynamoDB on moto: appends per second, reserve latency with
-//! 16 concurrent clients on one hot SKU and spread over 1 000 SKUs, and a
+//! Load against DynamoDB on moto (or any server at
+//! `TWINCELL_MOTO_ENDPOINT`, e.g. DynamoDB Local): the cost of a
+//! reservation on a fresh SKU and on one with 10 000 prior events
+//! (latency and `ConsumedCapacity`, warm and cold), appends per second,
+//! reserve latency with 16 concurrent clients on one hot SKU (in one
+//! process, and as 16 instances) and spread over 1 000 SKUs, and a
 //! zero-oversell check of every SKU from the stored events.
 //!
 //! `cargo bench -p twincell-dynamodb --bench moto_load` (with
@@ -99,14 +103,14 @@ struct Tally {
 /// 16 clients each make `per_client` one-unit reservations on SKUs picked by
 /// `pick(client, n)`.
 async fn reservations<C: Clock + 'static>(
-    service: &Arc<Service<DynamoDbEventStore, C, RandomIds>>,
+    services: &[Arc<Service<DynamoDbEventStore, C, RandomIds>>],
     per_client: usize,
     pick: fn(usize, usize) -> String,
 ) -> (Tally, Duration) {
     let start = Instant::now();
     let tasks: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let service = Arc::clone(service);
+            let service = Arc::clone(&services[c % services.len()]);
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 for n in 0..per_client {
@@ -188,6 +192,102 @@ fn report(name: &str, tally: &Tally, wall: Duration) {
     );
 }
 
+/// Appends `prior` events to a new SKU's stream (a receipt, then one-unit
+/// reservations), 100 per append.
+async fn seed(store: &DynamoDbEventStore, sku: &Sku, prior: u64) {
+    let stream = StreamId::new(AggregateId::inventory(sku), CellId::new("aws").unwrap());
+    let at = Timestamp::from_unix_millis(1_795_320_745_007).unwrap();
+    let mut version = 0;
+    while version < prior {
+        let batch: Vec<_> = (version + 1..=prior.min(version + 100))
+            .map(|v| {
+                let event = if v == 1 {
+                    DomainEvent::StockReceived {
+                        quantity: Quantity::new(1_000_000).unwrap(),
+                    }
+                } else {
+                    DomainEvent::StockReserved {
+                        order_id: OrderId::new(format!("seed-{v:010}")).unwrap(),
+                        quantity: Quantity::new(1).unwrap(),
+                    }
+                };
+                RecordedEvent::new(stream.clone(), v, at, event).unwrap()
+            })
+            .collect();
+        let next = version + u64::try_from(batch.len()).unwrap();
+        store.append(&stream, version, &batch).await.unwrap();
+        version = next;
+    }
+}
+
+/// Sequential reservations on a fresh SKU and on one with `prior` events,
+/// in interleaved blocks, through one service (a warm Lambda instance) or,
+/// with `cache` 0, a service that keeps nothing (every command as on a
+/// cold instance): p50 and the read capacity each command consumed.
+async fn history_phase(
+    store: &DynamoDbEventStore,
+    reads: &twincell_dynamodb::ReadCapacity,
+    prior: u64,
+    cache: usize,
+    label: &str,
+) {
+    let tag = format!("{prior}-{cache}");
+    let skus = [
+        Sku::new(format!("fresh-{tag}")).unwrap(),
+        Sku::new(format!("long-{tag}")).unwrap(),
+    ];
+    seed(store, &skus[0], 1).await;
+    seed(store, &skus[1], prior).await;
+    let topology = Topology::parse("aws", "azure").unwrap();
+    let service =
+        Service::new(topology, store.clone(), TokioClock, RandomIds).with_cache_capacity(cache);
+    let mut samples: [Vec<(Duration, u64)>; 2] = [Vec::new(), Vec::new()];
+    let mut order = 0;
+    for round in 0..10 {
+        let sides = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in sides {
+            for _ in 0..20 {
+                order += 1;
+                let cmd = ReserveStock {
+                    order_id: OrderId::new(format!("bench-{order}")).unwrap(),
+                    quantity: Quantity::new(1).unwrap(),
+                };
+                let before = reads.milli_units();
+                let t = Instant::now();
+                service.reserve(&skus[side], cmd).await.unwrap();
+                samples[side].push((t.elapsed(), reads.milli_units() - before));
+            }
+        }
+    }
+    let row = |side: usize| {
+        // The first command on each SKU loads it (and saves a snapshot):
+        // reported apart from the steady state.
+        let first = samples[side][0];
+        let mut rest: Vec<_> = samples[side][1..].to_vec();
+        rest.sort();
+        let units: u64 = rest.iter().map(|(_, u)| u).sum();
+        let per = units / u64::try_from(rest.len()).unwrap();
+        (
+            ms(percentile(
+                &rest.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+                500,
+            )),
+            format!("{}.{:03}", per / 1000, per % 1000),
+            format!(
+                "{} ({}.{:03} RCU)",
+                ms(first.0),
+                first.1 / 1000,
+                first.1 % 1000
+            ),
+        )
+    };
+    let (fresh, long) = (row(0), row(1));
+    println!(
+        "| {label} | {} / {} | {} / {} RCU | {} / {} |",
+        fresh.0, long.0, fresh.1, long.1, fresh.2, long.2
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
@@ -203,8 +303,15 @@ async fn main() {
             (Some(server), e)
         }
     };
-    let store = store_at(&endpoint, &unique_table("bench"));
+    let (store, reads) = store_at(&endpoint, &unique_table("bench")).counting_read_capacity();
     store.create_table().await.unwrap();
+    println!(
+        "| history (fresh / 10 000 events) | p50 | read capacity per command | first command |"
+    );
+    println!("|---|---|---|---|");
+    history_phase(&store, &reads, 10_000, 1024, "warm instance").await;
+    history_phase(&store, &reads, 10_000, 0, "every command cold").await;
+    println!();
     let store = Arc::new(store);
 
     let (rate, latencies) = appends(&store, 100).await;
@@ -227,9 +334,14 @@ async fn main() {
     }
 }
 
-async fn reserve_phases<C: Clock + 'static>(store: &Arc<DynamoDbEventStore>, clock: C) {
+async fn reserve_phases<C: Clock + Clone + 'static>(store: &Arc<DynamoDbEventStore>, clock: C) {
     let topology = Topology::parse("aws", "azure").unwrap();
-    let service = Arc::new(Service::new(topology, (**store).clone(), clock, RandomIds));
+    let service = Arc::new(Service::new(
+        topology,
+        (**store).clone(),
+        clock.clone(),
+        RandomIds,
+    ));
     println!("| reserve | p50 | p99 | max | reserves/s | reserved / refused / contended |");
     println!("|---|---|---|---|---|---|");
 
@@ -239,14 +351,47 @@ async fn reserve_phases<C: Clock + 'static>(store: &Arc<DynamoDbEventStore>, clo
         .receive(&Sku::new(hot.clone()).unwrap(), Quantity::new(160).unwrap())
         .await
         .unwrap();
-    let (tally, wall) = reservations(&service, 20, |_, _| "hot-sku".to_owned()).await;
-    report("1 hot SKU", &tally, wall);
+    let (tally, wall) = reservations(std::slice::from_ref(&service), 20, |_, _| {
+        "hot-sku".to_owned()
+    })
+    .await;
+    report("1 hot SKU, one process", &tally, wall);
     let (received, held) = oversell_check(store, std::slice::from_ref(&hot)).await;
     assert_eq!(
         held, tally.reserved,
         "accepted reservations are the stored ones"
     );
-    let hot_line = format!("hot SKU: {held} reserved of {received} received");
+    let mut hot_line = format!("hot SKU, one process: {held} reserved of {received} received");
+    // The same on another hot SKU, each client its own service: 16
+    // Lambda instances, which only the conditional append arbitrates.
+    let instances: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let topology = Topology::parse("aws", "azure").unwrap();
+            Arc::new(Service::new(
+                topology,
+                (**store).clone(),
+                clock.clone(),
+                RandomIds,
+            ))
+        })
+        .collect();
+    instances[0]
+        .receive(
+            &Sku::new("hot-sku-16").unwrap(),
+            Quantity::new(160).unwrap(),
+        )
+        .await
+        .unwrap();
+    let (tally, wall) = reservations(&instances, 20, |_, _| "hot-sku-16".to_owned()).await;
+    report("1 hot SKU, 16 instances", &tally, wall);
+    let (received, held) = oversell_check(store, &["hot-sku-16".to_owned()]).await;
+    assert_eq!(
+        held, tally.reserved,
+        "accepted reservations are the stored ones"
+    );
+    hot_line.push_str(&format!(
+        "; hot SKU, 16 instances: {held} reserved of {received} received"
+    ));
 
     // 1 000 SKUs, 2 units each, 1 600 orders spread over them.
     let skus: Vec<String> = (0..1000).map(|i| format!("sku-{i:04}")).collect();
@@ -267,7 +412,7 @@ async fn reserve_phases<C: Clock + 'static>(store: &Arc<DynamoDbEventStore>, clo
     for s in setup {
         s.await.unwrap();
     }
-    let (tally, wall) = reservations(&service, 100, |c, n| {
+    let (tally, wall) = reservations(std::slice::from_ref(&service), 100, |c, n| {
         // A fixed spread: every client walks the SKUs with its own stride.
         format!("sku-{:04}", (c * 7919 + n * 104_729) % 1000)
     })

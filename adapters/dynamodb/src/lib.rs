@@ -183,6 +183,38 @@ pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
 pub struct DynamoDbEventStore {
     client: Client,
     table: String,
+    /// Read capacity consumed, when counting (benchmarks).
+    reads: Option<std::sync::Arc<ReadCapacity>>,
+}
+
+/// Read capacity units consumed by a store's strongly consistent reads
+/// (`Query`, `GetItem`), in thousandths, as DynamoDB reports them.
+#[derive(Debug, Default)]
+pub struct ReadCapacity(std::sync::atomic::AtomicU64);
+
+impl ReadCapacity {
+    /// Thousandths of read capacity units consumed so far.
+    #[must_use]
+    pub fn milli_units(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn add(&self, consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        // The SDK gives a float; formatting it is no arithmetic on it.
+        let Some(units) =
+            consumed.and_then(aws_sdk_dynamodb::types::ConsumedCapacity::capacity_units)
+        else {
+            return;
+        };
+        let text = format!("{units:.3}");
+        let milli = text
+            .split_once('.')
+            .and_then(|(whole, frac)| {
+                Some(whole.parse::<u64>().ok()? * 1000 + frac.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        self.0.fetch_add(milli, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl DynamoDbEventStore {
@@ -202,6 +234,7 @@ impl DynamoDbEventStore {
                 .table_name(&self.table)
                 .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
                 .consistent_read(true)
+                .set_return_consumed_capacity(self.capacity_wanted())
                 .set_exclusive_start_key(start);
             query = match &range {
                 Some((from, to)) => query
@@ -211,6 +244,7 @@ impl DynamoDbEventStore {
                 None => query.key_condition_expression("pk = :pk"),
             };
             let page = query.send().await.map_err(|e| unavailable("Query", &e))?;
+            self.count_reads(page.consumed_capacity());
             for item in page.items() {
                 events.push(decode(item)?);
             }
@@ -249,6 +283,28 @@ impl DynamoDbEventStore {
         Self {
             client,
             table: table.to_owned(),
+            reads: None,
+        }
+    }
+
+    /// This store, asking DynamoDB for the capacity every read consumes
+    /// and adding it up (for benchmarks; a production store does not ask).
+    #[must_use]
+    pub fn counting_read_capacity(mut self) -> (Self, std::sync::Arc<ReadCapacity>) {
+        let reads = std::sync::Arc::new(ReadCapacity::default());
+        self.reads = Some(std::sync::Arc::clone(&reads));
+        (self, reads)
+    }
+
+    fn capacity_wanted(&self) -> Option<aws_sdk_dynamodb::types::ReturnConsumedCapacity> {
+        self.reads
+            .as_ref()
+            .map(|_| aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+    }
+
+    fn count_reads(&self, consumed: Option<&aws_sdk_dynamodb::types::ConsumedCapacity>) {
+        if let Some(reads) = &self.reads {
+            reads.add(consumed);
         }
     }
 
@@ -379,9 +435,11 @@ impl DynamoDbEventStore {
             .key(PK, AttributeValue::S(partition_key(&stream.aggregate)))
             .key(SK, AttributeValue::S(sort_key(stream, version)))
             .consistent_read(true)
+            .set_return_consumed_capacity(self.capacity_wanted())
             .send()
             .await
             .map_err(|e| unavailable("GetItem", &e))?;
+        self.count_reads(got.consumed_capacity());
         got.item().map(decode).transpose()
     }
 }

@@ -150,10 +150,12 @@ impl DynamoDbEventStore {
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
                 .consistent_read(true)
+                .set_return_consumed_capacity(self.capacity_wanted())
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| unavailable("Query", &e))?;
+            self.count_reads(page.consumed_capacity());
             for item in page.items() {
                 let (cell, part) = decode_part(item)?;
                 by_cell.entry(cell).or_default().push(part);
