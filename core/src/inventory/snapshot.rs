@@ -192,8 +192,13 @@ impl CellLedger {
                     .checked_add(q)
                     .ok_or_else(|| refuse("reserved units overflow".into()))?;
             }
-            if reservations.insert(order.clone(), state).is_some() {
-                return Err(refuse(format!("order {order} is listed twice")));
+            match reservations.entry(order) {
+                std::collections::hash_map::Entry::Occupied(taken) => {
+                    return Err(refuse(format!("order {} is listed twice", taken.key())));
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(state);
+                }
             }
         }
         let mut requests = HashMap::with_capacity(body.requests.len());
