@@ -934,9 +934,10 @@ pub async fn snapshot_and_tail_fold_for_seed<S: EventStore>(store: &S, seed: u64
         .load_snapshots(&AggregateId::inventory(&sku))
         .await
         .map_err(|e| err(&e))?;
-    expect(saved.len() == 2, || {
-        err(&format!("{} ledgers were snapshotted, not 2", saved.len()))
-    })
+    // Not vacuous: at least one ledger started commands from a snapshot. A
+    // random history can leave one cell with no appended event at all
+    // (every command of it refused), so both is not always reachable.
+    expect(!saved.is_empty(), || err(&"no ledger was snapshotted"))
 }
 
 /// One `#[tokio::test]` per contract rule, each on a fresh store from
