@@ -12,6 +12,7 @@ use crate::event::{AggregateId, AggregateType, DomainEvent, EventError, Recorded
 use crate::ids::{CellId, IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{
     CellLedger, Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView,
+    Rewind,
 };
 use crate::ports::{Clock, EventStore, IdGenerator, ReplicatedApply, StoreError};
 use crate::quantity::Quantity;
@@ -171,6 +172,11 @@ trait Decider: Send + Sync {
     /// Decides on `state`; gives back the state worth keeping (after the
     /// decided events, or unchanged), if any.
     fn decide(&mut self, state: Self::State) -> Decided<Self::Answer, Self::State>;
+    /// The state a decision gave back, with the decided events taken out
+    /// again: the store refused them (another process appended first), so
+    /// the next attempt starts from it and reads only what is newer.
+    /// `None` when the decider keeps no state.
+    fn rewind(&self, state: Self::State) -> Option<Self::State>;
 }
 
 /// A decision, and the state worth keeping after it.
@@ -202,6 +208,10 @@ impl<C: Clock> Decider for CreateTransactionDecider<'_, C> {
     ) -> Result<(), ServiceError> {
         state.extend_from_slice(events);
         Ok(())
+    }
+
+    fn rewind(&self, _: Self::State) -> Option<Self::State> {
+        None
     }
 
     fn decide(
@@ -274,6 +284,7 @@ impl<C: Clock> Decider for InventoryDecider<'_, C> {
         Kept {
             saved: inventory.held(),
             inventory,
+            undecided: Rewind::default(),
         }
     }
 
@@ -290,39 +301,57 @@ impl<C: Clock> Decider for InventoryDecider<'_, C> {
 
     fn decide(
         &mut self,
-        Kept { inventory, saved }: Kept,
+        Kept {
+            inventory, saved, ..
+        }: Kept,
     ) -> (Result<Attempt<InventoryAnswer>, ServiceError>, Option<Kept>) {
-        let (attempt, kept) = self.decide_on(inventory);
-        (attempt, kept.map(|inventory| Kept { inventory, saved }))
+        let (attempt, inventory, undecided) = self.decide_on(inventory);
+        let kept = Kept {
+            inventory,
+            saved,
+            undecided,
+        };
+        (attempt, Some(kept))
+    }
+
+    fn rewind(&self, mut state: Kept) -> Option<Kept> {
+        let undecided = std::mem::take(&mut state.undecided);
+        state.inventory.rewind(undecided);
+        Some(state)
     }
 }
 
 impl<C: Clock> InventoryDecider<'_, C> {
+    /// The attempt, the state after it, and what takes its events back
+    /// out of that state.
     fn decide_on(
         &self,
         inventory: Inventory,
     ) -> (
         Result<Attempt<InventoryAnswer>, ServiceError>,
-        Option<Inventory>,
+        Inventory,
+        Rewind,
     ) {
         let Some(command) = self.command else {
             let view = inventory.view();
             return (
                 Ok(Attempt::Done(InventoryAnswer::View(view))),
-                Some(inventory),
+                inventory,
+                Rewind::default(),
             );
         };
         let now = self.clock.now();
         let expected = inventory.own().map_or(0, CellLedger::version);
-        let (decision, kept) = inventory.decide_keeping(command, now);
+        let (decision, kept, undecided) = inventory.decide_rewindable(command, now);
         let decision = match decision {
             Ok(decision) => decision,
-            Err(e) => return (Err(e.into()), kept),
+            Err(e) => return (Err(e.into()), kept, undecided),
         };
         if decision.events.is_empty() {
             return (
                 Ok(Attempt::Done(InventoryAnswer::Outcome(decision.outcome))),
                 kept,
+                undecided,
             );
         }
         let outcome = decision.outcome;
@@ -338,7 +367,7 @@ impl<C: Clock> InventoryDecider<'_, C> {
                 }))
             },
         };
-        (Ok(attempt), kept)
+        (Ok(attempt), kept, undecided)
     }
 }
 
@@ -369,6 +398,9 @@ type Entries = (u64, HashMap<Sku, (u64, Kept)>);
 struct Kept {
     inventory: Inventory,
     saved: BTreeMap<CellId, u64>,
+    /// What takes the last decision's events back out of `inventory`,
+    /// until the store has accepted or refused them.
+    undecided: Rewind,
 }
 
 /// Every how many events of a ledger its snapshot is saved, unless
@@ -586,6 +618,10 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         };
         let kept = self.inventories.take(sku);
         let (answer, mut kept) = self.run(&aggregate, kept, decider).await;
+        if let Some(kept) = kept.as_mut() {
+            // Accepted or refused by now: nothing left to take back.
+            kept.undecided = Rewind::default();
+        }
         self.save_due_snapshots(&aggregate, kept.as_mut()).await;
         self.inventories.put(sku, kept);
         match answer? {
@@ -626,7 +662,9 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
     /// beyond it (only the newer events where the decider says what it
     /// holds), and the decider decides on it. A lost version race is
     /// followed by a [`backoff`] through [`Clock::pause`] and a new attempt
-    /// on a state loaded afresh, up to the service's attempts; an append of
+    /// on the same state with the lost decision taken back out of it
+    /// ([`Decider::rewind`]), so that the attempt reads only what the
+    /// winner appended, up to the service's attempts; an append of
     /// owed reconcile events is progress, bounded by
     /// [`MAX_RECONCILE_CHUNKS`] only against a bug. Gives the answer and the
     /// state worth keeping (the store's state after the command), if any.
@@ -686,15 +724,22 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
                     }
                 },
                 Err(StoreError::Conflict { .. }) => {
-                    // `after` holds events that were not appended: the next
-                    // attempt starts afresh.
+                    // `after` holds events that were not appended: taken
+                    // back out, it is what the store held when this
+                    // attempt decided, and the next attempt reads only
+                    // what the winner appended since.
+                    let before = after.and_then(|state| decider.rewind(state));
                     lost += 1;
                     if lost >= self.max_attempts {
-                        return (Err(ServiceError::Contention), None);
+                        return (Err(ServiceError::Contention), before);
                     }
+                    kept = before;
                     self.clock.pause(backoff(lost - 1)).await;
                 }
-                Err(e) => return (Err(e.into()), None),
+                // The events may or may not be stored (a timeout): the
+                // state without them is still a prefix of the store's, and
+                // the next command reads whatever is beyond it.
+                Err(e) => return (Err(e.into()), after.and_then(|state| decider.rewind(state))),
             }
         }
     }
@@ -1246,58 +1291,99 @@ mod tests {
         assert!(s.inventories.take(&Sku::new("c").unwrap()).is_some());
     }
 
-    /// A store whose appends always lose the race: unit test of the retry bound.
-    struct AlwaysConflicts(InMemoryEventStore);
+    /// A store shared with another process that appends first: with
+    /// `wins` unset, every append loses the race (unit tests of the retry
+    /// bound); with `wins` at n, the rival appends a one-unit receipt just
+    /// before each of this service's next n appends, which then lose.
+    struct Rival {
+        store: crate::testing::Counted<InMemoryEventStore>,
+        wins: Option<std::sync::atomic::AtomicU32>,
+    }
 
-    impl EventStore for AlwaysConflicts {
+    impl Rival {
+        fn always() -> Self {
+            Self {
+                store: crate::testing::Counted::new(InMemoryEventStore::new()),
+                wins: None,
+            }
+        }
+
+        fn winning(n: u32) -> Self {
+            Self {
+                wins: Some(std::sync::atomic::AtomicU32::new(n)),
+                ..Self::always()
+            }
+        }
+    }
+
+    impl EventStore for Rival {
         async fn append(
             &self,
             stream: &StreamId,
             expected: u64,
-            _: &[RecordedEvent],
+            events: &[RecordedEvent],
         ) -> Result<(), StoreError> {
-            Err(StoreError::Conflict {
-                stream: stream.clone(),
-                expected,
-            })
+            use std::sync::atomic::Ordering::SeqCst;
+            let Some(wins) = &self.wins else {
+                return Err(StoreError::Conflict {
+                    stream: stream.clone(),
+                    expected,
+                });
+            };
+            if wins
+                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let receipt = DomainEvent::StockReceived {
+                    quantity: Quantity::new(1).unwrap(),
+                };
+                let first =
+                    RecordedEvent::new(stream.clone(), expected + 1, Timestamp::EPOCH, receipt)
+                        .unwrap();
+                self.store
+                    .inner()
+                    .append(stream, expected, &[first])
+                    .await?;
+            }
+            self.store.append(stream, expected, events).await
         }
         async fn load(&self, aggregate: &AggregateId) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.0.load(aggregate).await
+            self.store.load(aggregate).await
         }
         async fn load_after(
             &self,
             aggregate: &AggregateId,
             after: &std::collections::BTreeMap<crate::ids::CellId, u64>,
         ) -> Result<Vec<RecordedEvent>, StoreError> {
-            self.0.load_after(aggregate, after).await
+            self.store.load_after(aggregate, after).await
         }
         async fn apply_replicated(
             &self,
             event: &RecordedEvent,
         ) -> Result<ReplicatedApply, StoreError> {
-            self.0.apply_replicated(event).await
+            self.store.apply_replicated(event).await
         }
         async fn read(
             &self,
             stream: &StreamId,
             version: u64,
         ) -> Result<Option<RecordedEvent>, StoreError> {
-            self.0.read(stream, version).await
+            self.store.read(stream, version).await
         }
         async fn list_origin(
             &self,
             listing: &crate::ports::Listing,
         ) -> Result<crate::ports::EventPage, StoreError> {
-            self.0.list_origin(listing).await
+            self.store.list_origin(listing).await
         }
         async fn save_snapshot(&self, snapshot: &crate::ports::Snapshot) -> Result<(), StoreError> {
-            self.0.save_snapshot(snapshot).await
+            self.store.save_snapshot(snapshot).await
         }
         async fn load_snapshots(
             &self,
             aggregate: &AggregateId,
         ) -> Result<Vec<crate::ports::Snapshot>, StoreError> {
-            self.0.load_snapshots(aggregate).await
+            self.store.load_snapshots(aggregate).await
         }
         async fn check(&self) -> Result<(), StoreError> {
             Ok(())
@@ -1305,11 +1391,50 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_race_reads_only_what_the_winner_appended() {
+        let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
+        let s = Service::new(
+            topology.clone(),
+            Rival::winning(0),
+            ManualClock::new(Timestamp::from_unix_millis(1_000).unwrap(), 1),
+            SequentialIds::default(),
+        );
+        block_on(s.receive(&sku(), Quantity::new(300).unwrap())).unwrap();
+        for n in 0..200 {
+            block_on(s.reserve(&sku(), reserve(&format!("o-{n}")))).unwrap();
+        }
+        assert_eq!(s.store().store.reads(), (0, 0));
+        // Another process of the cell wins the next two races.
+        let wins = s.store().wins.as_ref().unwrap();
+        wins.store(2, std::sync::atomic::Ordering::SeqCst);
+        let outcome = block_on(s.reserve(&sku(), reserve("contended"))).unwrap();
+        assert!(matches!(
+            outcome,
+            InventoryOutcome::Reserved {
+                replayed: false,
+                ..
+            }
+        ));
+        assert_eq!(s.store().store.conflicts(), 2);
+        assert_eq!(
+            s.store().store.reads(),
+            (0, 2),
+            "each retry read the one event the rival appended, nothing older"
+        );
+        // What it kept is what the stored events fold to.
+        let stored = block_on(s.store().load(&AggregateId::inventory(&sku()))).unwrap();
+        let folded = Inventory::fold(&sku(), &topology, &stored).unwrap().view();
+        let kept = block_on(s.inventory(&sku())).unwrap();
+        assert_eq!(kept, folded);
+        assert_eq!((kept.on_hand, kept.reserved), (302, 201));
+    }
+
+    #[test]
     fn losing_every_race_ends_in_contention_after_the_configured_attempts() {
         let topology = Topology::new(CellId::new("aws").unwrap(), []);
         let s = Service::new(
             topology,
-            AlwaysConflicts(InMemoryEventStore::new()),
+            Rival::always(),
             ManualClock::new(Timestamp::EPOCH, 1),
             SequentialIds::default(),
         )
@@ -1343,7 +1468,7 @@ mod tests {
         let topology = Topology::new(CellId::new("aws").unwrap(), []);
         let s = Service::new(
             topology,
-            AlwaysConflicts(InMemoryEventStore::new()),
+            Rival::always(),
             PauseLog::default(),
             SequentialIds::default(),
         )
@@ -1371,7 +1496,7 @@ mod tests {
         let topology = Topology::new(CellId::new("aws").unwrap(), []);
         let s = Service::new(
             topology,
-            AlwaysConflicts(InMemoryEventStore::new()),
+            Rival::always(),
             PauseLog::default(),
             SequentialIds::default(),
         )
@@ -1396,7 +1521,7 @@ mod tests {
         let topology = Topology::new(CellId::new("aws").unwrap(), []);
         let s = Service::new(
             topology,
-            AlwaysConflicts(InMemoryEventStore::new()),
+            Rival::always(),
             crate::ports::SystemClock,
             SequentialIds::default(),
         )

@@ -79,6 +79,17 @@ async fn reserve_at_once(
         (view.on_hand, view.reserved, view.available),
         (stock, stock, 0)
     );
+    // What each process kept through its lost races (its decisions taken
+    // back out, the winners' events read in) is what a process that keeps
+    // nothing folds from the store.
+    let folded = fresh(services[0].store()).inventory(sku).await.unwrap();
+    for (i, service) in services.iter().enumerate() {
+        assert_eq!(
+            service.inventory(sku).await.unwrap(),
+            folded,
+            "round {round}: process {i}"
+        );
+    }
     services[0].store().conflicts()
 }
 
@@ -90,6 +101,12 @@ fn service(store: &CountingStore) -> Arc<Service<CountingStore, SystemClock, Ran
         SystemClock,
         RandomIds,
     ))
+}
+
+/// A process of the cell that keeps nothing between commands.
+fn fresh(store: &CountingStore) -> Service<CountingStore, SystemClock, RandomIds> {
+    let topology = Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]);
+    Service::new(topology, store.clone(), SystemClock, RandomIds).with_cache_capacity(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 //!
 //! `cargo bench -p twincell-dynamodb --bench moto_load` (with
 //! `TWINCELL_MOTO_ENDPOINT` set, or starting `scripts/tools/moto-server`
-//! itself). Numbers are for a Python stand-in on the same two cores, not
+//! itself; `TWINCELL_BENCH_HISTORY=off` skips the history phase). Numbers are for a Python stand-in on the same two cores, not
 //! for DynamoDB: they show the client's overhead and the behaviour under
 //! contention, not the service's capacity.
 #![allow(
@@ -305,13 +305,17 @@ async fn main() {
     };
     let (store, reads) = store_at(&endpoint, &unique_table("bench")).counting_read_capacity();
     store.create_table().await.unwrap();
-    println!(
-        "| history (fresh / 10 000 events) | p50 | read capacity per command | first command |"
-    );
-    println!("|---|---|---|---|");
-    history_phase(&store, &reads, 10_000, 1024, "warm instance").await;
-    history_phase(&store, &reads, 10_000, 0, "every command cold").await;
-    println!();
+    // TWINCELL_BENCH_HISTORY=off: only the concurrent phases (quicker, for
+    // A/B runs of the contention path).
+    if std::env::var("TWINCELL_BENCH_HISTORY").as_deref() != Ok("off") {
+        println!(
+            "| history (fresh / 10 000 events) | p50 | read capacity per command | first command |"
+        );
+        println!("|---|---|---|---|");
+        history_phase(&store, &reads, 10_000, 1024, "warm instance").await;
+        history_phase(&store, &reads, 10_000, 0, "every command cold").await;
+        println!();
+    }
     let store = Arc::new(store);
 
     let (rate, latencies) = appends(&store, 100).await;

@@ -2,7 +2,7 @@
 //! that do it, and why it may be refused.
 
 use super::aggregate::Inventory;
-use super::ledger::{CellLedger, LedgerError, RequestKind, ReservationStatus};
+use super::ledger::{CellLedger, LedgerError, RequestKind, ReservationStatus, Undo};
 use super::view::{InventoryView, ReservationView};
 use crate::event::{DomainEvent, FulfilCause, ReleaseCause};
 use crate::ids::{CellId, OrderId};
@@ -129,15 +129,28 @@ impl Inventory {
 
     /// [`decide`](Self::decide), giving back the state as well: on a
     /// decision, the state after its events (what the store holds once they
-    /// are appended); on a refusal, the state unchanged when nothing was
-    /// applied to it before the refusal, and `None` when it is part-way
-    /// (owed reconcile events applied, not appended) and must be dropped.
-    /// What a service keeps between commands, without copying the state.
+    /// are appended); on a refusal, the state as it was. What a service
+    /// keeps between commands, without copying the state.
     pub fn decide_keeping(
         self,
         command: &InventoryCommand,
         now: Timestamp,
-    ) -> (Result<InventoryDecision, InventoryError>, Option<Self>) {
+    ) -> (Result<InventoryDecision, InventoryError>, Self) {
+        let (decision, state, _) = self.decide_rewindable(command, now);
+        (decision, state)
+    }
+
+    /// [`decide_keeping`](Self::decide_keeping), with what takes the
+    /// decision's events back out of the state
+    /// ([`rewind`](Self::rewind)) when the store refuses them (another
+    /// process appended first): the state is then as it was before the
+    /// decision, and only what the store holds beyond it needs reading.
+    /// Empty on a refusal, where the state is already as it was.
+    pub(crate) fn decide_rewindable(
+        self,
+        command: &InventoryCommand,
+        now: Timestamp,
+    ) -> (Result<InventoryDecision, InventoryError>, Self, Rewind) {
         let mut owed = self.reconcile();
         // A command adds at most one event of its own plus one request per
         // other cell holding the order.
@@ -147,55 +160,85 @@ impl Inventory {
         let mut next = Pending {
             state: self,
             events: Vec::with_capacity(owed.len() + 2),
+            undo: Vec::with_capacity(owed.len() + 2),
             now,
         };
-        for event in owed {
-            if let Err(e) = next.push(event) {
-                return (Err(e), None);
-            }
-        }
-        if command_pending {
-            let decision = InventoryDecision {
-                outcome: next.applied(),
-                events: next.events,
-                command_pending,
-            };
-            return (Ok(decision), Some(next.state));
-        }
-        let outcome = match next.command(command) {
-            Ok(outcome) => outcome,
+        let decided = next.decide(owed, command, command_pending);
+        let Pending {
+            mut state, undo, ..
+        } = next;
+        let rewind = Rewind(undo);
+        match decided {
+            Ok(decision) => (Ok(decision), state, rewind),
             Err(e) => {
-                let clean = next.events.is_empty();
-                return (Err(e), clean.then_some(next.state));
+                state.rewind(rewind);
+                (Err(e), state, Rewind::default())
             }
-        };
-        if next.events.len() > MAX_EVENTS_PER_APPEND {
-            // Only a topology of more than 99 cells gets here.
-            return (
-                Err(InventoryError::Inconsistent(format!(
-                    "a decision of {} events does not fit one append of {MAX_EVENTS_PER_APPEND}",
-                    next.events.len()
-                ))),
-                None,
-            );
         }
-        let decision = InventoryDecision {
-            events: next.events,
-            outcome,
-            command_pending,
-        };
-        (Ok(decision), Some(next.state))
+    }
+
+    /// Takes a decision's events back out of the state it was decided on
+    /// (see [`decide_rewindable`](Self::decide_rewindable)).
+    pub(crate) fn rewind(&mut self, rewind: Rewind) {
+        if rewind.0.is_empty() {
+            return;
+        }
+        let this = self.this.clone();
+        if let Some(own) = self.ledgers.get_mut(&this) {
+            for undo in rewind.0.into_iter().rev() {
+                own.undo(undo);
+            }
+        }
     }
 }
+
+/// How to take a decision's events back out of this cell's ledger, one
+/// [`Undo`] per event in the order they were applied.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Rewind(Vec<Undo>);
 
 /// A decision under construction: the state with the new events applied.
 struct Pending {
     state: Inventory,
     events: Vec<DomainEvent>,
+    /// Per event in `events`, how to take it back out of `state`.
+    undo: Vec<Undo>,
     now: Timestamp,
 }
 
 impl Pending {
+    /// The owed events, then (unless `command_pending`) the command's.
+    fn decide(
+        &mut self,
+        owed: Vec<DomainEvent>,
+        command: &InventoryCommand,
+        command_pending: bool,
+    ) -> Result<InventoryDecision, InventoryError> {
+        for event in owed {
+            self.push(event)?;
+        }
+        if command_pending {
+            return Ok(InventoryDecision {
+                outcome: self.applied(),
+                events: std::mem::take(&mut self.events),
+                command_pending,
+            });
+        }
+        let outcome = self.command(command)?;
+        if self.events.len() > MAX_EVENTS_PER_APPEND {
+            // Only a topology of more than 99 cells gets here.
+            return Err(InventoryError::Inconsistent(format!(
+                "a decision of {} events does not fit one append of {MAX_EVENTS_PER_APPEND}",
+                self.events.len()
+            )));
+        }
+        Ok(InventoryDecision {
+            events: std::mem::take(&mut self.events),
+            outcome,
+            command_pending,
+        })
+    }
+
     fn own(&self) -> Result<&CellLedger, InventoryError> {
         // `fold` creates this cell's ledger from the topology, so it exists;
         // the error keeps a broken invariant from panicking.
@@ -211,8 +254,8 @@ impl Pending {
                 InventoryError::Inconsistent("no ledger for this cell".to_owned())
             })?;
         let version = ledger.version + 1;
-        ledger
-            .apply(version, self.now, &event)
+        let undo = ledger
+            .apply_undoable(version, self.now, &event)
             .map_err(|e| match e {
                 LedgerError::Insufficient {
                     requested,
@@ -224,6 +267,7 @@ impl Pending {
                 LedgerError::Overflow => InventoryError::StockOverflow,
                 other => InventoryError::Inconsistent(other.to_string()),
             })?;
+        self.undo.push(undo);
         self.events.push(event);
         Ok(())
     }

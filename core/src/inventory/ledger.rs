@@ -327,6 +327,113 @@ impl CellLedger {
         Ok(())
     }
 
+    /// [`apply`](Self::apply), keeping what it takes to take the event
+    /// back with [`undo`](Self::undo): the counters before it and the
+    /// prior value of the one entry it touches.
+    pub(super) fn apply_undoable(
+        &mut self,
+        version: u64,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<Undo, LedgerError> {
+        let prior = match event {
+            DomainEvent::StockReserved { order_id, .. }
+            | DomainEvent::ReservationReleased { order_id, .. }
+            | DomainEvent::ReservationFulfilled { order_id, .. } => {
+                Prior::Reservation(order_id.clone(), self.reservations.get(order_id).copied())
+            }
+            DomainEvent::ReleaseRequested { order_id, .. }
+            | DomainEvent::FulfilmentRequested { order_id, .. } => {
+                Prior::Requests(order_id.clone(), self.requests.get(order_id).map(Vec::len))
+            }
+            DomainEvent::AllocationTransferred { .. } => {
+                Prior::TransferOut(version, self.transfers_out.get(&version).cloned())
+            }
+            DomainEvent::AllocationReceived {
+                from_cell,
+                transfer_version,
+                ..
+            } => Prior::TransferIn {
+                from: from_cell.clone(),
+                transfer_version: *transfer_version,
+                had_cell: self.transfers_in.contains_key(from_cell),
+                had_version: self.received(from_cell, *transfer_version),
+            },
+            DomainEvent::TransactionCreated { .. }
+            | DomainEvent::StockReceived { .. }
+            | DomainEvent::StockWrittenOff { .. } => Prior::Counters,
+        };
+        let counters = self.counters();
+        self.apply(version, at, event)?;
+        Ok(Undo { counters, prior })
+    }
+
+    /// Takes back the last event applied with
+    /// [`apply_undoable`](Self::apply_undoable); events taken back in the
+    /// reverse of the order they were applied leave the ledger exactly as
+    /// it was before them.
+    pub(super) fn undo(&mut self, undo: Undo) {
+        [
+            self.version,
+            self.on_hand,
+            self.reserved,
+            self.received,
+            self.written_off,
+            self.shipped,
+            self.transferred_out,
+            self.transferred_in,
+        ] = undo.counters;
+        match undo.prior {
+            Prior::Counters => {}
+            Prior::Reservation(order, None) => {
+                self.reservations.remove(&order);
+            }
+            Prior::Reservation(order, Some(state)) => {
+                self.reservations.insert(order, state);
+            }
+            Prior::Requests(order, None) => {
+                self.requests.remove(&order);
+            }
+            Prior::Requests(order, Some(len)) => {
+                if let Some(asked) = self.requests.get_mut(&order) {
+                    asked.truncate(len);
+                }
+            }
+            Prior::TransferOut(version, None) => {
+                self.transfers_out.remove(&version);
+            }
+            Prior::TransferOut(version, Some(sent)) => {
+                self.transfers_out.insert(version, sent);
+            }
+            Prior::TransferIn {
+                from,
+                transfer_version,
+                had_cell,
+                had_version,
+            } => {
+                if !had_version && let Some(versions) = self.transfers_in.get_mut(&from) {
+                    versions.remove(&transfer_version);
+                }
+                if !had_cell {
+                    self.transfers_in.remove(&from);
+                }
+            }
+        }
+    }
+
+    fn counters(&self) -> [u64; 8] {
+        [
+            self.version,
+            self.on_hand,
+            self.reserved,
+            self.received,
+            self.written_off,
+            self.shipped,
+            self.transferred_out,
+            self.transferred_in,
+        ]
+    }
+
     pub(super) fn record_request(
         &mut self,
         order: &OrderId,
@@ -345,6 +452,35 @@ impl CellLedger {
         }
         Ok(())
     }
+}
+
+/// What [`CellLedger::undo`] needs to take one applied event back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Undo {
+    /// Version and stock counters before the event.
+    counters: [u64; 8],
+    /// The entry the event touched, as it was before.
+    prior: Prior,
+}
+
+/// The prior value of the one entry an event touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Prior {
+    /// Only counters changed.
+    Counters,
+    /// The order's reservation, if any.
+    Reservation(OrderId, Option<ReservationState>),
+    /// How many requests the order had, if it had an entry.
+    Requests(OrderId, Option<usize>),
+    /// The transfer recorded at the event's version, if any.
+    TransferOut(u64, Option<(CellId, Quantity)>),
+    /// Whether the sender had an entry and this transfer was in it.
+    TransferIn {
+        from: CellId,
+        transfer_version: u64,
+        had_cell: bool,
+        had_version: bool,
+    },
 }
 
 /// Lifetime totals of one ledger.

@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod view;
 
 pub use aggregate::{Inventory, InventoryFoldError};
+pub(crate) use decide::Rewind;
 pub use decide::{InventoryCommand, InventoryDecision, InventoryError, InventoryOutcome};
 pub use ledger::{
     CellLedger, LedgerError, LedgerTotals, RequestKind, ReservationState, ReservationStatus,

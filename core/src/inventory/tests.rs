@@ -797,3 +797,122 @@ fn a_ledger_of_twenty_thousand_orders_fits_one_snapshot() {
     let too_big = busy_ledger(30_000).snapshot(&aggregate).unwrap();
     assert!(crate::ports::snapshot_parts(&too_big).is_err());
 }
+
+/// Events of every kind on a few orders, most of which fit a ledger of
+/// `aws` that has some history.
+fn any_ledger_event() -> impl proptest::strategy::Strategy<Value = DomainEvent> {
+    use proptest::prelude::*;
+    let order_of = |o: usize| order(&format!("o{o}"));
+    prop_oneof![
+        3 => (1u64..=5).prop_map(received),
+        1 => (1u64..=3).prop_map(|n| DomainEvent::StockWrittenOff {
+            quantity: q(n),
+            reason: WriteOffReason::new("broken").unwrap(),
+        }),
+        3 => (0..4usize, 1u64..=3).prop_map(move |(o, n)| reserved(&format!("o{o}"), n)),
+        2 => (0..4usize, 1u64..=3, any::<bool>()).prop_map(move |(o, n, ship)| if ship {
+            DomainEvent::ReservationFulfilled {
+                order_id: order_of(o),
+                quantity: q(n),
+                cause: FulfilCause::Client,
+            }
+        } else {
+            DomainEvent::ReservationReleased {
+                order_id: order_of(o),
+                quantity: q(n),
+                cause: ReleaseCause::Client,
+            }
+        }),
+        2 => (0..4usize, any::<bool>()).prop_map(move |(o, ship)| if ship {
+            DomainEvent::FulfilmentRequested { order_id: order_of(o), owner: cell("azure") }
+        } else {
+            DomainEvent::ReleaseRequested { order_id: order_of(o), owner: cell("azure") }
+        }),
+        1 => (1u64..=3).prop_map(|n| DomainEvent::AllocationTransferred {
+            to_cell: cell("azure"),
+            quantity: q(n),
+        }),
+        1 => (1u64..=4, 1u64..=3).prop_map(|(v, n)| DomainEvent::AllocationReceived {
+            from_cell: cell("azure"),
+            transfer_version: v,
+            quantity: q(n),
+        }),
+    ]
+}
+
+proptest::proptest! {
+    /// What a lost race relies on: a decision's events, taken back in
+    /// reverse, leave the ledger exactly as it was, whatever they were and
+    /// whatever the ledger held; an event that does not fit changes nothing.
+    #[test]
+    fn events_taken_back_in_reverse_leave_the_ledger_as_it_was(
+        history in proptest::collection::vec(any_ledger_event(), 0..40),
+        decided in proptest::collection::vec(any_ledger_event(), 1..12),
+    ) {
+        let at = Timestamp::from_unix_millis(1_000).unwrap();
+        let mut ledger = CellLedger::new(cell("aws"));
+        for e in &history {
+            let _ = ledger.apply(ledger.version() + 1, at, e);
+        }
+        let before = ledger.clone();
+        let mut undo = Vec::new();
+        for e in &decided {
+            let unchanged = ledger.clone();
+            match ledger.apply_undoable(ledger.version() + 1, at, e) {
+                Ok(u) => undo.push(u),
+                Err(_) => proptest::prop_assert_eq!(&ledger, &unchanged),
+            }
+        }
+        for u in undo.into_iter().rev() {
+            ledger.undo(u);
+        }
+        proptest::prop_assert_eq!(ledger, before);
+    }
+}
+
+#[test]
+fn a_rewound_decision_leaves_the_inventory_as_it_was() {
+    // azure asks aws to release o1 and sends it 3 units: aws owes a release
+    // and a receipt before its own command, then reserves o2.
+    let history = [
+        ("aws", received(5)),
+        ("aws", reserved("o1", 2)),
+        (
+            "azure",
+            DomainEvent::ReleaseRequested {
+                order_id: order("o1"),
+                owner: cell("aws"),
+            },
+        ),
+        ("azure", received(4)),
+        (
+            "azure",
+            DomainEvent::AllocationTransferred {
+                to_cell: cell("aws"),
+                quantity: q(3),
+            },
+        ),
+    ];
+    let before = fold("aws", &given(&history));
+    let now = Timestamp::from_unix_millis(1_000).unwrap();
+    let (decision, mut after, rewind) = before
+        .clone()
+        .decide_rewindable(&InventoryCommand::Reserve(order("o2"), q(8)), now);
+    assert_eq!(
+        decision.unwrap().events.len(),
+        3,
+        "release, receipt, reserve"
+    );
+    assert_ne!(after, before);
+    after.rewind(rewind);
+    assert_eq!(after, before);
+    // A refusal after owed events gives the state back as it was too.
+    let (refused, kept) = before
+        .clone()
+        .decide_keeping(&InventoryCommand::Reserve(order("o3"), q(100)), now);
+    assert!(matches!(
+        refused,
+        Err(InventoryError::InsufficientStock { .. })
+    ));
+    assert_eq!(kept, before);
+}
