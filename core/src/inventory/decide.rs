@@ -194,7 +194,7 @@ impl Inventory {
 
 /// How to take a decision's events back out of this cell's ledger, one
 /// [`Undo`] per event in the order they were applied.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct Rewind(Vec<Undo>);
 
 /// A decision under construction: the state with the new events applied.

@@ -455,7 +455,7 @@ impl CellLedger {
 }
 
 /// What [`CellLedger::undo`] needs to take one applied event back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct Undo {
     /// Version and stock counters before the event.
     counters: [u64; 8],
@@ -464,7 +464,7 @@ pub(super) struct Undo {
 }
 
 /// The prior value of the one entry an event touches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Prior {
     /// Only counters changed.
     Counters,
