@@ -10,7 +10,11 @@
 //! - [`event`]: events, streams `(aggregate, id, origin cell)`, event ids.
 //! - Value types: [`money`], [`quantity`], [`ids`], [`timestamp`],
 //!   [`write_off_reason`].
-//! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits.
+//! - [`ports`]: the [`EventStore`], [`Clock`] and [`IdGenerator`] traits
+//!   and their contracts; [`store_support`]: the rules every store applies
+//!   alike; [`system`]: the production clock and ids.
+//! - [`CellApi`]: the inbound port, every use case of one cell as an
+//!   adapter calls it.
 //! - [`Service`]: load → decide → append with bounded retries; commands on
 //!   one aggregate take turns inside a service, and the store's conditional
 //!   append decides between processes.
@@ -62,6 +66,8 @@
 //! # }
 //! ```
 
+pub mod api;
+pub mod error;
 pub mod event;
 mod gate;
 pub mod ids;
@@ -72,6 +78,8 @@ pub mod ports;
 pub mod quantity;
 pub mod replication;
 pub mod service;
+pub mod store_support;
+pub mod system;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 pub mod timestamp;
@@ -80,6 +88,8 @@ pub mod transaction;
 pub mod validation;
 pub mod write_off_reason;
 
+pub use api::{CellApi, CreatedTransaction, Reply};
+pub use error::ServiceError;
 pub use event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
 pub use ids::{AccountId, CellId, IdempotencyKey, IdentifierError, OrderId, Sku, TransactionId};
 pub use inventory::{
@@ -89,14 +99,17 @@ pub use memory::InMemoryEventStore;
 pub use money::{Currency, Money};
 pub use ports::{
     Clock, EventPage, EventStore, IdGenerator, ListCursor, Listing, MAX_EVENT_BYTES,
-    MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_PARTS, RandomIds, ReplicatedApply,
-    SNAPSHOT_PART_BYTES, Snapshot, SnapshotPart, StoreError, SystemClock, ThreadSleep,
-    WriteFailure, apply_by_create, check_batch, check_event_size, join_snapshot_parts,
-    snapshot_parts,
+    MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_PARTS, ReplicatedApply,
+    SNAPSHOT_PART_BYTES, Snapshot, StoreError,
 };
 pub use quantity::Quantity;
 pub use replication::{BatchReport, StreamProgress};
-pub use service::{CreatedTransaction, Service, ServiceError};
+pub use service::Service;
+pub use store_support::{
+    SnapshotPart, WriteFailure, apply_by_create, check_batch, check_event_size,
+    join_snapshot_parts, snapshot_parts,
+};
+pub use system::{RandomIds, SystemClock, ThreadSleep};
 pub use timestamp::Timestamp;
 pub use topology::{Topology, TopologyError};
 pub use transaction::{Transaction, TransactionView};

@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use crate::event::{AggregateId, AggregateType, RecordedEvent, StreamId};
 use crate::ids::CellId;
 use crate::ports::{
-    EventPage, EventStore, ListCursor, Listing, ReplicatedApply, Snapshot, StoreError, check_batch,
-    check_event_size, snapshot_parts,
+    EventPage, EventStore, ListCursor, Listing, ReplicatedApply, Snapshot, StoreError,
 };
+use crate::store_support::{check_batch, check_event_size, snapshot_parts};
 
 /// Per aggregate, its events sorted by `(origin, version)`. A sorted vector,
 /// not a map: most aggregates hold one event (a transaction), and a tree

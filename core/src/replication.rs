@@ -8,9 +8,9 @@
 
 use serde::Serialize;
 
+use crate::error::ServiceError;
 use crate::event::{RecordedEvent, StreamId};
 use crate::ports::ReplicatedApply;
-use crate::service::ServiceError;
 
 /// The most missing versions [`StreamProgress::missing`] names; the count
 /// of all of them is [`StreamProgress::missing_count`].

@@ -417,6 +417,11 @@ impl From<ServiceError> for Problem {
             ServiceError::OwnEventReplicated(stream) => {
                 Self::internal(format!("own event {stream} arrived as replicated"))
             }
+            ServiceError::InvalidCursor(cause) => Self::new(
+                ProblemKind::MalformedBody,
+                "cursor is not one this cell gave",
+            )
+            .with_cause(cause),
             ServiceError::Internal(cause) => Self::internal(cause),
         }
     }

@@ -785,7 +785,7 @@ fn a_ledger_of_twenty_thousand_orders_fits_one_snapshot() {
     let aggregate = AggregateId::inventory(&sku());
     let fits = busy_ledger(20_000).snapshot(&aggregate).unwrap();
     assert!(
-        crate::ports::snapshot_parts(&fits).is_ok(),
+        crate::store_support::snapshot_parts(&fits).is_ok(),
         "{} bytes",
         fits.body.len()
     );
@@ -795,7 +795,7 @@ fn a_ledger_of_twenty_thousand_orders_fits_one_snapshot() {
         "{per_order} bytes per order"
     );
     let too_big = busy_ledger(30_000).snapshot(&aggregate).unwrap();
-    assert!(crate::ports::snapshot_parts(&too_big).is_err());
+    assert!(crate::store_support::snapshot_parts(&too_big).is_err());
 }
 
 /// Events of every kind on a few orders, most of which fit a ledger of

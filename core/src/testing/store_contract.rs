@@ -14,9 +14,10 @@ use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
 use crate::ids::{CellId, Sku};
 use crate::ports::{
     EventStore, ListCursor, Listing, MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, ReplicatedApply,
-    Snapshot, StoreError, snapshot_parts,
+    Snapshot, StoreError,
 };
 use crate::quantity::Quantity;
+use crate::store_support::snapshot_parts;
 use crate::timestamp::Timestamp;
 
 type Check = Result<(), String>;
