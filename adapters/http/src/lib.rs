@@ -28,10 +28,10 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, options, post};
 use http::HeaderValue;
 use tower_http::catch_panic::CatchPanicLayer;
-use twincell_core::{Clock, EventStore, IdGenerator, Service};
+use twincell_core::CellApi;
 
 pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
@@ -45,187 +45,217 @@ pub const CELL_HEADER: &str = "x-twincell-cell";
 /// The request and response header correlating logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Every route: `(method, path template)`. The router, each `function.json`
-/// and `template.yaml` must declare exactly this set (a test checks).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("POST", "/transactions"),
-    ("GET", "/transactions/{id}"),
-    ("GET", "/inventory/{sku}"),
-    ("POST", "/inventory/{sku}/receipts"),
-    ("POST", "/inventory/{sku}/write-offs"),
-    ("POST", "/inventory/{sku}/reservations"),
-    ("DELETE", "/inventory/{sku}/reservations/{order_id}"),
-    (
-        "POST",
-        "/inventory/{sku}/reservations/{order_id}/fulfilment",
-    ),
-    ("POST", "/inventory/{sku}/transfers"),
-    ("POST", "/replication/events"),
-    ("OPTIONS", "/replication/events"),
-    ("GET", "/replication/status"),
-    ("POST", "/replication/resync"),
-];
-
-/// The API of one cell over `service`, with replication off (every
-/// `/replication/*` request is 404).
-pub fn router<S, C, I>(service: Arc<Service<S, C, I>>) -> Router
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    router_with_replication(service, None)
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the failover probe and the webhook handshake carry nothing.
+    Open,
+    /// A bearer token granting this scope, where the cell checks tokens
+    /// ([`auth`]).
+    Scope(&'static str),
+    /// The replication key (`x-twincell-replication-key`).
+    ReplicationKey,
+    /// The replication key, or, where the cell accepts them, Event Grid's
+    /// Entra token holding the delivery role.
+    Delivery,
 }
 
-/// The API of one cell over `service`; with `replication`, the
+/// The state a route's handler takes.
+#[derive(Debug, Clone, Copy)]
+enum Handler {
+    /// Served by every cell, on its use cases.
+    Api(fn() -> MethodRouter<routes::Api>),
+    /// Served only where replication is on (otherwise 404, as for any
+    /// unknown path).
+    Replication(fn() -> MethodRouter<Arc<replication::Shared>>),
+}
+
+/// One route: method, path template, who may call it, and its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path template, as the router, each `function.json` and
+    /// `template.yaml` write it.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    handler: Handler,
+}
+
+impl Route {
+    /// The scope a bearer token must grant, if the route asks for one.
+    #[must_use]
+    pub fn scope(&self) -> Option<&'static str> {
+        match self.access {
+            Access::Scope(scope) => Some(scope),
+            Access::Open | Access::ReplicationKey | Access::Delivery => None,
+        }
+    }
+
+    /// Whether the route is served only where replication is on.
+    #[must_use]
+    pub fn needs_replication(&self) -> bool {
+        matches!(self.handler, Handler::Replication(_))
+    }
+}
+
+/// Every route, each once: the router is built from these rows, and the
+/// function folders, the SAM template, the OpenAPI document and the docs
+/// are checked against them (`tests/route_drift.rs`, `tests/openapi.rs`).
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/health",
+        access: Access::Open,
+        handler: Handler::Api(|| get(routes::health)),
+    },
+    Route {
+        method: "POST",
+        path: "/transactions",
+        access: Access::Scope("transactions.write"),
+        handler: Handler::Api(|| post(routes::create_transaction)),
+    },
+    Route {
+        method: "GET",
+        path: "/transactions/{id}",
+        access: Access::Scope("transactions.read"),
+        handler: Handler::Api(|| get(routes::get_transaction)),
+    },
+    Route {
+        method: "GET",
+        path: "/inventory/{sku}",
+        access: Access::Scope("inventory.read"),
+        handler: Handler::Api(|| get(routes::get_inventory)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/receipts",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(routes::receive)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/write-offs",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(routes::write_off)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/reservations",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| post(routes::reserve)),
+    },
+    Route {
+        method: "DELETE",
+        path: "/inventory/{sku}/reservations/{order_id}",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| delete(routes::release)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/reservations/{order_id}/fulfilment",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| post(routes::fulfil)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/transfers",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(routes::transfer)),
+    },
+    Route {
+        method: "POST",
+        path: "/replication/events",
+        access: Access::Delivery,
+        handler: Handler::Replication(|| post(replication::receive)),
+    },
+    Route {
+        method: "OPTIONS",
+        path: "/replication/events",
+        access: Access::Open,
+        handler: Handler::Replication(|| options(replication::handshake)),
+    },
+    Route {
+        method: "GET",
+        path: "/replication/status",
+        access: Access::ReplicationKey,
+        handler: Handler::Replication(|| get(replication::status)),
+    },
+    Route {
+        method: "POST",
+        path: "/replication/resync",
+        access: Access::ReplicationKey,
+        handler: Handler::Replication(|| post(replication::resync)),
+    },
+];
+
+/// `(method, path, scope)` of every route that asks for a bearer token.
+pub fn scopes() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .filter_map(|r| r.scope().map(|scope| (r.method, r.path, scope)))
+}
+
+/// The API of one cell over `api` (a [`twincell_core::Service`], or any
+/// implementation of the inbound port), with replication off (every
+/// `/replication/*` request is 404).
+pub fn router<A: CellApi + 'static>(api: Arc<A>) -> Router {
+    router_with_replication(api, None)
+}
+
+/// The API of one cell over `api`; with `replication`, the
 /// [`replication`] routes too. No route asks for a bearer token (see
 /// [`router_with`]).
-pub fn router_with_replication<S, C, I>(
-    service: Arc<Service<S, C, I>>,
+pub fn router_with_replication<A: CellApi + 'static>(
+    api: Arc<A>,
     replication: Option<Replication>,
-) -> Router
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    router_with(service, replication, None)
+) -> Router {
+    router_with(api, replication, None)
 }
 
-/// The scope each protected route needs; `/health` and `/replication/*`
-/// need none (the failover probe has no token; replication has its key).
-pub const SCOPES: &[(&str, &str, &str)] = &[
-    ("POST", "/transactions", "transactions.write"),
-    ("GET", "/transactions/{id}", "transactions.read"),
-    ("GET", "/inventory/{sku}", "inventory.read"),
-    ("POST", "/inventory/{sku}/receipts", "inventory.admin"),
-    ("POST", "/inventory/{sku}/write-offs", "inventory.admin"),
-    ("POST", "/inventory/{sku}/reservations", "inventory.write"),
-    (
-        "DELETE",
-        "/inventory/{sku}/reservations/{order_id}",
-        "inventory.write",
-    ),
-    (
-        "POST",
-        "/inventory/{sku}/reservations/{order_id}/fulfilment",
-        "inventory.write",
-    ),
-    ("POST", "/inventory/{sku}/transfers", "inventory.admin"),
-];
-
-fn scope_of(method: &str, path: &str) -> &'static str {
-    SCOPES
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
-        .map_or("", |(_, _, scope)| scope)
-}
-
-/// The API of one cell over `service`; with `replication`, the
-/// [`replication`] routes too; with `auth`, every route of [`SCOPES`] asks
-/// for a bearer token granting its scope ([`auth`]).
-pub fn router_with<S, C, I>(
-    service: Arc<Service<S, C, I>>,
+/// The API of one cell over `api`, built from [`ROUTES`]; with
+/// `replication`, the [`replication`] routes too; with `auth`, every
+/// route of a [`Access::Scope`] asks for a bearer token granting its
+/// scope ([`auth`]).
+pub fn router_with<A: CellApi + 'static>(
+    api: Arc<A>,
     replication: Option<Replication>,
     auth: Option<Arc<auth::Authenticator>>,
-) -> Router
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> Router {
+    let api: routes::Api = api;
     // A cell id is `[a-z0-9-]`, always a valid header value.
-    let cell = HeaderValue::from_str(service.topology().this().as_str())
+    let cell = HeaderValue::from_str(api.topology().this().as_str())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let guarded = |method: &'static str,
-                   path: &'static str,
-                   route: axum::routing::MethodRouter<Arc<Service<S, C, I>>>| {
-        match &auth {
-            Some(auth) => route.route_layer(middleware::from_fn_with_state(
-                (Arc::clone(auth), scope_of(method, path)),
-                auth::guard::require,
-            )),
-            None => route,
+    let shared = replication.map(|r| replication::Shared::new(Arc::clone(&api), r));
+    let mut served = Router::new();
+    let mut replicated = Router::new();
+    for route in ROUTES {
+        match (route.handler, &shared) {
+            (Handler::Api(handler), _) => {
+                let handler = match (route.access, &auth) {
+                    (Access::Scope(scope), Some(auth)) => {
+                        handler().route_layer(middleware::from_fn_with_state(
+                            (Arc::clone(auth), scope),
+                            auth::guard::require,
+                        ))
+                    }
+                    _ => handler(),
+                };
+                served = served.route(route.path, handler);
+            }
+            (Handler::Replication(handler), Some(shared)) => {
+                replicated = replicated.route(
+                    route.path,
+                    replication::guard(handler(), route.access, shared),
+                );
+            }
+            (Handler::Replication(_), None) => {}
         }
-    };
-    let routes = Router::new()
-        .route("/health", get(routes::health::<S, C, I>))
-        .route(
-            "/transactions",
-            guarded(
-                "POST",
-                "/transactions",
-                post(routes::create_transaction::<S, C, I>),
-            ),
-        )
-        .route(
-            "/transactions/{id}",
-            guarded(
-                "GET",
-                "/transactions/{id}",
-                get(routes::get_transaction::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}",
-            guarded(
-                "GET",
-                "/inventory/{sku}",
-                get(routes::get_inventory::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/receipts",
-            guarded(
-                "POST",
-                "/inventory/{sku}/receipts",
-                post(routes::receive::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/write-offs",
-            guarded(
-                "POST",
-                "/inventory/{sku}/write-offs",
-                post(routes::write_off::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/reservations",
-            guarded(
-                "POST",
-                "/inventory/{sku}/reservations",
-                post(routes::reserve::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/reservations/{order_id}",
-            guarded(
-                "DELETE",
-                "/inventory/{sku}/reservations/{order_id}",
-                delete(routes::release::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/reservations/{order_id}/fulfilment",
-            guarded(
-                "POST",
-                "/inventory/{sku}/reservations/{order_id}/fulfilment",
-                post(routes::fulfil::<S, C, I>),
-            ),
-        )
-        .route(
-            "/inventory/{sku}/transfers",
-            guarded(
-                "POST",
-                "/inventory/{sku}/transfers",
-                post(routes::transfer::<S, C, I>),
-            ),
-        )
-        .with_state(service.clone());
-    let routes = match replication {
-        Some(replication) => routes.merge(replication::routes(service, replication)),
+    }
+    let routes = served.with_state(api);
+    let routes = match shared {
+        Some(shared) => routes.merge(replicated.with_state(shared)),
         None => routes,
     };
     // After the merge, so the replication routes answer 405 alike.

@@ -31,19 +31,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::MethodRouter;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use twincell_core::{
-    CellId, Clock, EventStore, IdGenerator, ListCursor, Listing, RecordedEvent, ReplicatedApply,
-    Service, ServiceError, StreamProgress, Timestamp,
+    CellApi, CellId, ListCursor, Listing, RecordedEvent, ReplicatedApply, ServiceError,
+    StreamProgress, Timestamp,
 };
 use twincell_replication::wire::{self, BodyError, Refusal};
 use twincell_replication::{Publish, ReceiveLog, Secret};
 
+use crate::Access;
 use crate::problem::{EventRef, Problem, ProblemKind};
 
 /// The largest delivery accepted: Event Grid sends at most 1 MB per
@@ -85,34 +86,64 @@ impl std::fmt::Debug for Replication {
     }
 }
 
-struct Shared<S, C, I> {
-    service: Arc<Service<S, C, I>>,
+/// The replication routes' state.
+pub(crate) struct Shared {
+    api: Arc<dyn CellApi>,
     replication: Replication,
     log: ReceiveLog,
 }
 
-type St<S, C, I> = State<Arc<Shared<S, C, I>>>;
+type St = State<Arc<Shared>>;
 
-/// The replication routes over `service`.
-pub(crate) fn routes<S, C, I>(service: Arc<Service<S, C, I>>, replication: Replication) -> Router
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    let shared = Arc::new(Shared {
-        service,
-        replication,
-        log: ReceiveLog::new(),
-    });
-    Router::new()
-        .route(
-            "/replication/events",
-            post(receive::<S, C, I>).options(handshake),
-        )
-        .route("/replication/status", get(status::<S, C, I>))
-        .route("/replication/resync", post(resync::<S, C, I>))
-        .with_state(shared)
+impl Shared {
+    /// The state of the replication routes of `api`.
+    pub(crate) fn new(api: Arc<dyn CellApi>, replication: Replication) -> Arc<Self> {
+        Arc::new(Self {
+            api,
+            replication,
+            log: ReceiveLog::new(),
+        })
+    }
+}
+
+/// `handler` behind the check its row's `access` names: the key, or for
+/// deliveries the key or Event Grid's Entra token. The check comes before
+/// anything of the request is read.
+pub(crate) fn guard(
+    handler: MethodRouter<Arc<Shared>>,
+    access: Access,
+    shared: &Arc<Shared>,
+) -> MethodRouter<Arc<Shared>> {
+    match access {
+        Access::Open | Access::Scope(_) => handler,
+        Access::ReplicationKey | Access::Delivery => handler.route_layer(
+            middleware::from_fn_with_state((Arc::clone(shared), access), require),
+        ),
+    }
+}
+
+async fn require(
+    State((shared, access)): State<(Arc<Shared>, Access)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let checked = match access {
+        Access::Delivery => {
+            authenticate_delivery(
+                request.headers(),
+                request.uri().query(),
+                &shared.replication,
+            )
+            .await
+        }
+        Access::ReplicationKey | Access::Open | Access::Scope(_) => {
+            authenticate(request.headers(), &shared.replication.key)
+        }
+    };
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
 }
 
 fn unauthorized() -> Problem {
@@ -240,19 +271,178 @@ struct Received {
     already_present: usize,
 }
 
-/// `POST /replication/events`.
-async fn receive<S, C, I>(State(shared): St<S, C, I>, request: Request) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    authenticate_delivery(
-        request.headers(),
-        request.uri().query(),
-        &shared.replication,
+/// Why a delivered event was not applied. The order is the answer's: the
+/// first kind a delivery holds decides its status ([`refused_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Refused {
+    /// The store can't be reached (or a reconcile lost every race).
+    Unavailable,
+    /// A bug.
+    Internal,
+    /// A type this version does not know yet.
+    UnknownType,
+    /// Diverged from the stored event, or of this cell's own origin.
+    Conflict,
+    /// Not a twincell CloudEvent.
+    Malformed,
+}
+
+/// How a delivery whose first refusal is of one kind is answered: the
+/// problem type (and so the status the deliverer retries on or not), what
+/// the detail says of the refused events, and the line logged. Event Grid
+/// retries everything but 400, 401, 403 and 413.
+struct RefusedAnswer {
+    refused: Refused,
+    kind: ProblemKind,
+    /// "{n} of {received} events {what}; the others were applied".
+    what: &'static str,
+    log: Option<&'static str>,
+}
+
+/// The answers that name the refused events; [`Refused::Unavailable`] is a
+/// 503 and [`Refused::Internal`] a 500, whose causes are only logged.
+const REFUSED_ANSWERS: [RefusedAnswer; 3] = [
+    RefusedAnswer {
+        refused: Refused::UnknownType,
+        kind: ProblemKind::UnsupportedEventType,
+        what: "have a type this cell does not know yet",
+        log: Some("a delivery held event types this version does not know"),
+    },
+    RefusedAnswer {
+        refused: Refused::Conflict,
+        kind: ProblemKind::ReplicationConflict,
+        what: "were refused and never applied",
+        log: None,
+    },
+    RefusedAnswer {
+        refused: Refused::Malformed,
+        kind: ProblemKind::MalformedBody,
+        what: "are not twincell CloudEvents",
+        log: Some("a delivery held malformed events"),
+    },
+];
+
+/// What a delivery did, event by event.
+#[derive(Default)]
+struct Tally<'a> {
+    by_peer: BTreeMap<&'a CellId, u64>,
+    stored: usize,
+    present: usize,
+    /// The refused events of each kind.
+    refused: BTreeMap<Refused, Vec<EventRef>>,
+    /// The first cause of an unavailable store or a bug.
+    causes: BTreeMap<Refused, String>,
+}
+
+impl<'a> Tally<'a> {
+    fn refuse(&mut self, refused: Refused, id: Option<&str>, reason: impl Into<String>) {
+        self.refused
+            .entry(refused)
+            .or_default()
+            .push(event_ref(id, reason));
+    }
+
+    fn cause(&mut self, refused: Refused, cause: impl FnOnce() -> String) {
+        self.causes.entry(refused).or_insert_with(cause);
+    }
+
+    /// The outcome of applying `event`.
+    fn applied(
+        &mut self,
+        event: &'a RecordedEvent,
+        id: Option<&str>,
+        outcome: &Result<ReplicatedApply, ServiceError>,
+    ) {
+        let id_text = id.unwrap_or_default();
+        match outcome {
+            Ok(applied) => {
+                *self.by_peer.entry(event.origin()).or_default() += 1;
+                match applied {
+                    ReplicatedApply::Stored => self.stored += 1,
+                    ReplicatedApply::AlreadyPresent => self.present += 1,
+                }
+            }
+            Err(ServiceError::ReplicaDiverged { stream, version }) => {
+                tracing::error!(event = id_text, %stream, version, "a replicated event differs from the stored one; it is not applied");
+                self.refuse(
+                    Refused::Conflict,
+                    id,
+                    "diverged: a different event is stored at this stream and version",
+                );
+            }
+            Err(ServiceError::OwnEventReplicated(stream)) => {
+                tracing::error!(event = id_text, %stream, "an event of this cell's own origin arrived as replicated; it is not stored");
+                self.refuse(
+                    Refused::Conflict,
+                    id,
+                    "own-origin: this cell never receives its own events",
+                );
+            }
+            Err(ServiceError::Unavailable(reason)) => {
+                self.cause(Refused::Unavailable, || reason.clone());
+            }
+            Err(other) => self.cause(Refused::Internal, || other.to_string()),
+        }
+    }
+
+    /// The outcome of the reconciles that followed.
+    fn followed_up(&mut self, outcome: &Result<(), ServiceError>) {
+        match outcome {
+            Ok(()) => {}
+            Err(ServiceError::Unavailable(reason)) => {
+                self.cause(Refused::Unavailable, || reason.clone());
+            }
+            Err(ServiceError::Contention) => self.cause(Refused::Unavailable, || {
+                "contention while reconciling".to_owned()
+            }),
+            Err(other) => self.cause(Refused::Internal, || other.to_string()),
+        }
+    }
+
+    /// The answer: the first kind of refusal decides it; none is a 200.
+    fn answer(mut self, received: usize) -> Result<Response, Problem> {
+        if let Some(reason) = self.causes.remove(&Refused::Unavailable) {
+            return Err(Problem::unavailable(format!("replicated apply: {reason}")));
+        }
+        if let Some(cause) = self.causes.remove(&Refused::Internal) {
+            return Err(Problem::internal(format!("replicated apply: {cause}")));
+        }
+        if let Some((refused, events)) = self.refused.pop_first() {
+            return Err(refused_answer(refused, events, received));
+        }
+        Ok(json(
+            StatusCode::OK,
+            &Received {
+                received,
+                stored: self.stored,
+                already_present: self.present,
+            },
+        ))
+    }
+}
+
+/// The problem answering a delivery whose first refusal is `refused`.
+fn refused_answer(refused: Refused, events: Vec<EventRef>, received: usize) -> Problem {
+    let Some(answer) = REFUSED_ANSWERS.iter().find(|a| a.refused == refused) else {
+        return Problem::internal(format!("no answer for refused events {refused:?}"));
+    };
+    if let Some(line) = answer.log {
+        tracing::warn!(events = events.len(), "{line}");
+    }
+    Problem::new(
+        answer.kind,
+        format!(
+            "{} of {received} events {}; the others were applied",
+            events.len(),
+            answer.what
+        ),
     )
-    .await?;
+    .with_events(events)
+}
+
+/// `POST /replication/events`: every decodable event is applied, then the
+/// tally of what became of each is the answer.
+pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Response, Problem> {
     let body = read_body(
         request,
         "application/cloudevents-batch+json or application/cloudevents+json",
@@ -266,10 +456,9 @@ where
         }
     })?;
     let received = incoming.len();
-    let mut malformed = Vec::new();
-    let mut unknown = Vec::new();
     let mut events: Vec<RecordedEvent> = Vec::with_capacity(received);
     let mut ids: Vec<Option<String>> = Vec::with_capacity(received);
+    let mut tally = Tally::default();
     for item in incoming {
         match item.event {
             Ok(event) => {
@@ -279,120 +468,29 @@ where
                 events.push(event);
                 ids.push(item.id);
             }
-            Err(Refusal::Malformed(why)) => malformed.push(event_ref(item.id.as_deref(), why)),
-            Err(Refusal::UnknownType(ty)) => {
-                unknown.push(event_ref(
-                    item.id.as_deref(),
-                    format!("unknown event type {ty}"),
-                ));
+            Err(Refusal::Malformed(why)) => {
+                tally.refuse(Refused::Malformed, item.id.as_deref(), why)
             }
+            Err(Refusal::UnknownType(ty)) => tally.refuse(
+                Refused::UnknownType,
+                item.id.as_deref(),
+                format!("unknown event type {ty}"),
+            ),
         }
     }
-    let report = shared.service.apply_replicated_batch(&events).await;
-    let now = shared.service.now();
-    let mut by_peer: BTreeMap<&CellId, u64> = BTreeMap::new();
-    let (mut stored, mut present) = (0usize, 0usize);
-    let mut conflicts = Vec::new();
-    let mut unavailable: Option<String> = None;
-    let mut internal: Option<String> = None;
+    let report = shared.api.apply_replicated_batch(&events).await;
     for ((event, id), outcome) in events.iter().zip(&ids).zip(&report.outcomes) {
-        match outcome {
-            Ok(applied) => {
-                *by_peer.entry(event.origin()).or_default() += 1;
-                match applied {
-                    ReplicatedApply::Stored => stored += 1,
-                    ReplicatedApply::AlreadyPresent => present += 1,
-                }
-            }
-            Err(ServiceError::ReplicaDiverged { stream, version }) => {
-                tracing::error!(event = id.as_deref().unwrap_or_default(), %stream, version, "a replicated event differs from the stored one; it is not applied");
-                conflicts.push(event_ref(
-                    id.as_deref(),
-                    "diverged: a different event is stored at this stream and version",
-                ));
-            }
-            Err(ServiceError::OwnEventReplicated(stream)) => {
-                tracing::error!(event = id.as_deref().unwrap_or_default(), %stream, "an event of this cell's own origin arrived as replicated; it is not stored");
-                conflicts.push(event_ref(
-                    id.as_deref(),
-                    "own-origin: this cell never receives its own events",
-                ));
-            }
-            Err(ServiceError::Unavailable(reason)) => {
-                unavailable.get_or_insert_with(|| reason.clone());
-            }
-            Err(other) => {
-                internal.get_or_insert_with(|| other.to_string());
-            }
-        }
+        tally.applied(event, id.as_deref(), outcome);
     }
-    for (peer, count) in by_peer {
-        shared.log.received(peer, count, now);
+    tally.followed_up(&report.follow_up);
+    let now = shared.api.now();
+    for (peer, count) in &tally.by_peer {
+        shared.log.received(peer, *count, now);
     }
     for progress in &report.streams {
         shared.log.progress(progress);
     }
-    match &report.follow_up {
-        Ok(()) => {}
-        Err(ServiceError::Unavailable(reason)) => {
-            unavailable.get_or_insert_with(|| reason.clone());
-        }
-        Err(ServiceError::Contention) => {
-            unavailable.get_or_insert_with(|| "contention while reconciling".to_owned());
-        }
-        Err(other) => {
-            internal.get_or_insert_with(|| other.to_string());
-        }
-    }
-    if let Some(reason) = unavailable {
-        return Err(Problem::unavailable(format!("replicated apply: {reason}")));
-    }
-    if let Some(cause) = internal {
-        return Err(Problem::internal(format!("replicated apply: {cause}")));
-    }
-    if !unknown.is_empty() {
-        tracing::warn!(
-            events = unknown.len(),
-            "a delivery held event types this version does not know"
-        );
-        return Err(Problem::new(
-            ProblemKind::UnsupportedEventType,
-            format!(
-                "{} of {received} events have a type this cell does not know yet; the others were applied",
-                unknown.len()
-            ),
-        )
-        .with_events(unknown));
-    }
-    if !conflicts.is_empty() {
-        return Err(Problem::new(
-            ProblemKind::ReplicationConflict,
-            format!(
-                "{} of {received} events were refused and never applied; the others were applied",
-                conflicts.len()
-            ),
-        )
-        .with_events(conflicts));
-    }
-    if !malformed.is_empty() {
-        tracing::warn!(events = malformed.len(), "a delivery held malformed events");
-        return Err(Problem::new(
-            ProblemKind::MalformedBody,
-            format!(
-                "{} of {received} events are not twincell CloudEvents; the others were applied",
-                malformed.len()
-            ),
-        )
-        .with_events(malformed));
-    }
-    Ok(json(
-        StatusCode::OK,
-        &Received {
-            received,
-            stored,
-            already_present: present,
-        },
-    ))
+    tally.answer(received)
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -414,7 +512,7 @@ const REQUEST_ORIGIN: &str = "webhook-request-origin";
 const ALLOWED_ORIGIN: HeaderName = HeaderName::from_static("webhook-allowed-origin");
 
 /// `OPTIONS /replication/events`: the CloudEvents webhook validation.
-async fn handshake(headers: HeaderMap) -> Result<Response, Problem> {
+pub(crate) async fn handshake(headers: HeaderMap) -> Result<Response, Problem> {
     let origin = match crate::headers::last_item(&headers, REQUEST_ORIGIN) {
         Some(Ok(origin))
             if (1..=255).contains(&origin.len())
@@ -460,28 +558,14 @@ struct StatusView {
 }
 
 /// `GET /replication/status`.
-async fn status<S, C, I>(
-    State(shared): St<S, C, I>,
-    headers: HeaderMap,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    authenticate(&headers, &shared.replication.key)?;
-    let topology = shared.service.topology();
+pub(crate) async fn status(State(shared): St) -> Result<Response, Problem> {
+    let topology = shared.api.topology();
     let mut seen = shared.log.snapshot();
     // Re-check the remembered gaps: another process may have closed them.
     for status in seen.values() {
         for stream in status.gaps.keys().take(GAPS_CHECKED) {
-            let events = shared
-                .service
-                .store()
-                .load(&stream.aggregate)
-                .await
-                .map_err(|e| Problem::from(ServiceError::from(e)))?;
-            shared.log.progress(&StreamProgress::of(stream, &events));
+            let progress = shared.api.stream_progress(stream).await?;
+            shared.log.progress(&progress);
         }
     }
     if seen.values().any(|s| !s.gaps.is_empty()) {
@@ -552,13 +636,7 @@ struct ResyncAnswer {
 /// receiver applies what it already holds as a no-op. A publish failure
 /// answers 502 with the cursor the failed page started at (`next`), so a
 /// retry skips nothing.
-async fn resync<S, C, I>(State(shared): St<S, C, I>, request: Request) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    authenticate(request.headers(), &shared.replication.key)?;
+pub(crate) async fn resync(State(shared): St, request: Request) -> Result<Response, Problem> {
     let Some(publisher) = shared.replication.publisher.clone() else {
         return Err(Problem::new(
             ProblemKind::NotFound,
@@ -584,7 +662,7 @@ where
         .unwrap_or(RESYNC_MAX_EVENTS)
         .clamp(1, RESYNC_MAX_EVENTS);
     let mut listing = Listing {
-        origin: shared.service.topology().this().clone(),
+        origin: shared.api.topology().this().clone(),
         since,
         after: ask.cursor.map(ListCursor::new),
         limit: RESYNC_PAGE.min(max_events),
@@ -592,19 +670,7 @@ where
     let started = tokio::time::Instant::now();
     let mut published = 0usize;
     loop {
-        let page = shared
-            .service
-            .store()
-            .list_origin(&listing)
-            .await
-            .map_err(|e| match e {
-                twincell_core::StoreError::InvalidCursor(why) => Problem::new(
-                    ProblemKind::MalformedBody,
-                    "cursor is not one this cell gave",
-                )
-                .with_cause(why),
-                other => Problem::from(ServiceError::from(other)),
-            })?;
+        let page = shared.api.own_events(&listing).await?;
         if let Err(e) = publisher.publish(&page.events).await {
             tracing::warn!(error = %e, published, "resync publish failed");
             let at = listing.after.as_ref().map(ListCursor::to_string);

@@ -9,16 +9,16 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use twincell_core::inventory::InventoryOutcome;
 use twincell_core::{
-    Clock, CreateTransaction, EventStore, IdGenerator, ReceiveStock, ReserveStock, Service,
-    TransferStock, WriteOffStock,
+    CellApi, CreateTransaction, InventoryCommand, ReceiveStock, ReserveStock, TransferStock,
+    WriteOffStock,
 };
 
 use crate::body::JsonBody;
 use crate::extract::{IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
 use crate::problem::{Problem, ProblemKind};
 
-/// The router's state: one cell's service.
-pub(crate) type AppState<S, C, I> = Arc<Service<S, C, I>>;
+/// The router's state: one cell's use cases, behind the inbound port.
+pub(crate) type Api = Arc<dyn CellApi>;
 
 /// The header that marks a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -81,31 +81,19 @@ struct Health {
 }
 
 /// `GET /health`.
-pub(crate) async fn health<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    svc.health().await?;
+pub(crate) async fn health(State(api): State<Api>) -> Result<Response, Problem> {
+    api.health().await?;
     Ok(json(StatusCode::OK, &Health { status: "ok" }))
 }
 
 /// `POST /transactions`.
-pub(crate) async fn create_transaction<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn create_transaction(
+    State(api): State<Api>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     JsonBody(body): JsonBody,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> Result<Response, Problem> {
     let cmd = CreateTransaction::from_json(&body).map_err(Problem::validation)?;
-    let created = svc.create_transaction(&cmd, key.as_ref()).await?;
+    let created = api.create_transaction(&cmd, key.as_ref()).await?;
     let view = created.transaction.view();
     let location = format!("/transactions/{}", view.transaction_id);
     Ok(with_location(
@@ -116,115 +104,91 @@ where
 }
 
 /// `GET /transactions/{id}`.
-pub(crate) async fn get_transaction<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn get_transaction(
+    State(api): State<Api>,
     TransactionPath(id): TransactionPath,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    Ok(json(StatusCode::OK, &svc.transaction(id).await?.view()))
+) -> Result<Response, Problem> {
+    Ok(json(StatusCode::OK, &api.transaction(id).await?.view()))
 }
 
 /// `GET /inventory/{sku}`.
-pub(crate) async fn get_inventory<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn get_inventory(
+    State(api): State<Api>,
     SkuPath(sku): SkuPath,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    Ok(json(StatusCode::OK, &svc.inventory(&sku).await?))
+) -> Result<Response, Problem> {
+    Ok(json(StatusCode::OK, &api.inventory(&sku).await?))
 }
 
 /// `POST /inventory/{sku}/receipts`.
-pub(crate) async fn receive<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn receive(
+    State(api): State<Api>,
     SkuPath(sku): SkuPath,
     JsonBody(body): JsonBody,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> Result<Response, Problem> {
     let cmd = ReceiveStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(svc.receive(&sku, cmd.quantity).await?))
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::Receive(cmd.quantity))
+            .await?,
+    ))
 }
 
 /// `POST /inventory/{sku}/write-offs`.
-pub(crate) async fn write_off<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn write_off(
+    State(api): State<Api>,
     SkuPath(sku): SkuPath,
     JsonBody(body): JsonBody,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> Result<Response, Problem> {
     let cmd = WriteOffStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(svc.write_off(&sku, cmd).await?))
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::WriteOff(cmd.quantity, cmd.reason))
+            .await?,
+    ))
 }
 
 /// `POST /inventory/{sku}/reservations`.
-pub(crate) async fn reserve<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn reserve(
+    State(api): State<Api>,
     SkuPath(sku): SkuPath,
     JsonBody(body): JsonBody,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> Result<Response, Problem> {
     let cmd = ReserveStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(svc.reserve(&sku, cmd).await?))
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::Reserve(cmd.order_id, cmd.quantity))
+            .await?,
+    ))
 }
 
 /// `DELETE /inventory/{sku}/reservations/{order_id}`.
-pub(crate) async fn release<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn release(
+    State(api): State<Api>,
     ReservationPath(sku, order): ReservationPath,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    Ok(outcome(svc.release(&sku, order).await?))
+) -> Result<Response, Problem> {
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::Release(order)).await?,
+    ))
 }
 
 /// `POST /inventory/{sku}/reservations/{order_id}/fulfilment` (no body).
-pub(crate) async fn fulfil<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn fulfil(
+    State(api): State<Api>,
     ReservationPath(sku, order): ReservationPath,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    Ok(outcome(svc.fulfil(&sku, order).await?))
+) -> Result<Response, Problem> {
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::Fulfil(order)).await?,
+    ))
 }
 
 /// `POST /inventory/{sku}/transfers`.
-pub(crate) async fn transfer<S, C, I>(
-    State(svc): State<AppState<S, C, I>>,
+pub(crate) async fn transfer(
+    State(api): State<Api>,
     SkuPath(sku): SkuPath,
     JsonBody(body): JsonBody,
-) -> Result<Response, Problem>
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
-    let cmd = TransferStock::from_json(&body, svc.topology()).map_err(Problem::validation)?;
-    Ok(outcome(svc.transfer(&sku, cmd).await?))
+) -> Result<Response, Problem> {
+    let cmd = TransferStock::from_json(&body, api.topology()).map_err(Problem::validation)?;
+    Ok(outcome(
+        api.execute(&sku, &InventoryCommand::Transfer(cmd.to_cell, cmd.quantity))
+            .await?,
+    ))
 }
 
 /// Any path no route matches.

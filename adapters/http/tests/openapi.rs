@@ -533,9 +533,8 @@ fn documented_scopes_and_bearer_answers_match_the_router() {
             }
         }
     }
-    let router: BTreeMap<(String, String), String> = twincell_http::SCOPES
-        .iter()
-        .map(|(m, p, s)| (((*m).to_owned(), (*p).to_owned()), (*s).to_owned()))
+    let router: BTreeMap<(String, String), String> = twincell_http::scopes()
+        .map(|(m, p, s)| ((m.to_owned(), p.to_owned()), s.to_owned()))
         .collect();
     assert_eq!(documented, router);
 }

@@ -20,7 +20,7 @@ fn root() -> &'static Path {
 fn router_routes() -> Routes {
     twincell_http::ROUTES
         .iter()
-        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
         .collect()
 }
 
@@ -118,7 +118,7 @@ async fn every_declared_route_is_served_by_the_router() {
         twincell_core::SystemClock,
         twincell_core::RandomIds,
     ));
-    for (method, path) in twincell_http::ROUTES {
+    for twincell_http::Route { method, path, .. } in twincell_http::ROUTES {
         let concrete = path
             .replace("{id}", "00000000-0000-7000-8000-000000000001")
             .replace("{sku}", "sku-1")

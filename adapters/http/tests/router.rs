@@ -552,7 +552,7 @@ fn docs_list_every_problem_type_with_its_status_and_every_route() {
         let row = format!("| `{}` | {} |", kind.slug(), kind.status().as_u16());
         assert!(docs.contains(&row), "docs/api.md lacks the row {row}");
     }
-    for (method, path) in twincell_http::ROUTES {
+    for twincell_http::Route { method, path, .. } in twincell_http::ROUTES {
         let row = format!("| {method} | `{path}` |");
         assert!(docs.contains(&row), "docs/api.md lacks the route {row}");
     }

@@ -445,7 +445,7 @@ mod router {
         let idp = IdentityProvider::start().await.unwrap();
         idp.set_jwks(json!({"keys": [ec_jwk("ec-1")]}));
         let app = app(&idp, Duration::from_secs(30)).await;
-        for (method, path, scope) in crate::SCOPES {
+        for (method, path, scope) in crate::scopes() {
             let path = concrete(path);
             let none = send(&app, method, &path, &[]).await;
             assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{method} {path}");
