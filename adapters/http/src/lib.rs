@@ -380,6 +380,25 @@ mod tests {
     }
 
     #[test]
+    fn each_route_is_declared_once_and_its_access_fits_its_handler() {
+        let mut seen = std::collections::BTreeSet::new();
+        for route in ROUTES {
+            assert!(
+                seen.insert((route.method, route.path)),
+                "{} {} is declared twice",
+                route.method,
+                route.path
+            );
+            if matches!(route.access, Access::ReplicationKey | Access::Delivery) {
+                assert!(route.needs_replication(), "{} {}", route.method, route.path);
+            }
+            if route.scope().is_some() {
+                assert!(!route.needs_replication(), "{} {}", route.method, route.path);
+            }
+        }
+    }
+
+    #[test]
     fn generated_request_ids_are_unique_version_7_uuids() {
         let a = new_request_id();
         let b = new_request_id();
