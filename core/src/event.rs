@@ -181,13 +181,44 @@ pub enum FulfilCause {
     },
 }
 
-/// Everything that can happen, with its stable type name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data", deny_unknown_fields)]
-pub enum DomainEvent {
+/// Declares [`DomainEvent`] with each event's stable type name written
+/// once, beside its variant: the serde tag, [`DomainEvent::TYPE_NAMES`]
+/// and [`DomainEvent::type_name`] all come from it.
+macro_rules! domain_events {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $name:literal { $($fields:tt)* }
+    ),* $(,)?) => {
+        /// Everything that can happen, with its stable type name.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "type", content = "data", deny_unknown_fields)]
+        pub enum DomainEvent {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $name)]
+                $variant { $($fields)* },
+            )*
+        }
+
+        impl DomainEvent {
+            /// Every type name this version knows. An event of another
+            /// `twincell.` type comes from a newer cell.
+            pub const TYPE_NAMES: [&'static str; [$($name),*].len()] = [$($name),*];
+
+            /// The stable type name (the CloudEvents `type`).
+            #[must_use]
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Self::$variant { .. } => $name,)*
+                }
+            }
+        }
+    };
+}
+
+domain_events! {
     /// A transaction was created in the stream's origin cell.
-    #[serde(rename = "twincell.transaction.created.v1")]
-    TransactionCreated {
+    TransactionCreated = "twincell.transaction.created.v1" {
         /// Its id (deterministic when an idempotency key was given).
         transaction_id: TransactionId,
         /// The paying account.
@@ -196,30 +227,26 @@ pub enum DomainEvent {
         money: Money,
     },
     /// Units arrived: `on_hand += quantity`.
-    #[serde(rename = "twincell.inventory.stock-received.v1")]
-    StockReceived {
+    StockReceived = "twincell.inventory.stock-received.v1" {
         /// Units received.
         quantity: Quantity,
     },
     /// Units were written off from the available stock.
-    #[serde(rename = "twincell.inventory.stock-written-off.v1")]
-    StockWrittenOff {
+    StockWrittenOff = "twincell.inventory.stock-written-off.v1" {
         /// Units written off.
         quantity: Quantity,
         /// Why.
         reason: WriteOffReason,
     },
     /// Units were reserved for an order.
-    #[serde(rename = "twincell.inventory.stock-reserved.v1")]
-    StockReserved {
+    StockReserved = "twincell.inventory.stock-reserved.v1" {
         /// The order.
         order_id: OrderId,
         /// Units held.
         quantity: Quantity,
     },
     /// A reservation of this cell was released.
-    #[serde(rename = "twincell.inventory.reservation-released.v1")]
-    ReservationReleased {
+    ReservationReleased = "twincell.inventory.reservation-released.v1" {
         /// The order.
         order_id: OrderId,
         /// Units freed.
@@ -228,16 +255,14 @@ pub enum DomainEvent {
         cause: ReleaseCause,
     },
     /// This cell asks `owner` to release its reservation for the order.
-    #[serde(rename = "twincell.inventory.release-requested.v1")]
-    ReleaseRequested {
+    ReleaseRequested = "twincell.inventory.release-requested.v1" {
         /// The order.
         order_id: OrderId,
         /// The cell holding the reservation.
         owner: CellId,
     },
     /// A reservation of this cell was fulfilled: the units left the building.
-    #[serde(rename = "twincell.inventory.reservation-fulfilled.v1")]
-    ReservationFulfilled {
+    ReservationFulfilled = "twincell.inventory.reservation-fulfilled.v1" {
         /// The order.
         order_id: OrderId,
         /// Units shipped.
@@ -246,24 +271,21 @@ pub enum DomainEvent {
         cause: FulfilCause,
     },
     /// This cell asks `owner` to fulfil its reservation for the order.
-    #[serde(rename = "twincell.inventory.fulfilment-requested.v1")]
-    FulfilmentRequested {
+    FulfilmentRequested = "twincell.inventory.fulfilment-requested.v1" {
         /// The order.
         order_id: OrderId,
         /// The cell holding the reservation.
         owner: CellId,
     },
     /// Available units moved out of this cell towards `to_cell`.
-    #[serde(rename = "twincell.inventory.allocation-transferred.v1")]
-    AllocationTransferred {
+    AllocationTransferred = "twincell.inventory.allocation-transferred.v1" {
         /// The receiving cell.
         to_cell: CellId,
         /// Units moved.
         quantity: Quantity,
     },
     /// This cell took in a transfer once it saw it in the sender's stream.
-    #[serde(rename = "twincell.inventory.allocation-received.v1")]
-    AllocationReceived {
+    AllocationReceived = "twincell.inventory.allocation-received.v1" {
         /// The sending cell.
         from_cell: CellId,
         /// The version of the transfer in the sender's stream.
@@ -274,38 +296,6 @@ pub enum DomainEvent {
 }
 
 impl DomainEvent {
-    /// Every type name this version knows. An event of another
-    /// `twincell.` type comes from a newer cell.
-    pub const TYPE_NAMES: [&'static str; 10] = [
-        "twincell.transaction.created.v1",
-        "twincell.inventory.stock-received.v1",
-        "twincell.inventory.stock-written-off.v1",
-        "twincell.inventory.stock-reserved.v1",
-        "twincell.inventory.reservation-released.v1",
-        "twincell.inventory.release-requested.v1",
-        "twincell.inventory.reservation-fulfilled.v1",
-        "twincell.inventory.fulfilment-requested.v1",
-        "twincell.inventory.allocation-transferred.v1",
-        "twincell.inventory.allocation-received.v1",
-    ];
-
-    /// The stable type name (the CloudEvents `type`).
-    #[must_use]
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::TransactionCreated { .. } => "twincell.transaction.created.v1",
-            Self::StockReceived { .. } => "twincell.inventory.stock-received.v1",
-            Self::StockWrittenOff { .. } => "twincell.inventory.stock-written-off.v1",
-            Self::StockReserved { .. } => "twincell.inventory.stock-reserved.v1",
-            Self::ReservationReleased { .. } => "twincell.inventory.reservation-released.v1",
-            Self::ReleaseRequested { .. } => "twincell.inventory.release-requested.v1",
-            Self::ReservationFulfilled { .. } => "twincell.inventory.reservation-fulfilled.v1",
-            Self::FulfilmentRequested { .. } => "twincell.inventory.fulfilment-requested.v1",
-            Self::AllocationTransferred { .. } => "twincell.inventory.allocation-transferred.v1",
-            Self::AllocationReceived { .. } => "twincell.inventory.allocation-received.v1",
-        }
-    }
-
     /// The aggregate type this event belongs to.
     #[must_use]
     pub fn aggregate_type(&self) -> AggregateType {

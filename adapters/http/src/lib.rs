@@ -28,7 +28,6 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, options, post};
 use http::HeaderValue;
 use tower_http::catch_panic::CatchPanicLayer;
 use twincell_core::CellApi;
@@ -37,165 +36,13 @@ pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
 pub use problem::{Problem, ProblemKind};
 pub use replication::Replication;
-pub use routes::IDEMPOTENT_REPLAYED;
+pub use routes::{Access, IDEMPOTENT_REPLAYED, ROUTES, Route, scopes};
 pub use tuning::Tuning;
 
 /// The response header naming the cell that answered.
 pub const CELL_HEADER: &str = "x-twincell-cell";
 /// The request and response header correlating logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone: the failover probe and the webhook handshake carry nothing.
-    Open,
-    /// A bearer token granting this scope, where the cell checks tokens
-    /// ([`auth`]).
-    Scope(&'static str),
-    /// The replication key (`x-twincell-replication-key`).
-    ReplicationKey,
-    /// The replication key, or, where the cell accepts them, Event Grid's
-    /// Entra token holding the delivery role.
-    Delivery,
-}
-
-/// The state a route's handler takes.
-#[derive(Debug, Clone, Copy)]
-enum Handler {
-    /// Served by every cell, on its use cases.
-    Api(fn() -> MethodRouter<routes::Api>),
-    /// Served only where replication is on (otherwise 404, as for any
-    /// unknown path).
-    Replication(fn() -> MethodRouter<Arc<replication::Shared>>),
-}
-
-/// One route: method, path template, who may call it, and its handler.
-#[derive(Debug, Clone, Copy)]
-pub struct Route {
-    /// The HTTP method.
-    pub method: &'static str,
-    /// The path template, as the router, each `function.json` and
-    /// `template.yaml` write it.
-    pub path: &'static str,
-    /// Who may call it.
-    pub access: Access,
-    handler: Handler,
-}
-
-impl Route {
-    /// The scope a bearer token must grant, if the route asks for one.
-    #[must_use]
-    pub fn scope(&self) -> Option<&'static str> {
-        match self.access {
-            Access::Scope(scope) => Some(scope),
-            Access::Open | Access::ReplicationKey | Access::Delivery => None,
-        }
-    }
-
-    /// Whether the route is served only where replication is on.
-    #[must_use]
-    pub fn needs_replication(&self) -> bool {
-        matches!(self.handler, Handler::Replication(_))
-    }
-}
-
-/// Every route, each once: the router is built from these rows, and the
-/// function folders, the SAM template, the OpenAPI document and the docs
-/// are checked against them (`tests/route_drift.rs`, `tests/openapi.rs`).
-pub static ROUTES: &[Route] = &[
-    Route {
-        method: "GET",
-        path: "/health",
-        access: Access::Open,
-        handler: Handler::Api(|| get(routes::health)),
-    },
-    Route {
-        method: "POST",
-        path: "/transactions",
-        access: Access::Scope("transactions.write"),
-        handler: Handler::Api(|| post(routes::create_transaction)),
-    },
-    Route {
-        method: "GET",
-        path: "/transactions/{id}",
-        access: Access::Scope("transactions.read"),
-        handler: Handler::Api(|| get(routes::get_transaction)),
-    },
-    Route {
-        method: "GET",
-        path: "/inventory/{sku}",
-        access: Access::Scope("inventory.read"),
-        handler: Handler::Api(|| get(routes::get_inventory)),
-    },
-    Route {
-        method: "POST",
-        path: "/inventory/{sku}/receipts",
-        access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(routes::receive)),
-    },
-    Route {
-        method: "POST",
-        path: "/inventory/{sku}/write-offs",
-        access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(routes::write_off)),
-    },
-    Route {
-        method: "POST",
-        path: "/inventory/{sku}/reservations",
-        access: Access::Scope("inventory.write"),
-        handler: Handler::Api(|| post(routes::reserve)),
-    },
-    Route {
-        method: "DELETE",
-        path: "/inventory/{sku}/reservations/{order_id}",
-        access: Access::Scope("inventory.write"),
-        handler: Handler::Api(|| delete(routes::release)),
-    },
-    Route {
-        method: "POST",
-        path: "/inventory/{sku}/reservations/{order_id}/fulfilment",
-        access: Access::Scope("inventory.write"),
-        handler: Handler::Api(|| post(routes::fulfil)),
-    },
-    Route {
-        method: "POST",
-        path: "/inventory/{sku}/transfers",
-        access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(routes::transfer)),
-    },
-    Route {
-        method: "POST",
-        path: "/replication/events",
-        access: Access::Delivery,
-        handler: Handler::Replication(|| post(replication::receive)),
-    },
-    Route {
-        method: "OPTIONS",
-        path: "/replication/events",
-        access: Access::Open,
-        handler: Handler::Replication(|| options(replication::handshake)),
-    },
-    Route {
-        method: "GET",
-        path: "/replication/status",
-        access: Access::ReplicationKey,
-        handler: Handler::Replication(|| get(replication::status)),
-    },
-    Route {
-        method: "POST",
-        path: "/replication/resync",
-        access: Access::ReplicationKey,
-        handler: Handler::Replication(|| post(replication::resync)),
-    },
-];
-
-/// `(method, path, scope)` of every route that asks for a bearer token.
-pub fn scopes() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
-    ROUTES
-        .iter()
-        .filter_map(|r| r.scope().map(|scope| (r.method, r.path, scope)))
-}
 
 /// The API of one cell over `api` (a [`twincell_core::Service`], or any
 /// implementation of the inbound port), with replication off (every
@@ -232,7 +79,7 @@ pub fn router_with<A: CellApi + 'static>(
     let mut replicated = Router::new();
     for route in ROUTES {
         match (route.handler, &shared) {
-            (Handler::Api(handler), _) => {
+            (routes::Handler::Api(handler), _) => {
                 let handler = match (route.access, &auth) {
                     (Access::Scope(scope), Some(auth)) => {
                         handler().route_layer(middleware::from_fn_with_state(
@@ -244,13 +91,13 @@ pub fn router_with<A: CellApi + 'static>(
                 };
                 served = served.route(route.path, handler);
             }
-            (Handler::Replication(handler), Some(shared)) => {
+            (routes::Handler::Replication(handler), Some(shared)) => {
                 replicated = replicated.route(
                     route.path,
                     replication::guard(handler(), route.access, shared),
                 );
             }
-            (Handler::Replication(_), None) => {}
+            (routes::Handler::Replication(_), None) => {}
         }
     }
     let routes = served.with_state(api);
@@ -393,7 +240,12 @@ mod tests {
                 assert!(route.needs_replication(), "{} {}", route.method, route.path);
             }
             if route.scope().is_some() {
-                assert!(!route.needs_replication(), "{} {}", route.method, route.path);
+                assert!(
+                    !route.needs_replication(),
+                    "{} {}",
+                    route.method,
+                    route.path
+                );
             }
         }
     }

@@ -1,10 +1,12 @@
-//! The handlers: extract → convert to a core command → call the service →
-//! map the result. No rule lives here.
+//! Every route, each in one row of [`ROUTES`] (method, path template,
+//! access, handler), and the handlers: extract → convert to a core command
+//! → call the inbound port → map the result. No rule lives here.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, options, post};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use twincell_core::inventory::InventoryOutcome;
@@ -16,12 +18,165 @@ use twincell_core::{
 use crate::body::JsonBody;
 use crate::extract::{IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
 use crate::problem::{Problem, ProblemKind};
+use crate::replication;
 
 /// The router's state: one cell's use cases, behind the inbound port.
 pub(crate) type Api = Arc<dyn CellApi>;
 
 /// The header that marks a replayed answer.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: the failover probe and the webhook handshake carry nothing.
+    Open,
+    /// A bearer token granting this scope, where the cell checks tokens
+    /// ([`auth`]).
+    Scope(&'static str),
+    /// The replication key (`x-twincell-replication-key`).
+    ReplicationKey,
+    /// The replication key, or, where the cell accepts them, Event Grid's
+    /// Entra token holding the delivery role.
+    Delivery,
+}
+
+/// The state a route's handler takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Handler {
+    /// Served by every cell, on its use cases.
+    Api(fn() -> MethodRouter<Api>),
+    /// Served only where replication is on (otherwise 404, as for any
+    /// unknown path).
+    Replication(fn() -> MethodRouter<Arc<replication::Shared>>),
+}
+
+/// One route: method, path template, who may call it, and its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path template, as the router, each `function.json` and
+    /// `template.yaml` write it.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    pub(crate) handler: Handler,
+}
+
+impl Route {
+    /// The scope a bearer token must grant, if the route asks for one.
+    #[must_use]
+    pub fn scope(&self) -> Option<&'static str> {
+        match self.access {
+            Access::Scope(scope) => Some(scope),
+            Access::Open | Access::ReplicationKey | Access::Delivery => None,
+        }
+    }
+
+    /// Whether the route is served only where replication is on.
+    #[must_use]
+    pub fn needs_replication(&self) -> bool {
+        matches!(self.handler, Handler::Replication(_))
+    }
+}
+
+/// Every route, each once: the router is built from these rows, and the
+/// function folders, the SAM template, the OpenAPI document and the docs
+/// are checked against them (`tests/route_drift.rs`, `tests/openapi.rs`).
+pub static ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/health",
+        access: Access::Open,
+        handler: Handler::Api(|| get(health)),
+    },
+    Route {
+        method: "POST",
+        path: "/transactions",
+        access: Access::Scope("transactions.write"),
+        handler: Handler::Api(|| post(create_transaction)),
+    },
+    Route {
+        method: "GET",
+        path: "/transactions/{id}",
+        access: Access::Scope("transactions.read"),
+        handler: Handler::Api(|| get(get_transaction)),
+    },
+    Route {
+        method: "GET",
+        path: "/inventory/{sku}",
+        access: Access::Scope("inventory.read"),
+        handler: Handler::Api(|| get(get_inventory)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/receipts",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(receive)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/write-offs",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(write_off)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/reservations",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| post(reserve)),
+    },
+    Route {
+        method: "DELETE",
+        path: "/inventory/{sku}/reservations/{order_id}",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| delete(release)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/reservations/{order_id}/fulfilment",
+        access: Access::Scope("inventory.write"),
+        handler: Handler::Api(|| post(fulfil)),
+    },
+    Route {
+        method: "POST",
+        path: "/inventory/{sku}/transfers",
+        access: Access::Scope("inventory.admin"),
+        handler: Handler::Api(|| post(transfer)),
+    },
+    Route {
+        method: "POST",
+        path: "/replication/events",
+        access: Access::Delivery,
+        handler: Handler::Replication(|| post(replication::receive)),
+    },
+    Route {
+        method: "OPTIONS",
+        path: "/replication/events",
+        access: Access::Open,
+        handler: Handler::Replication(|| options(replication::handshake)),
+    },
+    Route {
+        method: "GET",
+        path: "/replication/status",
+        access: Access::ReplicationKey,
+        handler: Handler::Replication(|| get(replication::status)),
+    },
+    Route {
+        method: "POST",
+        path: "/replication/resync",
+        access: Access::ReplicationKey,
+        handler: Handler::Replication(|| post(replication::resync)),
+    },
+];
+
+/// `(method, path, scope)` of every route that asks for a bearer token.
+pub fn scopes() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .filter_map(|r| r.scope().map(|scope| (r.method, r.path, scope)))
+}
 
 /// A JSON response. Serializing the core's views cannot fail; if it ever
 /// did, the client gets a 500 problem, not a panic.
