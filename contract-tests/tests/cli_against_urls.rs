@@ -189,5 +189,9 @@ fn the_cli_rejects_a_bad_command_line() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--target") && stderr.contains("NAME=URL"),
+        "the error names the flag and its form: {stderr}"
+    );
 }

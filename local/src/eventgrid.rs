@@ -1,6 +1,8 @@
-//! An Event Grid custom topic in the CloudEvents schema, from what Event
-//! Grid documents (see `REPLICATION.md` of the design notes), with its
-//! failure modes, and faults a test can add:
+//! An Event Grid custom topic in the CloudEvents schema, written from what
+//! Event Grid documents (learn.microsoft.com, Azure Event Grid: "Publish
+//! events to custom topics", "Delivery and retry", "Endpoint validation
+//! with CloudEvents schema"; `docs/replication.md` says how the cells use
+//! it), with its failure modes, and faults a test can add:
 //!
 //! - **Publish**: `POST /topics/<topic>/api/events?api-version=2018-01-01`
 //!   with `aeg-sas-key`; a batch (`application/cloudevents-batch+json`) or

@@ -23,59 +23,62 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use twincell_contract::runner::run_all;
 use twincell_contract::target::{Target, UrlTarget};
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: twincell-contract --target NAME=URL [--target NAME=URL …] [--cases DIR] [--only SUBSTRING] [--replication-key-env NAME=VAR …] [--bearer-env NAME=VAR …]"
-    );
-    ExitCode::from(2)
+/// Runs the parity cases against deployed cells and proves they answer
+/// alike.
+#[derive(Debug, Parser)]
+#[command(name = "twincell-contract")]
+struct Args {
+    /// A cell to run against; NAME is that cell's TWINCELL_CELL.
+    #[arg(long = "target", value_name = "NAME=URL", required = true, value_parser = target)]
+    targets: Vec<(String, String)>,
+    /// Read the cases from this folder instead of the embedded ones.
+    #[arg(long = "cases", value_name = "DIR")]
+    cases_dir: Option<String>,
+    /// Run only the cases whose name contains this.
+    #[arg(long, value_name = "SUBSTRING")]
+    only: Option<String>,
+    /// The cell NAME's replication key, read from the environment variable
+    /// VAR (the cases that deliver events need every target's key).
+    #[arg(long = "replication-key-env", value_name = "NAME=VAR", value_parser = secret)]
+    keys: Vec<(String, String)>,
+    /// A bearer token granting every scope for the cell NAME, read from the
+    /// environment variable VAR.
+    #[arg(long = "bearer-env", value_name = "NAME=VAR", value_parser = secret)]
+    bearers: Vec<(String, String)>,
+}
+
+fn target(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, url)) if !name.is_empty() && url.starts_with("http") => {
+            Ok((name.to_owned(), url.to_owned()))
+        }
+        _ => Err("expected NAME=URL with an http:// or https:// URL".to_owned()),
+    }
+}
+
+/// `NAME=VAR`, with the value of `VAR` read from the environment (never
+/// from the command line, where a process list would show it).
+fn secret(value: &str) -> Result<(String, String), String> {
+    let (name, var) = value.split_once('=').ok_or("expected NAME=VAR")?;
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok((name.to_owned(), v.trim().to_owned())),
+        _ => Err(format!("the environment variable {var} is not set")),
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let mut targets: Vec<(String, String)> = Vec::new();
-    let mut cases_dir = None;
-    let mut only = None;
-    let mut keys: Vec<(String, String)> = Vec::new();
-    let mut bearers: Vec<(String, String)> = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--target", Some(spec)) => match spec.split_once('=') {
-                Some((name, url)) if !name.is_empty() && url.starts_with("http") => {
-                    targets.push((name.to_owned(), url.to_owned()));
-                }
-                _ => return usage(),
-            },
-            ("--cases", Some(dir)) => cases_dir = Some(dir),
-            ("--only", Some(s)) => only = Some(s),
-            (option @ ("--replication-key-env" | "--bearer-env"), Some(spec)) => {
-                let Some((name, var)) = spec.split_once('=') else {
-                    return usage();
-                };
-                match std::env::var(var) {
-                    Ok(value) if !value.trim().is_empty() => {
-                        let list = if option == "--bearer-env" {
-                            &mut bearers
-                        } else {
-                            &mut keys
-                        };
-                        list.push((name.to_owned(), value.trim().to_owned()));
-                    }
-                    _ => {
-                        eprintln!("{option} {spec}: {var} is not set");
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-            _ => return usage(),
-        }
-    }
-    if targets.is_empty() {
-        return usage();
-    }
+    let Args {
+        targets,
+        cases_dir,
+        only,
+        keys,
+        bearers,
+    } = Args::parse();
     let cases = match &cases_dir {
         Some(dir) => twincell_contract::case::load_dir(std::path::Path::new(dir)),
         None => twincell_contract::embedded_cases(),

@@ -15,11 +15,13 @@
 //! stdout is `twincell aws cell listening on http://127.0.0.1:<port>`. If a
 //! function process exits, so does this one.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use tokio::process::{Child, Command};
 use twincell_contract::emulator::Emulator;
 use twincell_local::stream_mapping::{MappingConfig, MappingStats};
@@ -40,53 +42,61 @@ fn lambda(path: &str, name: &str, emulator: &Emulator) -> anyhow::Result<Child> 
         .with_context(|| format!("starting {path}"))
 }
 
+/// The AWS cell on one machine: API Gateway in front of the `api`
+/// Lambda, and the stream's event source mapping in front of the
+/// `replicator` Lambda, each a real process under its own Lambda Runtime
+/// API emulator.
+#[derive(Debug, Parser)]
+#[command(name = "twincell-aws-local")]
+struct Args {
+    /// The `api` binary.
+    #[arg(long, value_name = "PATH")]
+    api: String,
+    /// The `replicator` binary; without it, no stream is read.
+    #[arg(long, value_name = "PATH")]
+    replicator: Option<String>,
+    /// The loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = loopback)]
+    listen: SocketAddr,
+    /// The table whose stream the replicator reads.
+    #[arg(long, env = "TWINCELL_DYNAMODB_TABLE")]
+    table: Option<String>,
+    /// Records per replicator invocation (the mapping's BatchSize).
+    #[arg(long, default_value_t = 100)]
+    batch_size: i32,
+    /// Retries of a failing batch (the mapping's MaximumRetryAttempts).
+    #[arg(long, default_value_t = 20)]
+    max_retries: u32,
+    /// How often the stream is polled, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    stream_poll_ms: u64,
+    /// The wait before a failed batch is retried, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    retry_ms: u64,
+}
+
+fn loopback(value: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = value.parse().map_err(|e| format!("{e}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("must be a loopback address".to_owned())
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let mut listen = "127.0.0.1:0".to_owned();
-    let (mut api, mut replicator, mut table) =
-        (None, None, std::env::var("TWINCELL_DYNAMODB_TABLE").ok());
+    let args = Args::parse();
+    twincell_local::init_tracing();
     let mut mapping = MappingConfig {
         table: String::new(),
-        batch_size: 100,
-        max_retries: 20,
-        poll: Duration::from_millis(250),
-        retry_backoff: Duration::from_millis(1_000),
+        batch_size: args.batch_size,
+        max_retries: args.max_retries,
+        poll: Duration::from_millis(args.stream_poll_ms),
+        retry_backoff: Duration::from_millis(args.retry_ms),
         timeout: Duration::from_secs(60),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{flag} {v:?}"));
-        match flag.as_str() {
-            "--listen" => listen = value,
-            "--api" => api = Some(value),
-            "--replicator" => replicator = Some(value),
-            "--table" => table = Some(value),
-            "--batch-size" => mapping.batch_size = i32::try_from(number(&value)?)?,
-            "--max-retries" => mapping.max_retries = u32::try_from(number(&value)?)?,
-            "--stream-poll-ms" => mapping.poll = Duration::from_millis(number(&value)?),
-            "--retry-ms" => mapping.retry_backoff = Duration::from_millis(number(&value)?),
-            other => bail!("unknown option {other}"),
-        }
-    }
-    let api = api.context("--api PATH is required")?;
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?}"))?;
-    anyhow::ensure!(
-        addr.ip().is_loopback(),
-        "--listen must be a loopback address"
-    );
+    let (api, replicator, table, addr) = (args.api, args.replicator, args.table, args.listen);
 
     // The URL line comes first on stdout, before the functions (which share
     // this stdout) can log anything.

@@ -14,97 +14,133 @@
 //! line. The first line on stdout is `event grid stand-in listening on
 //! http://127.0.0.1:<port>`; topics publish at `<that>/topics/<name>`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use clap::Parser;
 use twincell_local::eventgrid::{Config, SubscriptionConfig, TopicConfig};
 
-fn key(var: &str) -> anyhow::Result<String> {
+/// The Event Grid stand-in: custom topics in the CloudEvents schema that
+/// push what is published to webhook subscriptions, with Event Grid's
+/// retry schedule and faults a test can add.
+#[derive(Debug, Parser)]
+#[command(name = "twincell-eventgrid")]
+struct Args {
+    /// The loopback address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = loopback)]
+    listen: SocketAddr,
+    /// A topic; its key is read from the environment variable KEY_VAR.
+    #[arg(long = "topic", value_name = "NAME=KEY_VAR", value_parser = topic)]
+    topics: Vec<TopicConfig>,
+    /// A webhook subscription of TOPIC delivering to URL, sending the key
+    /// in the environment variable KEY_VAR as x-twincell-replication-key.
+    #[arg(long = "subscription", value_name = "NAME=TOPIC,URL[,KEY_VAR]", value_parser = subscription)]
+    subscriptions: Vec<Subscription>,
+    /// Events per delivery (Event Grid's maxEventsPerBatch).
+    #[arg(long, default_value_t = 1)]
+    max_events_per_batch: usize,
+    /// Every time of the retry schedule and retention divided by this.
+    #[arg(long, default_value_t = Config::default().time_divisor)]
+    time_divisor: u32,
+    /// Delivery attempts before an event is dead-lettered.
+    #[arg(long = "max-attempts", default_value_t = Config::default().max_delivery_attempts)]
+    max_attempts: u32,
+    /// Per thousand published events, how many are delivered twice.
+    #[arg(long, default_value_t = 0)]
+    duplicate_per_mille: u32,
+    /// Per thousand successful deliveries, how many lose their answer.
+    #[arg(long, default_value_t = 0)]
+    lost_answer_per_mille: u32,
+    /// The longest random delay before an event is first delivered.
+    #[arg(long, default_value_t = 0)]
+    max_delay_ms: u64,
+    /// The seed of every fault.
+    #[arg(long, default_value_t = Config::default().seed)]
+    seed: u64,
+}
+
+/// A subscription as given on the command line, its key read.
+#[derive(Debug, Clone)]
+struct Subscription {
+    name: String,
+    topic: String,
+    endpoint: String,
+    delivery_header: Option<(String, String)>,
+}
+
+fn key(var: &str) -> Result<String, String> {
     std::env::var(var)
         .ok()
         .filter(|v| !v.trim().is_empty())
-        .with_context(|| format!("the environment variable {var} holds no key"))
+        .ok_or_else(|| format!("the environment variable {var} holds no key"))
+}
+
+fn loopback(value: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = value.parse().map_err(|e| format!("{e}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("must be a loopback address".to_owned())
+    }
+}
+
+fn topic(value: &str) -> Result<TopicConfig, String> {
+    let (name, var) = value.split_once('=').ok_or("expected NAME=KEY_VAR")?;
+    Ok(TopicConfig {
+        name: name.to_owned(),
+        key: key(var)?,
+    })
+}
+
+fn subscription(value: &str) -> Result<Subscription, String> {
+    let shape = "expected NAME=TOPIC,URL[,KEY_VAR]";
+    let (name, rest) = value.split_once('=').ok_or(shape)?;
+    let mut parts = rest.split(',');
+    let (Some(topic), Some(endpoint)) = (parts.next(), parts.next()) else {
+        return Err(shape.to_owned());
+    };
+    let delivery_header = parts
+        .next()
+        .map(|var| key(var).map(|k| ("x-twincell-replication-key".to_owned(), k)))
+        .transpose()?;
+    Ok(Subscription {
+        name: name.to_owned(),
+        topic: topic.to_owned(),
+        endpoint: endpoint.to_owned(),
+        delivery_header,
+    })
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let mut config = Config::default();
-    let mut listen = "127.0.0.1:0".to_owned();
-    let mut batch = 1usize;
-    let mut subscriptions: Vec<(String, String, String, Option<String>)> = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| v.parse::<u64>().with_context(|| format!("{flag} {v:?}"));
-        match flag.as_str() {
-            "--listen" => listen = value,
-            "--topic" => {
-                let (name, var) = value.split_once('=').context("--topic NAME=KEY_VAR")?;
-                config.topics.push(TopicConfig {
-                    name: name.to_owned(),
-                    key: key(var)?,
-                });
-            }
-            "--subscription" => {
-                let (name, rest) = value
-                    .split_once('=')
-                    .context("--subscription NAME=TOPIC,URL[,KEY_VAR]")?;
-                let mut parts = rest.split(',');
-                let (Some(topic), Some(url)) = (parts.next(), parts.next()) else {
-                    bail!("--subscription NAME=TOPIC,URL[,KEY_VAR]");
-                };
-                subscriptions.push((
-                    name.to_owned(),
-                    topic.to_owned(),
-                    url.to_owned(),
-                    parts.next().map(str::to_owned),
-                ));
-            }
-            "--max-events-per-batch" => batch = usize::try_from(number(&value)?)?,
-            "--time-divisor" => config.time_divisor = u32::try_from(number(&value)?)?,
-            "--max-attempts" => config.max_delivery_attempts = u32::try_from(number(&value)?)?,
-            "--duplicate-per-mille" => {
-                config.faults.duplicate_per_mille = u32::try_from(number(&value)?)?
-            }
-            "--lost-answer-per-mille" => {
-                config.faults.lost_answer_per_mille = u32::try_from(number(&value)?)?
-            }
-            "--max-delay-ms" => config.faults.max_delay = Duration::from_millis(number(&value)?),
-            "--seed" => config.seed = number(&value)?,
-            other => bail!("unknown option {other}"),
-        }
-    }
-    for (name, topic, endpoint, var) in subscriptions {
-        let delivery_header = var
-            .map(|v| key(&v).map(|k| ("x-twincell-replication-key".to_owned(), k)))
-            .transpose()?;
-        config.subscriptions.push(SubscriptionConfig {
-            name,
-            topic,
-            endpoint,
-            delivery_header,
-            max_events_per_batch: batch,
-        });
-    }
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?}"))?;
-    anyhow::ensure!(
-        addr.ip().is_loopback(),
-        "--listen must be a loopback address"
-    );
+    let args = Args::parse();
+    twincell_local::init_tracing();
+    let mut config = Config {
+        topics: args.topics,
+        time_divisor: args.time_divisor,
+        max_delivery_attempts: args.max_attempts,
+        seed: args.seed,
+        ..Config::default()
+    };
+    config.faults.duplicate_per_mille = args.duplicate_per_mille;
+    config.faults.lost_answer_per_mille = args.lost_answer_per_mille;
+    config.faults.max_delay = Duration::from_millis(args.max_delay_ms);
+    config.subscriptions = args
+        .subscriptions
+        .into_iter()
+        .map(|s| SubscriptionConfig {
+            name: s.name,
+            topic: s.topic,
+            endpoint: s.endpoint,
+            delivery_header: s.delivery_header,
+            max_events_per_batch: args.max_events_per_batch,
+        })
+        .collect();
     let app = twincell_local::eventgrid::start(config)?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
     let address = listener.local_addr()?;
     #[allow(clippy::print_stdout)]
     {

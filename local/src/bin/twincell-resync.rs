@@ -18,44 +18,55 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use serde_json::Value;
 
-fn usage() -> ExitCode {
-    eprintln!(
-        "usage: twincell-resync --cell URL --key-env VAR [--since RFC3339] [--cursor CURSOR] [--max-events N]"
-    );
-    ExitCode::from(2)
+/// Re-sends one cell's own events to its replication target, calling the
+/// cell's `POST /replication/resync` until every event is re-sent.
+#[derive(Debug, Parser)]
+#[command(name = "twincell-resync")]
+struct Args {
+    /// The cell's base URL.
+    #[arg(long, value_name = "URL", value_parser = base_url)]
+    cell: String,
+    /// The environment variable holding the cell's replication key.
+    #[arg(long, value_name = "VAR")]
+    key_env: String,
+    /// Only events recorded at or after this instant (RFC 3339, UTC, with
+    /// milliseconds).
+    #[arg(long, value_name = "RFC3339")]
+    since: Option<String>,
+    /// Resume where a failed run stopped.
+    #[arg(long)]
+    cursor: Option<String>,
+    /// The most events one call re-sends.
+    #[arg(long, value_name = "N")]
+    max_events: Option<u64>,
+}
+
+fn base_url(value: &str) -> Result<String, String> {
+    if value.starts_with("http://") || value.starts_with("https://") {
+        Ok(value.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".to_owned())
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 #[allow(clippy::print_stdout)]
 async fn main() -> ExitCode {
-    let (mut cell, mut key_env, mut since, mut cursor, mut max) = (None, None, None, None, None);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let Some(value) = args.next() else {
-            return usage();
-        };
-        match flag.as_str() {
-            "--cell" => cell = Some(value.trim_end_matches('/').to_owned()),
-            "--key-env" => key_env = Some(value),
-            "--since" => since = Some(value),
-            "--cursor" => cursor = Some(value),
-            "--max-events" => match value.parse::<u64>() {
-                Ok(n) => max = Some(n),
-                Err(_) => return usage(),
-            },
-            _ => return usage(),
-        }
-    }
-    let (Some(cell), Some(key_env)) = (cell, key_env) else {
-        return usage();
-    };
+    let Args {
+        cell,
+        key_env,
+        since,
+        mut cursor,
+        max_events: max,
+    } = Args::parse();
     let Some(key) = std::env::var(&key_env)
         .ok()
         .filter(|k| !k.trim().is_empty())
     else {
-        eprintln!("{key_env} holds no replication key");
+        eprintln!("--key-env {key_env}: the variable holds no replication key");
         return ExitCode::from(2);
     };
     twincell_local::install_crypto();
