@@ -126,13 +126,14 @@ pub struct Answer {
 pub type ParityView<'a> = (u16, Vec<(&'static str, Option<String>)>, &'a [u8]);
 
 /// The headers that must be byte-identical across targets.
-pub const COMPARED_HEADERS: [&str; 7] = [
+pub const COMPARED_HEADERS: [&str; 8] = [
     "content-type",
     "location",
     "allow",
     "idempotent-replayed",
     "retry-after",
     "webhook-allowed-origin",
+    "webhook-allowed-rate",
     "www-authenticate",
 ];
 

@@ -18,7 +18,9 @@
 //!   and 413, so those are answered only for what no retry can fix. Every
 //!   decodable event is applied before the answer, whatever the others.
 //! - `OPTIONS /replication/events`: Event Grid's CloudEvents webhook
-//!   handshake: `WebHook-Request-Origin` in, `WebHook-Allowed-Origin` out.
+//!   handshake: `WebHook-Request-Origin` in, `WebHook-Allowed-Origin` out,
+//!   and `WebHook-Allowed-Rate` (the rate asked in `WebHook-Request-Rate`,
+//!   else `*`).
 //!   No key (the handshake carries none); it changes nothing.
 //! - `GET /replication/status`: per peer, the events received, the last
 //!   receipt, and the streams waiting on a missing version (as this
@@ -510,8 +512,39 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 const REQUEST_ORIGIN: &str = "webhook-request-origin";
 const ALLOWED_ORIGIN: HeaderName = HeaderName::from_static("webhook-allowed-origin");
+const REQUEST_RATE: &str = "webhook-request-rate";
+const ALLOWED_RATE: HeaderName = HeaderName::from_static("webhook-allowed-rate");
 
-/// `OPTIONS /replication/events`: the CloudEvents webhook validation.
+/// The rate granted to a sender: what it asked for (requests per minute),
+/// or `*` (no limit) when it asked for none. The receiver has no rate of
+/// its own to impose: a delivery that finds the store busy is answered
+/// 503 and retried on the deliverer's schedule.
+fn allowed_rate(headers: &HeaderMap) -> Result<HeaderValue, Problem> {
+    match crate::headers::last_item(headers, REQUEST_RATE) {
+        None => Ok(HeaderValue::from_static("*")),
+        // 1 to 999 999 999: a whole number with no leading zero.
+        Some(Ok(rate))
+            if (1..=9).contains(&rate.len())
+                && rate.bytes().all(|b| b.is_ascii_digit())
+                && !rate.starts_with('0') =>
+        {
+            HeaderValue::from_str(rate).map_err(|_| bad_rate())
+        }
+        Some(_) => Err(bad_rate()),
+    }
+}
+
+fn bad_rate() -> Problem {
+    Problem::new(
+        ProblemKind::InvalidHeader,
+        "WebHook-Request-Rate must be a positive whole number of requests per minute",
+    )
+}
+
+/// `OPTIONS /replication/events`: the CloudEvents webhook validation. The
+/// answer echoes the origin and always names the rate granted
+/// (`WebHook-Allowed-Rate`), which the specification requires when the
+/// sender asked for one.
 pub(crate) async fn handshake(headers: HeaderMap) -> Result<Response, Problem> {
     let origin = match crate::headers::last_item(&headers, REQUEST_ORIGIN) {
         Some(Ok(origin))
@@ -533,8 +566,10 @@ pub(crate) async fn handshake(headers: HeaderMap) -> Result<Response, Problem> {
             "WebHook-Request-Origin is not a valid value",
         )
     })?;
+    let rate = allowed_rate(&headers)?;
     let mut response = StatusCode::OK.into_response();
     response.headers_mut().insert(ALLOWED_ORIGIN, value);
+    response.headers_mut().insert(ALLOWED_RATE, rate);
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST,OPTIONS"));

@@ -171,6 +171,29 @@ async fn the_event_grid_handshake_echoes_the_origin_without_a_key() {
     let a = send(&app, r).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.headers["webhook-allowed-origin"], "eventgrid.azure.net");
+    assert_eq!(
+        a.headers["webhook-allowed-rate"], "*",
+        "no rate asked: none imposed"
+    );
+    // A sender that asks for a rate is always told the rate granted.
+    let r = Request::options("/replication/events")
+        .header("WebHook-Request-Origin", "eventgrid.azure.net")
+        .header("WebHook-Request-Rate", "120")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&app, r).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["webhook-allowed-rate"], "120");
+    for bad in ["0", "-1", "fast", "1.5", "0120", "1000000000"] {
+        let r = Request::options("/replication/events")
+            .header("WebHook-Request-Origin", "eventgrid.azure.net")
+            .header("WebHook-Request-Rate", bad)
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&app, r).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(a.body["type"], "urn:twincell:problem:invalid-header");
+    }
     let r = Request::options("/replication/events")
         .body(Body::empty())
         .unwrap();
@@ -527,4 +550,117 @@ async fn resync_without_a_target_is_404_and_a_failed_publish_is_502_with_the_cur
     );
     assert_eq!(a.body["published"], 0);
     assert!(a.body["next"].is_null(), "from the start again");
+}
+
+/// Each of the 25 kinds of invalid event of the CloudEvents conformance
+/// corpus (`cloudevents/conformance`, `format/json/invalid-events.json`),
+/// applied to a valid twincell event: missing or empty required
+/// attributes, malformed times and offsets, an unknown spec version, empty
+/// optional attributes, ids that are no strings, extension names and
+/// values the specification forbids, and `data` beside `data_base64`.
+fn conformance_defects() -> Vec<(&'static str, fn(&mut serde_json::Map<String, Value>))> {
+    vec![
+        ("invalidNoSpecVersion", |e| {
+            e.remove("specversion");
+        }),
+        ("invalidNoId", |e| {
+            e.remove("id");
+        }),
+        ("invalidNoType", |e| {
+            e.remove("type");
+        }),
+        ("invalidNoSource", |e| {
+            e.remove("source");
+        }),
+        ("invalidTimeGarbage", |e| {
+            e.insert("time".into(), "lunchtime".into());
+        }),
+        ("invalidTimeToMinute", |e| {
+            e.insert("time".into(), "2018-04-05T18:31Z".into());
+        }),
+        ("invalidTimeOffsetX", |e| {
+            e.insert("time".into(), "2018-04-05T18:31:00X".into());
+        }),
+        ("invalidTimeOffsetOutOfRange", |e| {
+            e.insert("time".into(), "2018-04-05T18:31:00+25:00".into());
+        }),
+        ("invalidTimeOffsetNonInteger", |e| {
+            e.insert("time".into(), "2018-04-05T18:31:00+xx:00".into());
+        }),
+        ("invalidTimeOffsetHourOnly", |e| {
+            e.insert("time".into(), "2018-04-05T18:31:00+05".into());
+        }),
+        ("invalidEmptyId", |e| {
+            e.insert("id".into(), "".into());
+        }),
+        ("invalidEmptyType", |e| {
+            e.insert("type".into(), "".into());
+        }),
+        ("invalidEmptySource", |e| {
+            e.insert("source".into(), "".into());
+        }),
+        ("invalidEmptySpecVersion", |e| {
+            e.insert("specversion".into(), "".into());
+        }),
+        ("invalidUnknownSpecVersion", |e| {
+            e.insert("specversion".into(), "0.9".into());
+        }),
+        ("invalidNonRfc2046DataContentType", |e| {
+            e.insert("datacontenttype".into(), "xyz".into());
+        }),
+        ("invalidEmptyDataContentType", |e| {
+            e.insert("datacontenttype".into(), "".into());
+        }),
+        ("invalidEmptyDataSchema", |e| {
+            e.insert("dataschema".into(), "".into());
+        }),
+        ("invalidEmptySubject", |e| {
+            e.insert("subject".into(), "".into());
+        }),
+        ("invalidNumericId", |e| {
+            e.insert("id".into(), 25.into());
+        }),
+        ("invalidObjectId", |e| {
+            e.insert("id".into(), json!({"xyz": "abc"}));
+        }),
+        ("invalidCapitalizedExtension", |e| {
+            e.insert("MyExtension".into(), "bad".into());
+        }),
+        ("invalidPunctuatedExtension", |e| {
+            e.insert("my.extension".into(), "bad".into());
+        }),
+        ("invalidNonIntegerExtensionValue", |e| {
+            e.insert("myextension".into(), json!(1.5));
+        }),
+        ("invalidBothDataAndDataBase64", |e| {
+            e.insert("data_base64".into(), "eyAieHl6IjogMTIzIH0=".into());
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn every_invalid_event_of_the_cloudevents_conformance_corpus_is_400_and_applies_nothing() {
+    let aws = cell("aws", "azure");
+    let app = app(&aws, None);
+    let events = azure_receipts().await;
+    let valid = batch(&events[..1])[0].clone();
+    let defects = conformance_defects();
+    assert_eq!(defects.len(), 25, "the corpus has 25 invalid events");
+    for (name, defect) in defects {
+        let mut event = valid.as_object().unwrap().clone();
+        defect(&mut event);
+        for body in [json!([event.clone()]), Value::Object(event)] {
+            let a = send(&app, deliver(&body, Some(KEY))).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{name}: {}", a.body);
+            assert_eq!(
+                a.body["type"], "urn:twincell:problem:malformed-body",
+                "{name}"
+            );
+            assert_eq!(on_hand_seen_of_azure(&aws).await, 0, "{name} applied");
+        }
+    }
+    // The same event untouched is applied: the refusals were the defects'.
+    let a = send(&app, deliver(&json!([valid]), Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(on_hand_seen_of_azure(&aws).await, 1);
 }

@@ -153,6 +153,9 @@ fn decode_value(value: Value) -> Incoming {
     if value.get("specversion").and_then(Value::as_str) != Some("1.0") {
         return malformed("specversion is not \"1.0\"".into());
     }
+    if let Some(why) = value.as_object().and_then(attribute_error) {
+        return malformed(why);
+    }
     let event: Event = match serde_json::from_value(value) {
         Ok(e) => e,
         Err(e) => return malformed(format!("not a CloudEvent: {e}")),
@@ -166,6 +169,73 @@ fn decode_value(value: Value) -> Incoming {
         event: from_cloud_event(&event),
         traceparent,
     }
+}
+
+/// The attributes CloudEvents 1.0 defines, and the members that carry the
+/// data in the JSON format; every other member is an extension attribute.
+const CONTEXT_MEMBERS: [&str; 10] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+    "data_base64",
+];
+
+/// What CloudEvents 1.0 forbids in an event's members that `cloudevents-sdk`
+/// lets through: it reads any member as an extension and any empty string
+/// as a value. Checked here so that such an event is refused as malformed
+/// (the conformance corpus's invalid events): required attributes are
+/// non-empty strings; optional ones, when present, non-empty; extension
+/// names lower-case ASCII letters and digits, their values a string, a
+/// boolean or an integer; never both `data` and `data_base64`.
+fn attribute_error(event: &serde_json::Map<String, Value>) -> Option<String> {
+    for required in ["id", "source", "type"] {
+        match event.get(required) {
+            Some(Value::String(v)) if !v.is_empty() => {}
+            Some(_) => return Some(format!("{required} is not a non-empty string")),
+            None => return Some(format!("no {required}")),
+        }
+    }
+    for optional in ["datacontenttype", "dataschema", "subject", "time"] {
+        match event.get(optional) {
+            None => {}
+            Some(Value::String(v)) if !v.is_empty() => {}
+            Some(_) => return Some(format!("{optional} is not a non-empty string")),
+        }
+    }
+    if event.contains_key("data") && event.contains_key("data_base64") {
+        return Some("both data and data_base64".to_owned());
+    }
+    for (name, value) in event {
+        if CONTEXT_MEMBERS.contains(&name.as_str()) {
+            continue;
+        }
+        let valid_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid_name {
+            return Some(format!(
+                "extension attribute {name:?}: names are lower-case ASCII letters and digits"
+            ));
+        }
+        let valid_value = match value {
+            Value::String(_) | Value::Bool(_) => true,
+            Value::Number(n) => n.is_i64(),
+            Value::Null | Value::Array(_) | Value::Object(_) => false,
+        };
+        if !valid_value {
+            return Some(format!(
+                "extension attribute {name}: the value is not a string, a boolean or an integer"
+            ));
+        }
+    }
+    None
 }
 
 /// The [`RecordedEvent`] a CloudEvent carries, after checking that its
