@@ -114,8 +114,8 @@ pub use timestamp::Timestamp;
 pub use topology::{Topology, TopologyError};
 pub use transaction::{Transaction, TransactionView};
 pub use validation::{
-    CreateTransaction, ReceiveStock, ReserveStock, TransferStock, Violation, ViolationCode,
-    Violations, WriteOffStock,
+    CreateTransaction, InventoryRequest, ReceiveStock, ReserveStock, TransferStock, Violation,
+    ViolationCode, Violations, WriteOffStock,
 };
 pub use write_off_reason::WriteOffReason;
 

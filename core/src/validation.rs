@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ids::{AccountId, CellId, IdentifierError, OrderId};
+use crate::inventory::InventoryCommand;
 use crate::money::{AmountError, Currency, CurrencyError, Money, check_amount};
 use crate::quantity::Quantity;
 use crate::topology::Topology;
@@ -498,6 +499,56 @@ impl TransferStock {
             _ => None,
         };
         f.finish(typed)
+    }
+}
+
+/// A request body that is one inventory command: what an inbound adapter
+/// needs to serve the command with one generic handler.
+pub trait InventoryRequest: Sized {
+    /// Validates the body; a command that names a cell is checked against
+    /// the deployment's `topology`.
+    ///
+    /// # Errors
+    /// Every violation, in a deterministic order.
+    fn parse(body: &Value, topology: &Topology) -> Result<Self, Violations>;
+
+    /// The command the body asks for.
+    fn into_command(self) -> InventoryCommand;
+}
+
+impl InventoryRequest for ReceiveStock {
+    fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
+        Self::from_json(body)
+    }
+    fn into_command(self) -> InventoryCommand {
+        InventoryCommand::Receive(self.quantity)
+    }
+}
+
+impl InventoryRequest for WriteOffStock {
+    fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
+        Self::from_json(body)
+    }
+    fn into_command(self) -> InventoryCommand {
+        InventoryCommand::WriteOff(self.quantity, self.reason)
+    }
+}
+
+impl InventoryRequest for ReserveStock {
+    fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
+        Self::from_json(body)
+    }
+    fn into_command(self) -> InventoryCommand {
+        InventoryCommand::Reserve(self.order_id, self.quantity)
+    }
+}
+
+impl InventoryRequest for TransferStock {
+    fn parse(body: &Value, topology: &Topology) -> Result<Self, Violations> {
+        Self::from_json(body, topology)
+    }
+    fn into_command(self) -> InventoryCommand {
+        InventoryCommand::Transfer(self.to_cell, self.quantity)
     }
 }
 

@@ -32,6 +32,20 @@ pub mod matrix;
 pub mod rng;
 pub mod stream_mapping;
 
+/// A `--listen` address of a local tool: a loopback one only (their
+/// control APIs take no key).
+///
+/// # Errors
+/// What is wrong with it, for the argument parser to show.
+pub fn loopback(value: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = value.parse().map_err(|e| format!("{e}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err("must be a loopback address".to_owned())
+    }
+}
+
 /// Logs of a local tool: JSON lines on stderr (stdout carries the tool's
 /// own answers), at the level `RUST_LOG` names, else `info`.
 pub fn init_tracing() {

@@ -48,6 +48,7 @@ use twincell_replication::{Publish, ReceiveLog, Secret};
 
 use crate::Access;
 use crate::problem::{EventRef, Problem, ProblemKind};
+use crate::routes::json;
 
 /// The largest delivery accepted: Event Grid sends at most 1 MB per
 /// request (its batches are at most 1 024 KB).
@@ -493,21 +494,6 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
         shared.log.progress(progress);
     }
     tally.answer(received)
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(bytes) => (
-            status,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => Problem::internal(format!("serializing a response: {e}")).into_response(),
-    }
 }
 
 const REQUEST_ORIGIN: &str = "webhook-request-origin";

@@ -11,8 +11,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use twincell_core::inventory::InventoryOutcome;
 use twincell_core::{
-    CellApi, CreateTransaction, InventoryCommand, ReceiveStock, ReserveStock, TransferStock,
-    WriteOffStock,
+    CellApi, CreateTransaction, InventoryCommand, InventoryRequest, ReceiveStock, ReserveStock,
+    TransferStock, WriteOffStock,
 };
 
 use crate::body::JsonBody;
@@ -113,19 +113,19 @@ pub static ROUTES: &[Route] = &[
         method: "POST",
         path: "/inventory/{sku}/receipts",
         access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(receive)),
+        handler: Handler::Api(|| post(inventory_command::<ReceiveStock>)),
     },
     Route {
         method: "POST",
         path: "/inventory/{sku}/write-offs",
         access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(write_off)),
+        handler: Handler::Api(|| post(inventory_command::<WriteOffStock>)),
     },
     Route {
         method: "POST",
         path: "/inventory/{sku}/reservations",
         access: Access::Scope("inventory.write"),
-        handler: Handler::Api(|| post(reserve)),
+        handler: Handler::Api(|| post(inventory_command::<ReserveStock>)),
     },
     Route {
         method: "DELETE",
@@ -143,7 +143,7 @@ pub static ROUTES: &[Route] = &[
         method: "POST",
         path: "/inventory/{sku}/transfers",
         access: Access::Scope("inventory.admin"),
-        handler: Handler::Api(|| post(transfer)),
+        handler: Handler::Api(|| post(inventory_command::<TransferStock>)),
     },
     Route {
         method: "POST",
@@ -180,7 +180,7 @@ pub fn scopes() -> impl Iterator<Item = (&'static str, &'static str, &'static st
 
 /// A JSON response. Serializing the core's views cannot fail; if it ever
 /// did, the client gets a 500 problem, not a panic.
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     // Room for a typical answer up front: growing from empty took five
     // reallocations per response.
     let mut bytes = Vec::with_capacity(512);
@@ -274,43 +274,18 @@ pub(crate) async fn get_inventory(
     Ok(json(StatusCode::OK, &api.inventory(&sku).await?))
 }
 
-/// `POST /inventory/{sku}/receipts`.
-pub(crate) async fn receive(
+/// An inventory command whose body says what to do: `POST
+/// /inventory/{sku}/receipts`, `/write-offs`, `/reservations` and
+/// `/transfers`, one row each in [`ROUTES`] naming its request type.
+pub(crate) async fn inventory_command<R: InventoryRequest>(
     State(api): State<Api>,
     SkuPath(sku): SkuPath,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let cmd = ReceiveStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(
-        api.execute(&sku, &InventoryCommand::Receive(cmd.quantity))
-            .await?,
-    ))
-}
-
-/// `POST /inventory/{sku}/write-offs`.
-pub(crate) async fn write_off(
-    State(api): State<Api>,
-    SkuPath(sku): SkuPath,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
-    let cmd = WriteOffStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(
-        api.execute(&sku, &InventoryCommand::WriteOff(cmd.quantity, cmd.reason))
-            .await?,
-    ))
-}
-
-/// `POST /inventory/{sku}/reservations`.
-pub(crate) async fn reserve(
-    State(api): State<Api>,
-    SkuPath(sku): SkuPath,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
-    let cmd = ReserveStock::from_json(&body).map_err(Problem::validation)?;
-    Ok(outcome(
-        api.execute(&sku, &InventoryCommand::Reserve(cmd.order_id, cmd.quantity))
-            .await?,
-    ))
+    let command = R::parse(&body, api.topology())
+        .map_err(Problem::validation)?
+        .into_command();
+    Ok(outcome(api.execute(&sku, &command).await?))
 }
 
 /// `DELETE /inventory/{sku}/reservations/{order_id}`.
@@ -330,19 +305,6 @@ pub(crate) async fn fulfil(
 ) -> Result<Response, Problem> {
     Ok(outcome(
         api.execute(&sku, &InventoryCommand::Fulfil(order)).await?,
-    ))
-}
-
-/// `POST /inventory/{sku}/transfers`.
-pub(crate) async fn transfer(
-    State(api): State<Api>,
-    SkuPath(sku): SkuPath,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
-    let cmd = TransferStock::from_json(&body, api.topology()).map_err(Problem::validation)?;
-    Ok(outcome(
-        api.execute(&sku, &InventoryCommand::Transfer(cmd.to_cell, cmd.quantity))
-            .await?,
     ))
 }
 

@@ -552,13 +552,16 @@ async fn resync_without_a_target_is_404_and_a_failed_publish_is_502_with_the_cur
     assert!(a.body["next"].is_null(), "from the start again");
 }
 
+/// What makes a valid event invalid.
+type Defect = fn(&mut serde_json::Map<String, Value>);
+
 /// Each of the 25 kinds of invalid event of the CloudEvents conformance
 /// corpus (`cloudevents/conformance`, `format/json/invalid-events.json`),
 /// applied to a valid twincell event: missing or empty required
 /// attributes, malformed times and offsets, an unknown spec version, empty
 /// optional attributes, ids that are no strings, extension names and
 /// values the specification forbids, and `data` beside `data_base64`.
-fn conformance_defects() -> Vec<(&'static str, fn(&mut serde_json::Map<String, Value>))> {
+fn conformance_defects() -> Vec<(&'static str, Defect)> {
     vec![
         ("invalidNoSpecVersion", |e| {
             e.remove("specversion");

@@ -32,7 +32,9 @@ use crate::replication::{BatchReport, StreamProgress};
 use crate::timestamp::Timestamp;
 use crate::topology::Topology;
 use crate::transaction::{self, Transaction};
-use crate::validation::{CreateTransaction, ReserveStock, TransferStock, WriteOffStock};
+use crate::validation::{
+    CreateTransaction, InventoryRequest, ReserveStock, TransferStock, WriteOffStock,
+};
 
 pub use crate::error::ServiceError;
 pub use command_loop::{
@@ -234,8 +236,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: WriteOffStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &InventoryCommand::WriteOff(cmd.quantity, cmd.reason))
-            .await
+        self.execute(sku, &cmd.into_command()).await
     }
 
     /// `POST /inventory/{sku}/reservations`.
@@ -247,8 +248,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: ReserveStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &InventoryCommand::Reserve(cmd.order_id, cmd.quantity))
-            .await
+        self.execute(sku, &cmd.into_command()).await
     }
 
     /// `DELETE /inventory/{sku}/reservations/{order_id}`.
@@ -284,8 +284,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: TransferStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &InventoryCommand::Transfer(cmd.to_cell, cmd.quantity))
-            .await
+        self.execute(sku, &cmd.into_command()).await
     }
 }
 

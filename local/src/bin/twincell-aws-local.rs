@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, value_name = "PATH")]
     replicator: Option<String>,
     /// The loopback address to listen on.
-    #[arg(long, default_value = "127.0.0.1:0", value_parser = loopback)]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = twincell_local::loopback)]
     listen: SocketAddr,
     /// The table whose stream the replicator reads.
     #[arg(long, env = "TWINCELL_DYNAMODB_TABLE")]
@@ -73,15 +73,6 @@ struct Args {
     /// The wait before a failed batch is retried, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     retry_ms: u64,
-}
-
-fn loopback(value: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = value.parse().map_err(|e| format!("{e}"))?;
-    if addr.ip().is_loopback() {
-        Ok(addr)
-    } else {
-        Err("must be a loopback address".to_owned())
-    }
 }
 
 #[tokio::main]

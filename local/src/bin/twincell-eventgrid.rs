@@ -28,7 +28,7 @@ use twincell_local::eventgrid::{Config, SubscriptionConfig, TopicConfig};
 #[command(name = "twincell-eventgrid")]
 struct Args {
     /// The loopback address to listen on.
-    #[arg(long, default_value = "127.0.0.1:0", value_parser = loopback)]
+    #[arg(long, default_value = "127.0.0.1:0", value_parser = twincell_local::loopback)]
     listen: SocketAddr,
     /// A topic; its key is read from the environment variable KEY_VAR.
     #[arg(long = "topic", value_name = "NAME=KEY_VAR", value_parser = topic)]
@@ -74,15 +74,6 @@ fn key(var: &str) -> Result<String, String> {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .ok_or_else(|| format!("the environment variable {var} holds no key"))
-}
-
-fn loopback(value: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = value.parse().map_err(|e| format!("{e}"))?;
-    if addr.ip().is_loopback() {
-        Ok(addr)
-    } else {
-        Err("must be a loopback address".to_owned())
-    }
 }
 
 fn topic(value: &str) -> Result<TopicConfig, String> {
