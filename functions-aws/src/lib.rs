@@ -17,37 +17,42 @@ use lambda_http::request::RequestContext;
 use lambda_http::tower::ServiceBuilder;
 use lambda_http::tower::util::MapRequest;
 use lambda_http::{Request, RequestExt};
-use twincell_core::{Clock, EventStore, IdGenerator, Service};
+use twincell_core::CellApi;
+
+/// The Lambda functions' logs: JSON lines without a time (CloudWatch
+/// stamps each line) or colours, at the level `RUST_LOG` names, else
+/// `info`.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_ansi(false)
+        .without_time()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
 
 /// What a Lambda invocation runs: [`strip_stage`], then the router.
 pub type App = MapRequest<axum::Router, fn(Request) -> Request>;
 
 /// The Lambda handler of one cell over `service`, with the replication
 /// routes when `replication` is given, and no route asking for a token.
-pub fn app<S, C, I>(
-    service: Arc<Service<S, C, I>>,
+pub fn app<A: CellApi + 'static>(
+    service: Arc<A>,
     replication: Option<twincell_http::Replication>,
-) -> App
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> App {
     app_with(service, replication, None)
 }
 
 /// [`app`], with bearer tokens asked for on the API routes when `auth` is
 /// given (see `twincell_http::auth`).
-pub fn app_with<S, C, I>(
-    service: Arc<Service<S, C, I>>,
+pub fn app_with<A: CellApi + 'static>(
+    service: Arc<A>,
     replication: Option<twincell_http::Replication>,
     auth: Option<Arc<twincell_http::auth::Authenticator>>,
-) -> App
-where
-    S: EventStore + 'static,
-    C: Clock + 'static,
-    I: IdGenerator + 'static,
-{
+) -> App {
     let normalize: fn(Request) -> Request = strip_stage;
     ServiceBuilder::new()
         .map_request(normalize)

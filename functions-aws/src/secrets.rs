@@ -28,24 +28,12 @@ fn env(name: &str) -> Option<String> {
 /// *ring*), 1 s to connect, 5 s per call; region and credentials from the
 /// standard sources, `AWS_ENDPOINT_URL` for a local server.
 async fn client() -> aws_sdk_secretsmanager::Client {
-    let http = twincell_dynamodb::http_client();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(5))
         .build();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    let mut builder = aws_sdk_secretsmanager::config::Builder::from(&config);
-    if config.region().is_none() {
-        builder = builder.region(aws_sdk_secretsmanager::config::Region::from_static(
-            "us-east-1",
-        ));
-    }
-    aws_sdk_secretsmanager::Client::from_conf(builder.build())
+    aws_sdk_secretsmanager::Client::new(&twincell_dynamodb::sdk_config(timeouts).await)
 }
 
 /// The replication settings, with keys read from Secrets Manager where a

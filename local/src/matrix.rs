@@ -139,13 +139,7 @@ async fn create_secret(endpoint: &str, name: &str, value: &str) -> anyhow::Resul
             "testing", "testing", None, None, "local",
         ))
         .endpoint_url(endpoint)
-        .http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https(),
-        )
+        .http_client(twincell_dynamodb::http_client())
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
         .create_secret()

@@ -58,29 +58,14 @@ pub struct MappingStats {
     pub records_failed: AtomicU64,
 }
 
-/// A Streams client: rustls on *ring*, `AWS_ENDPOINT_URL` for moto.
+/// A Streams client on the cell's shared AWS configuration
+/// ([`twincell_dynamodb::sdk_config`]): `AWS_ENDPOINT_URL` for moto.
 pub async fn client() -> aws_sdk_dynamodbstreams::Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(30))
         .build();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .timeout_config(timeouts)
-        .load()
-        .await;
-    let mut builder = aws_sdk_dynamodbstreams::config::Builder::from(&config);
-    if config.region().is_none() {
-        builder = builder.region(aws_sdk_dynamodbstreams::config::Region::from_static(
-            "us-east-1",
-        ));
-    }
-    aws_sdk_dynamodbstreams::Client::from_conf(builder.build())
+    aws_sdk_dynamodbstreams::Client::new(&twincell_dynamodb::sdk_config(timeouts).await)
 }
 
 /// A DynamoDB stream attribute value in the JSON Lambda sends.

@@ -178,6 +178,26 @@ pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
         .build_https()
 }
 
+/// The AWS configuration the cell's other clients share (Secrets Manager,
+/// the local stream reader): [`http_client`], `timeouts`, region and
+/// credentials from the standard sources (`AWS_ENDPOINT_URL` for a local
+/// server), and `us-east-1` when no source names a region (a local
+/// server takes any).
+pub async fn sdk_config(timeouts: aws_config::timeout::TimeoutConfig) -> aws_config::SdkConfig {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    if config.region().is_some() {
+        return config;
+    }
+    config
+        .to_builder()
+        .region(Region::from_static("us-east-1"))
+        .build()
+}
+
 /// [`EventStore`] on one DynamoDB table (see the [crate docs](crate)).
 #[derive(Debug, Clone)]
 pub struct DynamoDbEventStore {

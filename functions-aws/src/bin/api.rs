@@ -126,15 +126,7 @@ async fn serve<S: EventStore + 'static>(
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    twincell_aws::init_tracing();
     let topology = topology()?;
     let tuning = twincell_http::Tuning::from_env(env)?;
     #[cfg(not(feature = "contract-mode"))]

@@ -17,15 +17,7 @@ use twincell_core::CellId;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    twincell_aws::init_tracing();
     let cell = std::env::var("TWINCELL_CELL")
         .ok()
         .filter(|c| !c.trim().is_empty())
