@@ -122,3 +122,7 @@ pub use write_off_reason::WriteOffReason;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/library.md")]
+struct LibraryDoctests;

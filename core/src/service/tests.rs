@@ -558,7 +558,7 @@ fn both_aggregates_back_off_the_same_way_in_the_one_loop() {
     assert_eq!(s.clock.0.lock().unwrap().len(), after_create + 3);
 }
 
-/// The README's service, on the system clock, under any executor: a
+/// The library example's service (docs/library.md), on the system clock, under any executor: a
 /// lost race really waits before the next attempt.
 #[test]
 fn the_system_clock_really_pauses_without_a_runtime() {
