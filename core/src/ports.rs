@@ -395,8 +395,8 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 
     /// Waits `duration`: the service's backoff after losing a version race.
-    /// Every clock says how it waits: [`SystemClock`] really waits, on any
-    /// executor ([`ThreadSleep`]); a clock of an async runtime uses its timer
+    /// Every clock says how it waits: [`SystemClock`](crate::SystemClock) really waits, on any
+    /// executor ([`ThreadSleep`](crate::ThreadSleep)); a clock of an async runtime uses its timer
     /// (`TokioClock` in `twincell-http`); a test clock may choose not to.
     fn pause(&self, duration: std::time::Duration) -> impl Future<Output = ()> + Send;
 }

@@ -145,7 +145,7 @@ fn check_size_within(event: &RecordedEvent, limit: usize) -> Result<(), StoreErr
     Ok(())
 }
 
-/// Checks the rules of [`EventStore::append`] that need no store: `events`
+/// Checks the rules of [`EventStore::append`](crate::EventStore::append) that need no store: `events`
 /// is a non-empty run of events of `stream` numbered from
 /// `expected_version + 1`, at most [`MAX_EVENTS_PER_APPEND`] of them, each
 /// within [`MAX_EVENT_BYTES`]. Every store applies it before writing.
@@ -226,12 +226,12 @@ impl From<StoreError> for WriteFailure {
     }
 }
 
-/// [`EventStore::apply_replicated`] for stores whose writes are
+/// [`EventStore::apply_replicated`](crate::EventStore::apply_replicated) for stores whose writes are
 /// create-if-absent: `create` the event; when its version is taken,
 /// `read_back` the stored one (strongly consistent) and compare.
 ///
 /// # Errors
-/// As [`EventStore::apply_replicated`]: `TooLarge` for an event over
+/// As [`EventStore::apply_replicated`](crate::EventStore::apply_replicated): `TooLarge` for an event over
 /// [`MAX_EVENT_BYTES`] (nothing is sent), `Diverged` for a different stored
 /// event, `Unavailable` when the backend fails or a taken version does not
 /// read back.

@@ -32,7 +32,7 @@ pub enum Access {
     /// Anyone: the failover probe and the webhook handshake carry nothing.
     Open,
     /// A bearer token granting this scope, where the cell checks tokens
-    /// ([`auth`]).
+    /// ([`auth`](crate::auth)).
     Scope(&'static str),
     /// The replication key (`x-twincell-replication-key`).
     ReplicationKey,

@@ -8,8 +8,8 @@
 //! - `stock`: the inventory's fold, its decision, and the cache of folded
 //!   SKUs with their snapshots;
 //! - `replicated`: applying a batch of other cells' events, and its
-//!   [`BatchReport`](crate::BatchReport);
-//! - [`ServiceError`](crate::ServiceError) (in [`crate::error`]): why a
+//!   [`BatchReport`];
+//! - [`ServiceError`] (in [`crate::error`]): why a
 //!   call failed.
 //!
 //! Reads are served outside the command loop: they fold what the store
