@@ -288,7 +288,7 @@ pub(crate) fn list_origin(
                 origin.as_str(),
                 after,
                 since.unwrap_or(i64::MIN),
-                int(u64::try_from(limit).unwrap_or(u64::MAX), "limit")?
+                i64::try_from(limit).unwrap_or(i64::MAX)
             ],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
         )
@@ -309,6 +309,7 @@ pub(crate) fn list_origin(
 /// Saves `snapshot` unless one as new is stored.
 pub(crate) fn save_snapshot(c: &Connection, snapshot: &Snapshot) -> Result<(), StoreError> {
     let aggregate = &snapshot.stream.aggregate;
+    let version = int(snapshot.version, "version")?;
     c.prepare_cached(
         "INSERT INTO snapshots (kind, aggregate, origin, version, format, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -321,7 +322,7 @@ pub(crate) fn save_snapshot(c: &Connection, snapshot: &Snapshot) -> Result<(), S
             kind(aggregate),
             aggregate.id(),
             snapshot.stream.origin.as_str(),
-            int(snapshot.version, "version").unwrap_or(i64::MAX),
+            version,
             snapshot.format,
             snapshot.body,
         ])
@@ -386,7 +387,7 @@ pub(crate) fn feed_after(
         .query_map(
             params![
                 int(after, "position")?,
-                int(u64::try_from(limit.max(1)).unwrap_or(u64::MAX), "limit")?
+                i64::try_from(limit.max(1)).unwrap_or(i64::MAX)
             ],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
         )
@@ -410,12 +411,13 @@ pub(crate) fn checkpoint(c: &Connection, reader: &str) -> Result<u64, StoreError
 
 /// Moves a reader's checkpoint forward to `seq` (never back).
 pub(crate) fn set_checkpoint(c: &Connection, reader: &str, seq: u64) -> Result<(), StoreError> {
+    let seq = int(seq, "position")?;
     c.prepare_cached(
         "INSERT INTO feed_checkpoints (reader, seq) VALUES (?1, ?2)
          ON CONFLICT (reader) DO UPDATE SET seq = excluded.seq
          WHERE excluded.seq > feed_checkpoints.seq",
     )
-    .and_then(|mut s| s.execute(params![reader, int(seq, "position").unwrap_or(i64::MAX)]))
+    .and_then(|mut s| s.execute(params![reader, seq]))
     .map(|_| ())
     .map_err(|e| unavailable(&e))
 }

@@ -75,3 +75,26 @@ impl SqliteEventStore {
         .await
     }
 }
+
+/// Sets the schema version of the file at `path` (no store may have it
+/// open), as a newer or older twincell would have left it.
+///
+/// # Errors
+/// SQLite's, as text.
+pub fn set_schema_version(path: &std::path::Path, version: i64) -> Result<(), String> {
+    let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    connection
+        .pragma_update(None, "user_version", version)
+        .map_err(|e| e.to_string())
+}
+
+/// The schema version of the file at `path`.
+///
+/// # Errors
+/// SQLite's, as text.
+pub fn schema_version(path: &std::path::Path) -> Result<i64, String> {
+    let connection = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    connection
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
