@@ -211,12 +211,56 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// Where a cell process keeps its events (`TWINCELL_STORE`).
+#[derive(Debug, Clone)]
+enum ProcessStore {
+    Memory,
+    /// A new SQLite file per session, in the system's temporary directory.
+    Sqlite,
+    /// The Cosmos DB SDK's in-process emulator (the `handler` only).
+    CosmosEmulator,
+    /// DynamoDB at an endpoint, and a fixed table (else one per session).
+    DynamoDb(String, Option<String>),
+}
+
+impl ProcessStore {
+    /// Sets the store's variables on a cell process.
+    fn configure(&self, command: &mut Command) {
+        match self {
+            Self::Memory => {
+                command.env("TWINCELL_STORE", "memory");
+            }
+            Self::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{}.sqlite", unique_name("parity")));
+                command
+                    .env("TWINCELL_STORE", "sqlite")
+                    .env("TWINCELL_SQLITE_PATH", path);
+            }
+            Self::CosmosEmulator => {
+                command
+                    .env("TWINCELL_STORE", "cosmos")
+                    .env("TWINCELL_COSMOS_EMULATOR", "true");
+            }
+            Self::DynamoDb(endpoint, table) => {
+                let table = table.clone().unwrap_or_else(|| unique_name("parity"));
+                command
+                    .env("TWINCELL_STORE", "dynamodb")
+                    .env("TWINCELL_DYNAMODB_TABLE", table)
+                    .env("TWINCELL_DYNAMODB_CREATE_TABLE", "true")
+                    .env("AWS_ENDPOINT_URL", endpoint)
+                    .env("AWS_ACCESS_KEY_ID", "testing")
+                    .env("AWS_SECRET_ACCESS_KEY", "testing");
+            }
+        }
+    }
+}
+
 /// The Azure `handler` binary as a real process on a real socket.
 pub struct AzureProcess {
     name: String,
     cell: String,
     peer: String,
-    cosmos_emulator: bool,
+    store: ProcessStore,
     auth: Option<TargetAuth>,
 }
 
@@ -228,7 +272,7 @@ impl AzureProcess {
             name: "azure-handler".to_owned(),
             cell: cell.to_owned(),
             peer: peer.to_owned(),
-            cosmos_emulator: false,
+            store: ProcessStore::Memory,
             auth: None,
         }
     }
@@ -245,7 +289,15 @@ impl AzureProcess {
     #[must_use]
     pub fn on_cosmos_emulator(mut self) -> Self {
         self.name = format!("{}-cosmos", self.name);
-        self.cosmos_emulator = true;
+        self.store = ProcessStore::CosmosEmulator;
+        self
+    }
+
+    /// The same, storing events in a new SQLite file per session.
+    #[must_use]
+    pub fn on_sqlite(mut self) -> Self {
+        self.name = format!("{}-sqlite", self.name);
+        self.store = ProcessStore::Sqlite;
         self
     }
 }
@@ -298,9 +350,7 @@ impl Target for AzureProcess {
         Box::pin(async move {
             let mut command = Command::new(binary("handler")?);
             auth_env(&mut command, self.auth.as_ref());
-            if self.cosmos_emulator {
-                command.env("TWINCELL_COSMOS_EMULATOR", "true");
-            }
+            self.store.configure(&mut command);
             let mut child = command
                 .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
                 .env("TWINCELL_CELL", &self.cell)
@@ -345,8 +395,7 @@ pub struct LambdaProcess {
     shape: Shape,
     cell: String,
     peer: String,
-    /// DynamoDB endpoint, and a fixed table (else one per session).
-    dynamodb: Option<(String, Option<String>)>,
+    store: ProcessStore,
     auth: Option<TargetAuth>,
 }
 
@@ -359,7 +408,7 @@ impl LambdaProcess {
             shape,
             cell: cell.to_owned(),
             peer: peer.to_owned(),
-            dynamodb: None,
+            store: ProcessStore::Memory,
             auth: None,
         }
     }
@@ -377,7 +426,15 @@ impl LambdaProcess {
     #[must_use]
     pub fn on_dynamodb(mut self, endpoint: &str) -> Self {
         self.name = format!("{}-dynamodb", self.name);
-        self.dynamodb = Some((endpoint.to_owned(), None));
+        self.store = ProcessStore::DynamoDb(endpoint.to_owned(), None);
+        self
+    }
+
+    /// The same, storing events in a new SQLite file per session.
+    #[must_use]
+    pub fn on_sqlite(mut self) -> Self {
+        self.name = format!("{}-sqlite", self.name);
+        self.store = ProcessStore::Sqlite;
         self
     }
 
@@ -386,7 +443,7 @@ impl LambdaProcess {
     #[must_use]
     pub fn on_dynamodb_table(mut self, endpoint: &str, table: &str) -> Self {
         self.name = format!("{}-dynamodb", self.name);
-        self.dynamodb = Some((endpoint.to_owned(), Some(table.to_owned())));
+        self.store = ProcessStore::DynamoDb(endpoint.to_owned(), Some(table.to_owned()));
         self
     }
 }
@@ -479,15 +536,7 @@ impl Target for LambdaProcess {
             let emulator = Emulator::start().await.map_err(|e| e.to_string())?;
             let mut command = Command::new(binary("api")?);
             auth_env(&mut command, self.auth.as_ref());
-            if let Some((endpoint, table)) = &self.dynamodb {
-                let table = table.clone().unwrap_or_else(|| unique_name("parity"));
-                command
-                    .env("TWINCELL_DYNAMODB_TABLE", table)
-                    .env("TWINCELL_DYNAMODB_CREATE_TABLE", "true")
-                    .env("AWS_ENDPOINT_URL", endpoint)
-                    .env("AWS_ACCESS_KEY_ID", "testing")
-                    .env("AWS_SECRET_ACCESS_KEY", "testing");
-            }
+            self.store.configure(&mut command);
             let child = command
                 .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
                 .env("AWS_LAMBDA_FUNCTION_NAME", "twincell-api")

@@ -42,6 +42,7 @@ fn start_with(cell: &str, peer: &str, env: &[(&str, String)]) -> Cell {
     let mut child = Command::new(binary)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         .env("TWINCELL_CELL", cell)
         .env("TWINCELL_PEERS", peer)
         .env("TWINCELL_REPLICATION_KEY", key(cell))

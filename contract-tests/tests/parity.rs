@@ -1,9 +1,9 @@
 //! Every case on every local target — the router in-process, the Lambda
 //! handler in-process for each AWS event shape, the Azure `handler` binary
 //! as a process on a socket, the Lambda `api` binary as a process under the
-//! Runtime API emulator, in memory and on DynamoDB (moto), and the `handler`
-//! again on Cosmos DB (the SDK's emulator) — each matching its expectation,
-//! all byte-identical.
+//! Runtime API emulator, in memory, on SQLite and on DynamoDB (moto), and
+//! the `handler` again on SQLite and on Cosmos DB (the SDK's emulator) —
+//! each matching its expectation, all byte-identical.
 //!
 //! The process targets need the binaries built with the `contract-mode`
 //! feature (scripts/test.sh builds them) and moto (`TWINCELL_MOTO_SERVER`,
@@ -52,7 +52,17 @@ async fn every_case_passes_on_every_target_with_identical_answers() {
             .with_auth(auth.clone()),
     ));
     targets.push(Box::new(
+        AzureProcess::new(CELL, PEER)
+            .on_sqlite()
+            .with_auth(auth.clone()),
+    ));
+    targets.push(Box::new(
         LambdaProcess::new(Shape::HttpV2, CELL, PEER).with_auth(auth.clone()),
+    ));
+    targets.push(Box::new(
+        LambdaProcess::new(Shape::HttpV2, CELL, PEER)
+            .on_sqlite()
+            .with_auth(auth.clone()),
     ));
     // A moto server of the suite's own: the shared one serves the other
     // DynamoDB tests, and one busy Python process (a megabyte-sized table

@@ -19,21 +19,6 @@ use lambda_http::tower::util::MapRequest;
 use lambda_http::{Request, RequestExt};
 use twincell_core::CellApi;
 
-/// The Lambda functions' logs: JSON lines without a time (CloudWatch
-/// stamps each line) or colours, at the level `RUST_LOG` names, else
-/// `info`.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_ansi(false)
-        .without_time()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
-
 /// What a Lambda invocation runs: [`strip_stage`], then the router.
 pub type App = MapRequest<axum::Router, fn(Request) -> Request>;
 

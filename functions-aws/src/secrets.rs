@@ -36,14 +36,14 @@ async fn client() -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&twincell_dynamodb::sdk_config(timeouts).await)
 }
 
-/// The replication settings, with keys read from Secrets Manager where a
-/// secret is named.
+/// The keys named by a `…_SECRET_ID` variable, read from Secrets Manager,
+/// by the name of the variable they stand for.
 ///
 /// # Errors
-/// A key set both ways, a secret that can't be read or has no string
-/// value, or a setting [`Settings`] refuses.
-pub async fn replication_settings() -> anyhow::Result<Settings> {
-    let mut resolved: HashMap<&str, String> = HashMap::new();
+/// A key set both ways, or a secret that can't be read or has no string
+/// value.
+pub async fn resolve_keys() -> anyhow::Result<HashMap<&'static str, String>> {
+    let mut resolved: HashMap<&'static str, String> = HashMap::new();
     let mut secrets = None;
     for name in KEYS {
         let arn_var = format!("{name}{SECRET_SUFFIX}");
@@ -69,10 +69,28 @@ pub async fn replication_settings() -> anyhow::Result<Settings> {
             .ok_or_else(|| anyhow!("the secret {arn} ({arn_var}) has no string value"))?;
         resolved.insert(name, text.to_owned());
     }
-    Ok(Settings::from_lookup(|name| {
+    Ok(resolved)
+}
+
+/// The process environment, with the keys of [`resolve_keys`] in it.
+///
+/// # Errors
+/// As [`resolve_keys`].
+pub async fn environment() -> anyhow::Result<impl Fn(&str) -> Option<String>> {
+    let resolved = resolve_keys().await?;
+    Ok(move |name: &str| {
         resolved
             .get(name)
             .cloned()
             .or_else(|| std::env::var(name).ok())
-    })?)
+    })
+}
+
+/// The replication settings, with keys read from Secrets Manager where a
+/// secret is named.
+///
+/// # Errors
+/// As [`resolve_keys`], or a setting [`Settings`] refuses.
+pub async fn replication_settings() -> anyhow::Result<Settings> {
+    Ok(Settings::from_lookup(environment().await?)?)
 }

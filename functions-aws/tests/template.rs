@@ -108,3 +108,11 @@ fn the_inbound_key_is_generated_without_commas_and_read_by_the_api() {
     assert!(text(&env["TWINCELL_REPLICATION_KEY_SECRET_ID"]).contains("ReplicationKeySecret"));
     assert!(env["TWINCELL_REPLICATION_KEY"].is_null());
 }
+
+#[test]
+fn the_deployed_api_is_told_to_run_on_its_table() {
+    let t = template();
+    let env = &t["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["TWINCELL_STORE"].as_str(), Some("dynamodb"));
+    assert!(text(&env["TWINCELL_DYNAMODB_TABLE"]).contains("EventsTable"));
+}

@@ -2,33 +2,23 @@
 //! forwards every HTTP request to it (`enableForwardingHttpRequest`) on
 //! `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`. It serves the shared router.
 //!
-//! Configuration (read once, at start-up; a bad value stops the process):
+//! Configuration: `twincell_http::config` (one [`CellConfig`] for every
+//! cell binary, read once at start-up; a bad value stops the process,
+//! naming the variable), with this binary's defaults `TWINCELL_CELL=azure`,
+//! `TWINCELL_PEERS=aws` and its stores: `TWINCELL_STORE=cosmos` (with
+//! `TWINCELL_COSMOS_ENDPOINT`, `TWINCELL_COSMOS_KEY`,
+//! `TWINCELL_COSMOS_REGION` or the host's `REGION_NAME`, and optionally
+//! `TWINCELL_COSMOS_DATABASE` and `TWINCELL_COSMOS_CONTAINER`), `sqlite`
+//! (`TWINCELL_SQLITE_PATH`) or `memory`. Without `TWINCELL_STORE` it does
+//! not start — unless run with `--local`, which keeps events in
+//! `.twincell/azure.sqlite` and, with no authentication setting, serves
+//! without tokens. Its own settings:
 //! - `FUNCTIONS_CUSTOMHANDLER_PORT`: the port (set by the host; 8080 when
 //!   unset, for local runs; 0 picks a free one).
-//! - `TWINCELL_CELL`: this cell's id (default `azure`).
-//! - `TWINCELL_PEERS`: the other cells, comma-separated (default `aws`).
-//! - `TWINCELL_COSMOS_ENDPOINT`, `TWINCELL_COSMOS_KEY`,
-//!   `TWINCELL_COSMOS_REGION` (else the host's `REGION_NAME`), and
-//!   optionally `TWINCELL_COSMOS_DATABASE` (default `twincell`) and
-//!   `TWINCELL_COSMOS_CONTAINER` (default `events`): store events in Cosmos
-//!   DB. Without an endpoint, events live in memory (local development
-//!   only).
-//! - Replication (see `twincell_replication::config`; keys as Key Vault
-//!   references): `TWINCELL_REPLICATION_KEY` turns the `/replication/*`
-//!   routes on; `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
-//!   `…_TARGET_KEY` say where this cell publishes its own events: the
-//!   `replicate-outbound` function (the container's change feed, see
-//!   `outbound`) and resync.
-//! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
-//!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
-//!   `TWINCELL_AUTH=disabled`; with neither, the handler does not start.
-//! - `TWINCELL_CACHE_SKUS`, `TWINCELL_SNAPSHOT_EVERY`: what the process
-//!   keeps between requests and how often a ledger is snapshotted (see
-//!   `twincell_http::tuning`).
 //! - `TWINCELL_HTTP_HEADER_TIMEOUT_MS`, `TWINCELL_HTTP_REQUEST_TIMEOUT_MS`,
 //!   `TWINCELL_HTTP_MAX_CONNECTIONS`: the server's bounds (see `server`).
-//! - `RUST_LOG`: log filter (default `info`, the Cosmos DB SDK at `warn`);
-//!   logs are JSON lines on stdout.
+//! - With replication on, the `replicate-outbound` function (the Cosmos DB
+//!   change feed, see `outbound`) publishes to `TWINCELL_REPLICATION_TARGET`.
 //!
 //! The Cosmos DB client is built once, before the port is opened, and
 //! opening the container makes the first requests, so the first forwarded
@@ -53,25 +43,40 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use twincell_core::{
-    Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service, Topology,
+use twincell_core::{Clock, EventStore, IdGenerator, InMemoryEventStore, RandomIds, Service};
+use twincell_http::{CellConfig, CellDefaults, LogTo, StoreChoice, StoreKind};
+
+/// This binary's part of the configuration.
+const DEFAULTS: CellDefaults = CellDefaults {
+    cell: "azure",
+    peers: "aws",
+    stores: &[StoreKind::Cosmos, StoreKind::Sqlite, StoreKind::Memory],
+    local: false,
 };
 
-/// Typed configuration from the environment.
+/// The handler's command line: nothing, as the Functions host starts it;
+/// `--local` on a laptop.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "handler",
+    about = "The Azure cell's custom handler: the twincell API on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT"
+)]
+struct Args {
+    /// A local run: events in `.twincell/<cell>.sqlite` unless
+    /// TWINCELL_STORE says otherwise, and no tokens asked for unless an
+    /// authentication setting is given.
+    #[arg(long)]
+    local: bool,
+}
+
+/// Everything the handler runs with.
 struct Config {
+    cell: CellConfig,
     port: u16,
-    auth: Option<Arc<twincell_http::auth::Authenticator>>,
-    /// Event Grid's Entra tokens on `/replication/events`.
-    delivery_tokens: Option<twincell_http::auth::DeliveryTokens>,
     limits: server::Limits,
-    topology: Topology,
-    replication: twincell_replication::Settings,
     /// Contract mode: a stand-in of the host's Cosmos DB trigger to start
     /// once the port is open.
     trigger: Option<Trigger>,
-    #[cfg(feature = "contract-mode")]
-    fixed_clock_ms: Option<i64>,
-    tuning: twincell_http::Tuning,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -79,29 +84,32 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl Config {
-    fn from_env() -> anyhow::Result<Self> {
+    fn from_env(local: bool) -> anyhow::Result<Self> {
         let port = match env("FUNCTIONS_CUSTOMHANDLER_PORT") {
             Some(p) => p.trim().parse().with_context(|| {
                 format!("FUNCTIONS_CUSTOMHANDLER_PORT={p:?} is not a port number")
             })?,
             None => 8080,
         };
-        let cell = env("TWINCELL_CELL").unwrap_or_else(|| "azure".to_owned());
-        let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "aws".to_owned());
-        let topology = Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")?;
+        let limits = server::Limits::from_env(env)?;
+        let cell = CellConfig::from_env(&CellDefaults { local, ..DEFAULTS })?;
+        #[cfg(not(feature = "contract-mode"))]
+        if cell.fixed_clock_ms.is_some() {
+            anyhow::bail!(
+                "TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)"
+            );
+        }
+        #[cfg(not(feature = "contract-mode"))]
+        if env("TWINCELL_COSMOS_EMULATOR").is_some() {
+            anyhow::bail!(
+                "TWINCELL_COSMOS_EMULATOR is set, but this build has no contract mode (the in-process emulator is for the parity suite only)"
+            );
+        }
         Ok(Self {
+            cell,
             port,
-            auth: None,
-            delivery_tokens: None,
-            limits: server::Limits::from_env(env)?,
-            tuning: twincell_http::Tuning::from_env(env).map_err(anyhow::Error::msg)?,
-            topology,
-            replication: twincell_replication::Settings::from_env()?,
+            limits,
             trigger: None,
-            #[cfg(feature = "contract-mode")]
-            fixed_clock_ms: env("TWINCELL_FIXED_CLOCK_MS")
-                .map(|v| v.trim().parse().context("TWINCELL_FIXED_CLOCK_MS"))
-                .transpose()?,
         })
     }
 }
@@ -124,52 +132,40 @@ fn without_huge_pages() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                // The Cosmos DB SDK logs its routing decisions at info.
-                .unwrap_or_else(|_| {
-                    tracing_subscriber::EnvFilter::new(
-                        "info,azure_core=warn,azure_data_cosmos=warn,azure_data_cosmos_driver=warn",
-                    )
-                }),
-        )
-        .init();
+    twincell_http::init_logs(LogTo::Stdout);
+    let args = <Args as clap::Parser>::parse();
     without_huge_pages();
-    let mut config = Config::from_env()?;
-    config.auth = twincell_http::auth::from_env(env).map_err(anyhow::Error::msg)?;
-    config.delivery_tokens =
-        twincell_http::auth::delivery_tokens_from_env(env, config.auth.as_ref())
-            .map_err(anyhow::Error::msg)?;
-    if config.delivery_tokens.is_some() && config.replication.key.is_none() {
-        anyhow::bail!(
-            "TWINCELL_REPLICATION_AUTH_AUDIENCE needs TWINCELL_REPLICATION_KEY: replication is off without its key"
-        );
-    }
-    #[cfg(not(feature = "contract-mode"))]
-    if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
-        anyhow::bail!(
-            "TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)"
-        );
-    }
-    #[cfg(not(feature = "contract-mode"))]
-    if env("TWINCELL_COSMOS_EMULATOR").is_some() {
-        anyhow::bail!(
-            "TWINCELL_COSMOS_EMULATOR is set, but this build has no contract mode (the in-process emulator is for the parity suite only)"
-        );
-    }
-    #[cfg(feature = "contract-mode")]
-    if env("TWINCELL_COSMOS_EMULATOR").as_deref() == Some("true") {
-        let store = twincell_cosmos::emulator::fresh_store()
-            .await
-            .context("starting the in-process Cosmos DB emulator")?;
-        tracing::info!("Cosmos DB store on the in-process emulator (contract mode)");
-        config.trigger = trigger_standin(&store)?;
-        return run(config, store).await;
-    }
-    match twincell_cosmos::Settings::from_env()? {
-        Some(settings) => {
+    // Contract mode adds the trigger stand-in to it.
+    #[cfg_attr(not(feature = "contract-mode"), allow(unused_mut))]
+    let mut config = Config::from_env(args.local)?;
+    match config.cell.store.clone() {
+        StoreChoice::Memory => run(config, InMemoryEventStore::new()).await,
+        StoreChoice::Sqlite(path) => {
+            // A local run makes its data directory; a deployment's must
+            // exist (a missing one is a wrong mount, answered unavailable).
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| args.local && !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
+            run(config, store).await
+        }
+        StoreChoice::Cosmos => {
+            #[cfg(feature = "contract-mode")]
+            if env("TWINCELL_COSMOS_EMULATOR").as_deref() == Some("true") {
+                let store = twincell_cosmos::emulator::fresh_store()
+                    .await
+                    .context("starting the in-process Cosmos DB emulator")?;
+                tracing::info!("Cosmos DB store on the in-process emulator (contract mode)");
+                config.trigger = trigger_standin(&store)?;
+                return run(config, store).await;
+            }
+            let settings = twincell_cosmos::Settings::from_env()?.context(
+                "TWINCELL_STORE=cosmos needs TWINCELL_COSMOS_ENDPOINT (and TWINCELL_COSMOS_KEY)",
+            )?;
             let store = twincell_cosmos::CosmosEventStore::connect(&settings)
                 .await
                 .with_context(|| {
@@ -181,7 +177,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(endpoint = %settings.endpoint, database = %settings.database, container = %settings.container, "Cosmos DB store ready");
             run(config, store).await
         }
-        None => run(config, InMemoryEventStore::new()).await,
+        StoreChoice::DynamoDb => {
+            anyhow::bail!("TWINCELL_STORE=dynamodb: the handler does not run on DynamoDB")
+        }
     }
 }
 
@@ -230,19 +228,19 @@ fn trigger_standin(store: &twincell_cosmos::CosmosEventStore) -> anyhow::Result<
 /// clock when one is configured.
 async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Result<()> {
     #[cfg(feature = "contract-mode")]
-    if let Some(ms) = config.fixed_clock_ms {
+    if let Some(ms) = config.cell.fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
-        let service = config.tuning.apply(Service::new(
-            config.topology.clone(),
+        let service = config.cell.tuning.apply(Service::new(
+            config.cell.topology.clone(),
             store,
             clock,
             SequentialIds::default(),
         ));
         return serve(config, service).await;
     }
-    let service = config.tuning.apply(Service::new(
-        config.topology.clone(),
+    let service = config.cell.tuning.apply(Service::new(
+        config.cell.topology.clone(),
         store,
         twincell_http::TokioClock,
         RandomIds,
@@ -257,13 +255,17 @@ where
     I: IdGenerator + 'static,
 {
     let Config {
+        cell:
+            CellConfig {
+                auth,
+                delivery_tokens,
+                replication: settings,
+                store,
+                ..
+            },
         port,
-        auth,
-        delivery_tokens,
         limits,
-        replication: settings,
         trigger,
-        ..
     } = config;
     let service = Arc::new(service);
     let publisher = twincell_replication::publish::shared(settings.target);
@@ -287,7 +289,11 @@ where
     {
         println!("twincell {cell} cell listening on http://{address}");
     }
-    tracing::info!(%cell, %address, "serving");
+    // Logged after the URL line, which comes first on stdout.
+    tracing::info!(%cell, %address, store = %store, "serving");
+    if store == StoreChoice::Memory {
+        tracing::warn!("TWINCELL_STORE=memory: events are lost when the process ends");
+    }
     twincell_http::auth::start(auth.as_deref()).await;
     if !publishes {
         tracing::info!(

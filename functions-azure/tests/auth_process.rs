@@ -29,6 +29,7 @@ fn start(idp: &IdentityProvider) -> Handler {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         .env("RUST_LOG", "debug,hyper=info,reqwest=info,rustls=info")
         .env_remove("TWINCELL_AUTH")
         .env(

@@ -122,6 +122,7 @@ fn a_bad_configuration_stops_the_process_at_start_up() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("FUNCTIONS_CUSTOMHANDLER_PORT"));
     let output = Command::new(env!("CARGO_BIN_EXE_handler"))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         .env("TWINCELL_CELL", "Azure West")
         .output()
         .unwrap();
@@ -136,6 +137,7 @@ fn a_frozen_clock_request_is_refused_by_a_build_without_contract_mode() {
     }
     let output = Command::new(env!("CARGO_BIN_EXE_handler"))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_FIXED_CLOCK_MS", "0")
         .output()
@@ -148,6 +150,7 @@ fn a_frozen_clock_request_is_refused_by_a_build_without_contract_mode() {
 fn without_an_authentication_setting_the_handler_does_not_start() {
     let output = Command::new(env!("CARGO_BIN_EXE_handler"))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         .env_remove("TWINCELL_AUTH")
         .env_remove("TWINCELL_AUTH_ISSUER")
         .env_remove("TWINCELL_AUTH_AUDIENCE")
@@ -171,6 +174,7 @@ fn without_an_authentication_setting_the_handler_does_not_start() {
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_handler"))
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("TWINCELL_STORE", "memory")
             .env("TWINCELL_AUTH_AUDIENCE", "api://twincell")
             .env(name, value)
             .output()

@@ -37,6 +37,7 @@ impl Drop for Handler {
 fn start(target: &str) -> Handler {
     let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         // No identity provider here: the API routes are open on purpose.
         .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_CELL", "azure")
@@ -207,6 +208,7 @@ async fn without_a_target_the_function_path_is_an_unknown_path() {
     let handler = {
         let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
             .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+            .env("TWINCELL_STORE", "memory")
             .env("TWINCELL_AUTH", "disabled")
             .env("RUST_LOG", "off")
             .stdout(Stdio::piped())

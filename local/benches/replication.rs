@@ -159,7 +159,10 @@ fn handler(cosmos: bool) -> Process {
         .env("TWINCELL_REPLICATION_KEY", AZURE_KEY)
         .env("RUST_LOG", "warn");
     if cosmos {
-        c.env("TWINCELL_COSMOS_EMULATOR", "true");
+        c.env("TWINCELL_STORE", "cosmos")
+            .env("TWINCELL_COSMOS_EMULATOR", "true");
+    } else {
+        c.env("TWINCELL_STORE", "memory");
     }
     spawn(c, "handler").unwrap()
 }
@@ -220,6 +223,7 @@ async fn main() {
         .env("TWINCELL_AUTH", "disabled")
         .env("TWINCELL_CELL", "aws")
         .env("TWINCELL_PEERS", "azure")
+        .env("TWINCELL_STORE", "dynamodb")
         .env("TWINCELL_DYNAMODB_TABLE", &table)
         .env("TWINCELL_DYNAMODB_CREATE_TABLE", "true")
         .env("AWS_ENDPOINT_URL", &moto)

@@ -46,19 +46,6 @@ pub fn loopback(value: &str) -> Result<std::net::SocketAddr, String> {
     }
 }
 
-/// Logs of a local tool: JSON lines on stderr (stdout carries the tool's
-/// own answers), at the level `RUST_LOG` names, else `info`.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-}
-
 /// Installs *ring* as the process's TLS provider (reqwest is built
 /// without one).
 pub fn install_crypto() {

@@ -214,7 +214,7 @@ def main():
     token = idp.token(lifetime_s=args.max_time + 600)
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("TWINCELL_")}
-    base.update({"RUST_LOG": "warn", "TWINCELL_REPLICATION_KEY": key, **idp.env()})
+    base.update({"RUST_LOG": "warn", "TWINCELL_STORE": "memory", "TWINCELL_REPLICATION_KEY": key, **idp.env()})
     cells = {
         "azure": (
             [str(args.bin_dir / "handler")],

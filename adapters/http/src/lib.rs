@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod body;
 mod clock;
+pub mod config;
 pub mod extract;
 pub mod headers;
 pub mod normalize;
@@ -34,6 +35,7 @@ use twincell_core::CellApi;
 
 pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
+pub use config::{CellConfig, CellDefaults, LogTo, StoreChoice, StoreKind, init_logs};
 pub use problem::{Problem, ProblemKind};
 pub use replication::Replication;
 pub use routes::{Access, IDEMPOTENT_REPLAYED, ROUTES, Route, scopes};

@@ -1,54 +1,40 @@
 //! The AWS cell's `api` Lambda: the shared router under `lambda_http`.
 //!
-//! Configuration (read once, during init; a bad value fails the init):
-//! - `TWINCELL_CELL`: this cell's id (default `aws`).
-//! - `TWINCELL_PEERS`: the other cells, comma-separated (default `azure`).
-//! - `TWINCELL_DYNAMODB_TABLE`: the DynamoDB table of events. Unset, events
-//!   live in memory (local development only: a Lambda's memory is per
-//!   instance and lost on recycle).
-//! - `AWS_ENDPOINT_URL`: another DynamoDB endpoint than AWS's (a local
-//!   server such as moto). Credentials and region come from the standard
-//!   AWS sources.
-//! - `TWINCELL_DYNAMODB_CREATE_TABLE=true`: create the table at start if it
-//!   does not exist (local servers; `template.yaml` declares it on AWS).
-//! - Replication (see `twincell_replication::config`):
-//!   `TWINCELL_REPLICATION_KEY_SECRET_ID` (or, locally,
-//!   `TWINCELL_REPLICATION_KEY`) turns the `/replication/*` routes on;
-//!   `TWINCELL_REPLICATION_TARGET`, `…_TARGET_KIND` and
-//!   `…_TARGET_KEY_SECRET_ID` (or `…_TARGET_KEY`) let `/replication/resync`
-//!   re-send this cell's events.
-//! - Who may call (see `twincell_http::auth::config`): `TWINCELL_AUTH_ISSUER`
-//!   and `TWINCELL_AUTH_AUDIENCE` (optionally `TWINCELL_AUTH_JWKS_URL`), or
-//!   `TWINCELL_AUTH=disabled`; with neither, the init fails.
-//! - `TWINCELL_CACHE_SKUS`, `TWINCELL_SNAPSHOT_EVERY`: what the instance
-//!   keeps between invocations and how often a ledger is snapshotted (see
-//!   `twincell_http::tuning`).
-//! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
+//! Configuration: `twincell_http::config` (one `CellConfig` for every cell
+//! binary, read once during init; a bad value fails the init, naming the
+//! variable), with this binary's defaults `TWINCELL_CELL=aws`,
+//! `TWINCELL_PEERS=azure` and its stores: `TWINCELL_STORE=dynamodb` (the
+//! table in `TWINCELL_DYNAMODB_TABLE`; `AWS_ENDPOINT_URL` for a local
+//! server; `TWINCELL_DYNAMODB_CREATE_TABLE=true` creates the table at start,
+//! for local servers), `sqlite` (`TWINCELL_SQLITE_PATH`: a local run's file;
+//! a Lambda's disk is its instance's own) or `memory`. Without
+//! `TWINCELL_STORE` the init fails. Replication keys may be named by
+//! Secrets Manager secrets (`TWINCELL_REPLICATION_KEY_SECRET_ID`,
+//! `…_TARGET_KEY_SECRET_ID`; see `twincell_aws::secrets`), read once.
 //!
-//! The DynamoDB client is built once, and one request is made during init
-//! so that the first invocation finds its connection open. A store that
-//! does not answer then is logged, not fatal: `/health` reports it (503)
-//! until it answers.
+//! The store client is built once, and one request is made during init so
+//! that the first invocation finds its connection open. A store that does
+//! not answer then is logged, not fatal: `/health` reports it (503) until
+//! it answers.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use twincell_core::{EventStore, InMemoryEventStore, RandomIds, Service, Topology};
+use twincell_core::{EventStore, InMemoryEventStore, RandomIds, Service};
 use twincell_dynamodb::{DynamoDbEventStore, Settings};
+use twincell_http::{CellConfig, CellDefaults, LogTo, StoreChoice, StoreKind};
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn topology() -> anyhow::Result<Topology> {
-    let cell = env("TWINCELL_CELL").unwrap_or_else(|| "aws".to_owned());
-    let peers = env("TWINCELL_PEERS").unwrap_or_else(|| "azure".to_owned());
-    Topology::parse(&cell, &peers).context("TWINCELL_CELL / TWINCELL_PEERS")
-}
+/// This binary's part of the configuration.
+const DEFAULTS: CellDefaults = CellDefaults {
+    cell: "aws",
+    peers: "azure",
+    stores: &[StoreKind::DynamoDb, StoreKind::Sqlite, StoreKind::Memory],
+    local: false,
+};
 
 fn flag(name: &str) -> anyhow::Result<bool> {
-    match env(name).as_deref() {
-        None | Some("false" | "0") => Ok(false),
+    match std::env::var(name).ok().as_deref().map(str::trim) {
+        None | Some("" | "false" | "0") => Ok(false),
         Some("true" | "1") => Ok(true),
         Some(other) => anyhow::bail!("{name} is {other:?}; expected true or false"),
     }
@@ -56,8 +42,10 @@ fn flag(name: &str) -> anyhow::Result<bool> {
 
 /// Builds the DynamoDB store, creates its table if asked, and warms the
 /// connection.
-async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
-    let store = DynamoDbEventStore::connect(settings).await;
+async fn dynamodb() -> anyhow::Result<DynamoDbEventStore> {
+    let settings = Settings::from_env()
+        .context("TWINCELL_STORE=dynamodb needs TWINCELL_DYNAMODB_TABLE, the table of events")?;
+    let store = DynamoDbEventStore::connect(&settings).await;
     if flag("TWINCELL_DYNAMODB_CREATE_TABLE")? {
         store
             .create_table()
@@ -73,38 +61,26 @@ async fn dynamodb(settings: &Settings) -> anyhow::Result<DynamoDbEventStore> {
     Ok(store)
 }
 
-/// The replication routes' configuration: the key, a publisher for resync
-/// when a target is set, and Event Grid's Entra tokens when configured.
-async fn replication(
-    auth: Option<&Arc<twincell_http::auth::Authenticator>>,
-) -> anyhow::Result<Option<twincell_http::Replication>> {
-    let settings = twincell_aws::secrets::replication_settings().await?;
-    let delivery_tokens =
-        twincell_http::auth::delivery_tokens_from_env(env, auth).map_err(anyhow::Error::msg)?;
-    if delivery_tokens.is_some() && settings.key.is_none() {
-        anyhow::bail!(
-            "TWINCELL_REPLICATION_AUTH_AUDIENCE needs TWINCELL_REPLICATION_KEY: replication is off without its key"
-        );
-    }
-    let publisher = twincell_replication::publish::shared(settings.target);
-    Ok(settings.key.map(|key| twincell_http::Replication {
+async fn serve<S: EventStore + 'static>(config: CellConfig, store: S) -> anyhow::Result<()> {
+    let CellConfig {
+        topology,
+        auth,
+        delivery_tokens,
+        replication,
+        tuning,
+        fixed_clock_ms,
+        ..
+    } = config;
+    twincell_http::auth::start(auth.as_deref()).await;
+    let publisher = twincell_replication::publish::shared(replication.target);
+    let replication = replication.key.map(|key| twincell_http::Replication {
         key,
         publisher,
         delivery_tokens,
-    }))
-}
-
-async fn serve<S: EventStore + 'static>(
-    topology: Topology,
-    tuning: twincell_http::Tuning,
-    store: S,
-    replication: Option<twincell_http::Replication>,
-    auth: Option<Arc<twincell_http::auth::Authenticator>>,
-) -> Result<(), lambda_http::Error> {
+    });
     #[cfg(feature = "contract-mode")]
-    if let Some(ms) = env("TWINCELL_FIXED_CLOCK_MS") {
+    if let Some(ms) = fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};
-        let ms: i64 = ms.trim().parse().context("TWINCELL_FIXED_CLOCK_MS")?;
         let clock = ManualClock::new(twincell_core::Timestamp::from_unix_millis(ms)?, 0);
         let service = tuning.apply(Service::new(
             topology,
@@ -113,7 +89,14 @@ async fn serve<S: EventStore + 'static>(
             SequentialIds::default(),
         ));
         return lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth))
-            .await;
+            .await
+            .map_err(|e| anyhow::anyhow!(e));
+    }
+    #[cfg(not(feature = "contract-mode"))]
+    if fixed_clock_ms.is_some() {
+        anyhow::bail!(
+            "TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)"
+        );
     }
     let service = tuning.apply(Service::new(
         topology,
@@ -121,35 +104,29 @@ async fn serve<S: EventStore + 'static>(
         twincell_http::TokioClock,
         RandomIds,
     ));
-    lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth)).await
+    lambda_http::run(twincell_aws::app_with(Arc::new(service), replication, auth))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
-    twincell_aws::init_tracing();
-    let topology = topology()?;
-    let tuning = twincell_http::Tuning::from_env(env)?;
-    #[cfg(not(feature = "contract-mode"))]
-    if env("TWINCELL_FIXED_CLOCK_MS").is_some() {
-        return Err("TWINCELL_FIXED_CLOCK_MS is set, but this build has no contract mode (a frozen clock is for the parity suite only)".into());
-    }
-    let auth = twincell_http::auth::from_env(env)?;
-    twincell_http::auth::start(auth.as_deref()).await;
-    let replication = replication(auth.as_ref()).await?;
-    match Settings::from_env() {
-        Some(settings) => {
-            let store = dynamodb(&settings).await?;
-            serve(topology, tuning, store, replication, auth).await
+async fn main() -> anyhow::Result<()> {
+    twincell_http::init_logs(LogTo::Lambda);
+    let environment = twincell_aws::secrets::environment().await?;
+    let config = CellConfig::from_lookup(&DEFAULTS, environment)?;
+    match config.store.clone() {
+        StoreChoice::DynamoDb => serve(config, dynamodb().await?).await,
+        StoreChoice::Sqlite(path) => {
+            let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
+            tracing::info!(path = %path.display(), "SQLite store ready");
+            serve(config, store).await
         }
-        None => {
-            serve(
-                topology,
-                tuning,
-                InMemoryEventStore::new(),
-                replication,
-                auth,
-            )
-            .await
+        StoreChoice::Memory => {
+            tracing::warn!("TWINCELL_STORE=memory: events are lost when the instance ends");
+            serve(config, InMemoryEventStore::new()).await
+        }
+        StoreChoice::Cosmos => {
+            anyhow::bail!("TWINCELL_STORE=cosmos: the api does not run on Cosmos DB")
         }
     }
 }

@@ -17,7 +17,7 @@ use twincell_core::CellId;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    twincell_aws::init_tracing();
+    twincell_http::init_logs(twincell_http::LogTo::Lambda);
     let cell = std::env::var("TWINCELL_CELL")
         .ok()
         .filter(|c| !c.trim().is_empty())

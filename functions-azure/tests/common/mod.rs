@@ -23,6 +23,7 @@ pub(crate) fn start(extra_env: &[(&str, &str)]) -> Handler {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
     command
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
+        .env("TWINCELL_STORE", "memory")
         // No identity provider here: the API routes are open on purpose.
         .env("TWINCELL_AUTH", "disabled")
         .env("RUST_LOG", "warn")

@@ -78,7 +78,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    twincell_local::init_tracing();
+    twincell_http::init_logs(twincell_http::LogTo::Stderr);
     let mut mapping = MappingConfig {
         table: String::new(),
         batch_size: args.batch_size,

@@ -106,7 +106,7 @@ fn subscription(value: &str) -> Result<Subscription, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    twincell_local::init_tracing();
+    twincell_http::init_logs(twincell_http::LogTo::Stderr);
     let mut config = Config {
         topics: args.topics,
         time_divisor: args.time_divisor,
