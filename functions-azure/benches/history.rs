@@ -7,6 +7,9 @@
 //! would), and neither (every request folds the whole history, as before
 //! either existed).
 //!
+//! Then the first two again on the embedded store (`TWINCELL_STORE=sqlite`,
+//! a file of their own).
+//!
 //! `cargo bench -p twincell-azure --bench history` (`ROUNDS`, default 10,
 //! of 100 requests per SKU).
 #![allow(
@@ -181,4 +184,28 @@ async fn main() {
         rounds,
     )
     .await;
+    // The same on the embedded store, each run on a file of its own.
+    for (label, extra) in [
+        ("SQLite: kept state and snapshots", None),
+        (
+            "SQLite, snapshots only (TWINCELL_CACHE_SKUS=0)",
+            Some(("TWINCELL_CACHE_SKUS", "0")),
+        ),
+    ] {
+        let file = std::env::temp_dir().join(format!(
+            "twincell-history-{}-{}.sqlite",
+            std::process::id(),
+            label.len()
+        ));
+        let path = file.display().to_string();
+        let mut env = vec![
+            ("TWINCELL_STORE", "sqlite"),
+            ("TWINCELL_SQLITE_PATH", path.as_str()),
+        ];
+        env.extend(extra);
+        run(label, &env, rounds).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    }
 }
