@@ -90,30 +90,15 @@ pub(crate) fn append(c: &Connection, expected: u64, rows: &[Row]) -> Result<(), 
             expected,
         });
     }
-    let mut insert = c
-        .prepare_cached(
-            "INSERT INTO events (kind, aggregate, origin, version, recorded_at, event)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .map_err(|e| unavailable(&e))?;
     for row in rows {
-        insert
-            .execute(params![
-                kind(&row.stream.aggregate),
-                row.stream.aggregate.id(),
-                row.stream.origin.as_str(),
-                row.version,
-                row.recorded_at,
-                row.json,
-            ])
-            .map_err(|e| match e.sqlite_error_code() {
-                // Another connection took the version first.
-                Some(ErrorCode::ConstraintViolation) => StoreError::Conflict {
-                    stream: stream.clone(),
-                    expected,
-                },
-                _ => unavailable(&e),
-            })?;
+        insert(c, row).map_err(|e| match e.sqlite_error_code() {
+            // Another connection took the version first.
+            Some(ErrorCode::ConstraintViolation) => StoreError::Conflict {
+                stream: stream.clone(),
+                expected,
+            },
+            _ => unavailable(&e),
+        })?;
     }
     Ok(())
 }
@@ -225,27 +210,25 @@ pub(crate) fn apply_replicated(
             })
         };
     }
-    append_row(c, row)?;
+    insert(c, row).map_err(|e| unavailable(&e))?;
     Ok(ReplicatedApply::Stored)
 }
 
-fn append_row(c: &Connection, row: &Row) -> Result<(), StoreError> {
+/// Inserts `row`, taking the next feed position.
+fn insert(c: &Connection, row: &Row) -> Result<(), rusqlite::Error> {
     c.prepare_cached(
         "INSERT INTO events (kind, aggregate, origin, version, recorded_at, event)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            kind(&row.stream.aggregate),
-            row.stream.aggregate.id(),
-            row.stream.origin.as_str(),
-            row.version,
-            row.recorded_at,
-            row.json,
-        ])
-    })
+    )?
+    .execute(params![
+        kind(&row.stream.aggregate),
+        row.stream.aggregate.id(),
+        row.stream.origin.as_str(),
+        row.version,
+        row.recorded_at,
+        row.json,
+    ])
     .map(|_| ())
-    .map_err(|e| unavailable(&e))
 }
 
 /// A listing cursor: `sq1:<seq>`, the change-feed position of the last
