@@ -289,11 +289,9 @@ where
     {
         println!("twincell {cell} cell listening on http://{address}");
     }
-    // Logged after the URL line, which comes first on stdout.
+    // Logged after the URL line, which comes first on stdout (`memory`
+    // names a store whose events end with the process).
     tracing::info!(%cell, %address, store = %store, "serving");
-    if store == StoreChoice::Memory {
-        tracing::warn!("TWINCELL_STORE=memory: events are lost when the process ends");
-    }
     twincell_http::auth::start(auth.as_deref()).await;
     if !publishes {
         tracing::info!(
