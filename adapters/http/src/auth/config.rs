@@ -5,6 +5,7 @@
 //! | `TWINCELL_AUTH_ISSUER` | one or more issuer URLs, comma-separated (a token's `iss` must be exactly one of them) |
 //! | `TWINCELL_AUTH_AUDIENCE` | one or more audiences, comma-separated (a token's `aud`, or a Cognito access token's `client_id`, must name one) |
 //! | `TWINCELL_AUTH_JWKS_URL` | optional: the JWKS URL(s), comma-separated; otherwise each issuer's `/.well-known/openid-configuration` names it |
+//! | `TWINCELL_AUTH_SCOPE_PREFIX` | optional: the resource-server prefix(es) of custom scopes, comma-separated (default `twincell`: `twincell/inventory.write` grants `inventory.write`; another prefix grants nothing) |
 //! | `TWINCELL_AUTH` | `disabled` turns authentication off explicitly (local runs and tests only) |
 //!
 //! URLs must be `https://`; `http://` is accepted only for a loopback host
@@ -25,6 +26,8 @@ pub enum Settings {
         audiences: Vec<String>,
         /// Where the keys are.
         locations: Vec<KeyLocation>,
+        /// The resource-server prefixes custom scopes are taken under.
+        scope_prefixes: Vec<String>,
     },
     /// Nothing configured: the caller decides (the binaries refuse to
     /// start).
@@ -86,6 +89,15 @@ impl Settings {
         let jwks = env("TWINCELL_AUTH_JWKS_URL")
             .map(|v| list(&v))
             .unwrap_or_default();
+        let scope_prefixes = env("TWINCELL_AUTH_SCOPE_PREFIX")
+            .map(|v| list(&v))
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| vec![super::DEFAULT_SCOPE_PREFIX.to_owned()]);
+        if let Some(bad) = scope_prefixes.iter().find(|p| p.contains(' ')) {
+            return Err(format!(
+                "TWINCELL_AUTH_SCOPE_PREFIX: {bad:?} holds a space; a scope prefix is one word"
+            ));
+        }
         match env("TWINCELL_AUTH").as_deref().map(str::trim) {
             Some("disabled") => {
                 if !issuers.is_empty() || !audiences.is_empty() || !jwks.is_empty() {
@@ -132,6 +144,7 @@ impl Settings {
             issuers,
             audiences,
             locations,
+            scope_prefixes,
         })
     }
 }
@@ -185,10 +198,12 @@ mod tests {
             issuers,
             audiences,
             locations,
+            scope_prefixes,
         } = got
         else {
             panic!("{got:?}");
         };
+        assert_eq!(scope_prefixes, ["twincell"], "the default resource server");
         assert_eq!(issuers.len(), 2);
         assert_eq!(audiences, ["api://twincell", "client-1"]);
         assert_eq!(

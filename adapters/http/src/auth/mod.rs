@@ -257,6 +257,10 @@ pub enum Refusal {
     /// The claims are not what a token carries (a wrong type).
     #[error("claims do not parse: {0}")]
     Claims(String),
+    /// A token that says it is not an access token (`token_use`: a
+    /// Cognito ID token carries `id`).
+    #[error("token_use {0:?} is not access")]
+    TokenUse(String),
 }
 
 /// Who a good token speaks for, and what it may do.
@@ -271,22 +275,36 @@ pub struct Identity {
     /// Cognito's `client_id`.
     pub client_id: Option<String>,
     /// Every scope and role granted: `scp` and `scope` (space-separated)
-    /// and `roles` (an array).
+    /// and `roles` (an array), by their bare names: a scope under a
+    /// configured resource-server prefix (`twincell/inventory.write`) is
+    /// kept without it, one under any other prefix is not kept.
     pub scopes: BTreeSet<String>,
 }
 
 impl Identity {
-    /// Whether a granted scope is `required`, or ends in `/<required>`
-    /// (Cognito prefixes custom scopes with the resource server:
-    /// `twincell/inventory.write`).
+    /// Whether `required` is granted.
     #[must_use]
     pub fn grants(&self, required: &str) -> bool {
-        self.scopes.iter().any(|granted| {
-            granted == required
-                || granted
-                    .strip_suffix(required)
-                    .is_some_and(|prefix| prefix.ends_with('/'))
-        })
+        self.scopes.contains(required)
+    }
+}
+
+/// The resource-server prefix of Cognito's custom scopes
+/// (`<prefix>/<scope>`) unless `TWINCELL_AUTH_SCOPE_PREFIX` names others:
+/// the resource server the docs have one create.
+pub const DEFAULT_SCOPE_PREFIX: &str = "twincell";
+
+/// A granted scope by its bare name: itself when it has no prefix, the
+/// name after a configured prefix, and nothing under another prefix (a
+/// scope of another API grants nothing here).
+fn bare_scope<'a>(granted: &'a str, prefixes: &[String]) -> Option<&'a str> {
+    match granted.rsplit_once('/') {
+        None => Some(granted),
+        Some((prefix, name)) => prefixes
+            .iter()
+            .any(|p| p == prefix)
+            .then_some(name)
+            .filter(|n| !n.is_empty()),
     }
 }
 
@@ -324,6 +342,7 @@ struct Claims {
 pub struct Verifier {
     issuers: Vec<String>,
     audiences: Vec<String>,
+    scope_prefixes: Vec<String>,
 }
 
 impl Verifier {
@@ -340,7 +359,19 @@ impl Verifier {
                 "another jsonwebtoken CryptoProvider is installed in this process".to_owned(),
             );
         }
-        Ok(Self { issuers, audiences })
+        Ok(Self {
+            issuers,
+            audiences,
+            scope_prefixes: vec![DEFAULT_SCOPE_PREFIX.to_owned()],
+        })
+    }
+
+    /// The same, taking custom scopes under `prefixes` instead of
+    /// [`DEFAULT_SCOPE_PREFIX`].
+    #[must_use]
+    pub fn with_scope_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.scope_prefixes = prefixes;
+        self
     }
 
     /// The same issuers, for tokens meant for `audiences`.
@@ -349,6 +380,7 @@ impl Verifier {
         Self {
             issuers: self.issuers.clone(),
             audiences,
+            scope_prefixes: self.scope_prefixes.clone(),
         }
     }
 
@@ -398,6 +430,9 @@ impl Verifier {
             },
         )?;
         let claims = data.claims;
+        if let Some(token_use) = claims.token_use.as_deref().filter(|u| *u != "access") {
+            return Err(Refusal::TokenUse(token_use.chars().take(32).collect()));
+        }
         let audience_ok = match &claims.aud {
             Some(OneOrMany::One(aud)) => self.audiences.contains(aud),
             Some(OneOrMany::Many(auds)) => auds.iter().any(|a| self.audiences.contains(a)),
@@ -413,10 +448,17 @@ impl Verifier {
             return Err(Refusal::Audience);
         }
         let mut scopes = BTreeSet::new();
-        for list in [&claims.scp, &claims.scope].into_iter().flatten() {
-            scopes.extend(list.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
+        let granted = [&claims.scp, &claims.scope]
+            .into_iter()
+            .flatten()
+            .flat_map(|list| list.split(' '))
+            .filter(|s| !s.is_empty())
+            .chain(claims.roles.iter().flatten().map(String::as_str));
+        for scope in granted {
+            if let Some(bare) = bare_scope(scope, &self.scope_prefixes) {
+                scopes.insert(bare.to_owned());
+            }
         }
-        scopes.extend(claims.roles.into_iter().flatten());
         Ok(Identity {
             subject: claims.sub,
             object_id: claims.oid,
@@ -453,8 +495,9 @@ pub fn from_env(
             issuers,
             audiences,
             locations,
+            scope_prefixes,
         } => Ok(Some(std::sync::Arc::new(Authenticator::new(
-            Verifier::new(issuers, audiences)?,
+            Verifier::new(issuers, audiences)?.with_scope_prefixes(scope_prefixes),
             KeySource::new(locations)?,
         )))),
     }

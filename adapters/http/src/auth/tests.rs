@@ -277,7 +277,7 @@ fn a_cognito_access_token_names_its_client_instead_of_an_audience() {
     assert!(!identity.grants("inventory.admin") && !identity.grants("write"));
     assert_eq!(
         verifier().verify(&mint(&header, &cognito("id", AUDIENCE), RSA, None), &keys),
-        Err(Refusal::Audience)
+        Err(Refusal::TokenUse("id".to_owned()))
     );
     assert_eq!(
         verifier().verify(
@@ -289,27 +289,7 @@ fn a_cognito_access_token_names_its_client_instead_of_an_audience() {
 }
 
 #[test]
-fn entra_roles_count_as_granted_scopes_and_prefixes_must_end_in_a_slash() {
-    let identity = Identity {
-        subject: None,
-        object_id: None,
-        tenant_id: None,
-        client_id: None,
-        scopes: [
-            "inventory.admin",
-            "api://x/transactions.write",
-            "xinventory.read",
-        ]
-        .into_iter()
-        .map(str::to_owned)
-        .collect(),
-    };
-    assert!(identity.grants("inventory.admin"));
-    assert!(identity.grants("transactions.write"));
-    assert!(
-        !identity.grants("inventory.read"),
-        "xinventory.read is not inventory.read"
-    );
+fn entra_roles_count_as_granted_scopes() {
     let keys = standard_keys();
     let mut c = claims();
     c.as_object_mut().unwrap().remove("scp");
@@ -321,6 +301,60 @@ fn entra_roles_count_as_granted_scopes_and_prefixes_must_end_in_a_slash() {
         )
         .unwrap();
     assert!(identity.grants("inventory.admin"));
+    assert!(!identity.grants("inventory.read"));
+}
+
+#[test]
+fn a_scope_counts_only_bare_or_under_the_configured_resource_server() {
+    let keys = standard_keys();
+    let header = json!({"alg": "RS256", "kid": "rsa-1"});
+    let mut c = claims();
+    c["scp"] = json!(
+        "inventory.read twincell/transactions.write other-api/inventory.admin \
+         api://x/transactions.read xinventory.write twincell/"
+    );
+    let identity = verifier()
+        .verify(&mint(&header, &c, RSA, None), &keys)
+        .unwrap();
+    assert!(identity.grants("inventory.read"), "a bare name");
+    assert!(identity.grants("transactions.write"), "under twincell/");
+    assert!(
+        !identity.grants("inventory.admin"),
+        "a foreign resource server's scope grants nothing here"
+    );
+    assert!(
+        !identity.grants("transactions.read"),
+        "nor an api:// prefix"
+    );
+    assert!(
+        !identity.grants("inventory.write"),
+        "xinventory.write is not inventory.write"
+    );
+    // Another configured resource server is the only one taken.
+    let other = verifier().with_scope_prefixes(vec!["other-api".to_owned()]);
+    let identity = other.verify(&mint(&header, &c, RSA, None), &keys).unwrap();
+    assert!(identity.grants("inventory.admin"));
+    assert!(!identity.grants("transactions.write"));
+}
+
+#[test]
+fn a_token_that_is_not_an_access_token_is_refused_whatever_its_audience() {
+    let keys = standard_keys();
+    let header = json!({"alg": "RS256", "kid": "rsa-1"});
+    // A Cognito ID token: `aud` is the app client, which is the audience.
+    let id_token = json!({"iss": ISSUER, "aud": AUDIENCE, "token_use": "id", "sub": "user-1",
+        "exp": now() + 600, "scope": "twincell/inventory.admin"});
+    assert_eq!(
+        verifier().verify(&mint(&header, &id_token, RSA, None), &keys),
+        Err(Refusal::TokenUse("id".to_owned()))
+    );
+    let mut access = id_token.clone();
+    access["token_use"] = json!("access");
+    assert!(
+        verifier()
+            .verify(&mint(&header, &access, RSA, None), &keys)
+            .is_ok()
+    );
 }
 
 #[test]
