@@ -231,8 +231,9 @@ pub enum Refusal {
     /// No `kid` in the header.
     #[error("no kid in the header")]
     NoKid,
-    /// No key has the token's `kid`.
-    #[error("no key with kid {0:?}")]
+    /// No key has the token's `kid` (kept for the key refresh it asks
+    /// for; never shown: no part of a token reaches a log).
+    #[error("no key has the token's kid")]
     UnknownKid(String),
     /// The header's `alg` does not fit the key with that `kid`.
     #[error("algorithm {0} does not fit the key")]
@@ -259,8 +260,8 @@ pub enum Refusal {
     Claims(String),
     /// A token that says it is not an access token (`token_use`: a
     /// Cognito ID token carries `id`).
-    #[error("token_use {0:?} is not access")]
-    TokenUse(String),
+    #[error("token_use is not access (an ID token?)")]
+    TokenUse,
 }
 
 /// Who a good token speaks for, and what it may do.
@@ -422,7 +423,14 @@ impl Verifier {
                 ErrorKind::InvalidAlgorithm => {
                     Refusal::AlgorithmMismatch(format!("{:?}", header.alg))
                 }
-                ErrorKind::Json(e) => Refusal::Claims(e.to_string()),
+                // serde's message would quote the claim's value: only
+                // what kind of error, and where.
+                ErrorKind::Json(e) => Refusal::Claims(format!(
+                    "{:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                )),
                 ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
                     Refusal::Malformed
                 }
@@ -430,8 +438,8 @@ impl Verifier {
             },
         )?;
         let claims = data.claims;
-        if let Some(token_use) = claims.token_use.as_deref().filter(|u| *u != "access") {
-            return Err(Refusal::TokenUse(token_use.chars().take(32).collect()));
+        if claims.token_use.as_deref().is_some_and(|u| u != "access") {
+            return Err(Refusal::TokenUse);
         }
         let audience_ok = match &claims.aud {
             Some(OneOrMany::One(aud)) => self.audiences.contains(aud),
