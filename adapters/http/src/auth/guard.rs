@@ -43,8 +43,8 @@ pub enum Denial {
     Invalid(String),
     /// A good token without the route's scope.
     Scope(String),
-    /// No signing key is available.
-    NoKeys,
+    /// No signing key is available; one may be in this many seconds.
+    NoKeys(u64),
 }
 
 impl Authenticator {
@@ -116,7 +116,7 @@ impl Authenticator {
         }
         let keys = match self.keys.current().await {
             Current::Keys(keys) => keys,
-            Current::NoKeys => return Err(Denial::NoKeys),
+            Current::NoKeys { retry_in_seconds } => return Err(Denial::NoKeys(retry_in_seconds)),
         };
         match self.verifier.verify(token, &keys) {
             Err(Refusal::UnknownKid(_)) => match self.keys.after_unknown_kid().await {
@@ -124,7 +124,7 @@ impl Authenticator {
                     .verifier
                     .verify(token, &keys)
                     .map_err(|r| Denial::Invalid(r.to_string())),
-                Current::NoKeys => Err(Denial::NoKeys),
+                Current::NoKeys { retry_in_seconds } => Err(Denial::NoKeys(retry_in_seconds)),
             },
             other => other.map_err(|r| Denial::Invalid(r.to_string())),
         }
@@ -170,8 +170,11 @@ pub fn problem(denial: &Denial) -> Problem {
                 }),
             )
         }
-        Denial::NoKeys => {
+        // Retry-After says when the keys may next be fetched: asking
+        // sooner would meet the same refusal.
+        Denial::NoKeys(seconds) => {
             Problem::unavailable("no signing key of the identity provider is available")
+                .with_header(header::RETRY_AFTER, HeaderValue::from(*seconds))
         }
     }
 }

@@ -78,8 +78,12 @@ impl std::fmt::Debug for KeySource {
 pub enum Current {
     /// Keys to check tokens with.
     Keys(Arc<Keys>),
-    /// None fetched yet, or the last ones are older than [`STALE_LIMIT`].
-    NoKeys,
+    /// None fetched yet, or the last ones are older than [`STALE_LIMIT`];
+    /// the next fetch may be tried in this many seconds (at least 1).
+    NoKeys {
+        /// Seconds until a refresh may be tried again.
+        retry_in_seconds: u64,
+    },
 }
 
 impl KeySource {
@@ -143,7 +147,14 @@ impl KeySource {
             Some(at) if at.elapsed() < STALE_LIMIT && !cached.keys.is_empty() => {
                 Current::Keys(Arc::clone(&cached.keys))
             }
-            _ => Current::NoKeys,
+            _ => {
+                let wait = cached.last_attempt.map_or(Duration::ZERO, |at| {
+                    self.refresh_interval.saturating_sub(at.elapsed())
+                });
+                Current::NoKeys {
+                    retry_in_seconds: wait.as_secs().saturating_add(1),
+                }
+            }
         }
     }
 

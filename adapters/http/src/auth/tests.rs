@@ -434,6 +434,7 @@ mod router {
     struct Answer {
         status: StatusCode,
         challenge: Option<String>,
+        retry_after: Option<String>,
         body: Value,
     }
 
@@ -460,10 +461,15 @@ mod router {
             .headers()
             .get("www-authenticate")
             .map(|v| v.to_str().unwrap().to_owned());
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Answer {
             status,
             challenge,
+            retry_after,
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         }
     }
@@ -661,6 +667,10 @@ mod router {
         .await;
         assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(a.body["type"], "urn:twincell:problem:service-unavailable");
+        // Retry-After says when the keys may next be fetched: the start
+        // just tried, and no new try comes for 30 s.
+        let seconds: u64 = a.retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((20..=31).contains(&seconds), "Retry-After: {seconds}");
         assert_eq!(
             send(&app, "GET", "/health", &[]).await.status,
             StatusCode::OK
