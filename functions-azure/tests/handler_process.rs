@@ -184,3 +184,45 @@ fn without_an_authentication_setting_the_handler_does_not_start() {
         assert!(stderr.contains(reason), "{name}={value}: {stderr}");
     }
 }
+
+/// The one kind of answer that is not the router's: hyper refuses a
+/// request head over its read buffer before any request exists to route,
+/// so the answer has no body and no request id. docs/api.md lists it.
+#[test]
+fn an_oversized_url_or_header_block_is_refused_by_hyper_itself_without_a_request_id() {
+    let handler = common::start(&[]);
+    let long_url = format!(
+        "GET /inventory/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let (status, headers, body) = exchange(&handler.address, long_url.as_bytes());
+    let big_header = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(600_000)
+    );
+    let (header_status, header_headers, header_body) =
+        exchange(&handler.address, big_header.as_bytes());
+    for (what, status, headers, body) in [
+        ("a 100 KB URL", status, headers, body),
+        (
+            "a 600 KB header",
+            header_status,
+            header_headers,
+            header_body,
+        ),
+    ] {
+        assert!(
+            status == 414 || status == 431,
+            "{what}: {status} (hyper answers 414 or 431 before routing)"
+        );
+        assert!(header(&headers, "x-request-id").is_none(), "{what}");
+        assert!(body.is_empty(), "{what}: no problem+json body");
+    }
+    // The handler goes on answering.
+    let (status, headers, _) = exchange(
+        &handler.address,
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(header(&headers, "x-request-id").is_some());
+}
