@@ -279,9 +279,7 @@ where
         publisher,
         delivery_tokens,
     });
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+    let listener = listen(port).with_context(|| format!("binding 127.0.0.1:{port}"))?;
     let address = listener.local_addr()?;
     let cell = service.topology().this().clone();
     // The one line a person starting it locally needs; tests read it too.
@@ -308,6 +306,19 @@ where
     server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")
+}
+
+/// Connections the kernel holds for the accept loop, set explicitly (the
+/// kernel caps it at `net.core.somaxconn`): a burst of new clients waits
+/// there while the loop makes room (see `server`).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A listening socket on 127.0.0.1:`port` with [`LISTEN_BACKLOG`].
+fn listen(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (the Functions host stops handlers with it).

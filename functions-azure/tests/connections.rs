@@ -172,3 +172,75 @@ fn a_bad_limit_stops_the_handler_with_the_reason() {
         "{stderr}"
     );
 }
+
+/// The crowds of an attack on the edge, past the real default cap: the
+/// handler with its production bounds but for the cap (64, so the test
+/// holds fewer sockets), and a crowd of twice the cap.
+fn start_for_crowds() -> Handler {
+    common::start(&[("TWINCELL_HTTP_MAX_CONNECTIONS", "64"), ("RUST_LOG", "off")])
+}
+
+const CROWD: usize = 128;
+
+/// `/health` and a receipt from new connections, each answered within a
+/// second, a few times over `for_how_long`.
+fn others_are_answered_within_a_second(address: &str, for_how_long: Duration) {
+    let started = Instant::now();
+    let mut probes = 0;
+    while started.elapsed() < for_how_long {
+        let asked = Instant::now();
+        let answer = health(address);
+        let took = asked.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(took < Duration::from_secs(1), "/health took {took:?}");
+        let asked = Instant::now();
+        let mut stream = connect(address);
+        stream
+            .write_all(
+                b"POST /inventory/sku-crowd/receipts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 15\r\nconnection: close\r\n\r\n{\"quantity\":1}\n",
+            )
+            .unwrap();
+        let answer = String::from_utf8_lossy(&read_until_closed(&mut stream)).into_owned();
+        let took = asked.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(took < Duration::from_secs(1), "a receipt took {took:?}");
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(probes >= 3);
+}
+
+#[test]
+fn a_crowd_of_slow_bodies_past_the_cap_never_keeps_others_waiting() {
+    let handler = start_for_crowds();
+    // Each sends a request head and one byte of a 100-byte body, then
+    // trickles: the whole-request timeout (30 s) would hold each slot for
+    // half a minute.
+    let mut crowd: Vec<TcpStream> = (0..CROWD)
+        .map(|_| {
+            let mut s = connect(&handler.address);
+            s.write_all(
+                b"POST /inventory/sku-slow/receipts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    others_are_answered_within_a_second(&handler.address, Duration::from_secs(2));
+    // The crowd trickles on; others still get in.
+    for s in &mut crowd {
+        let _ = s.write_all(b" ");
+    }
+    others_are_answered_within_a_second(&handler.address, Duration::from_secs(2));
+    drop(crowd);
+}
+
+#[test]
+fn a_crowd_of_idle_sockets_past_the_cap_never_keeps_others_waiting() {
+    let handler = start_for_crowds();
+    // Connected, silent: the header read timeout (10 s) would hold each
+    // slot for ten seconds.
+    let crowd: Vec<TcpStream> = (0..CROWD).map(|_| connect(&handler.address)).collect();
+    others_are_answered_within_a_second(&handler.address, Duration::from_secs(3));
+    drop(crowd);
+}
