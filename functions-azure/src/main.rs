@@ -18,7 +18,9 @@
 //! - `TWINCELL_HTTP_HEADER_TIMEOUT_MS`, `TWINCELL_HTTP_REQUEST_TIMEOUT_MS`,
 //!   `TWINCELL_HTTP_MAX_CONNECTIONS`: the server's bounds (see `server`).
 //! - With replication on, the `replicate-outbound` function (the Cosmos DB
-//!   change feed, see `outbound`) publishes to `TWINCELL_REPLICATION_TARGET`.
+//!   change feed, see `outbound`) publishes to `TWINCELL_REPLICATION_TARGET`;
+//!   on SQLite the handler publishes from the file's change feed itself
+//!   (`twincell_sqlite::FeedPublisher`).
 //!
 //! The Cosmos DB client is built once, before the port is opened, and
 //! opening the container makes the first requests, so the first forwarded
@@ -151,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
             let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
+            publish_own_events(&config.cell, &store);
             run(config, store).await
         }
         StoreChoice::Cosmos => {
@@ -306,6 +309,27 @@ where
     server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")
+}
+
+/// How often the outbound publisher of a cell on SQLite looks for new
+/// events once it has published everything (the Cosmos DB trigger's
+/// `feedPollDelay` is 5 s; a local feed costs nothing to read).
+const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// On SQLite, the cell publishes its own events from the file's change
+/// feed itself (the clouds run their replicator beside the cell), through
+/// the same publish path, when replication has a target.
+fn publish_own_events(cell: &CellConfig, store: &twincell_sqlite::SqliteEventStore) {
+    let Some(publisher) = twincell_replication::publish::shared(cell.replication.target.clone())
+    else {
+        return;
+    };
+    let feed = twincell_sqlite::FeedPublisher::new(
+        store.change_feed(twincell_sqlite::PUBLISHER_READER),
+        cell.topology.this().clone(),
+        publisher,
+    );
+    tokio::spawn(feed.run(FEED_POLL, std::future::pending()));
 }
 
 /// Connections the kernel holds for the accept loop, set explicitly (the

@@ -149,3 +149,78 @@ fn a_file_written_by_a_newer_twincell_stops_the_handler_saying_so() {
         "{stderr}"
     );
 }
+
+/// A peer's `/replication/events`: what it received, in order.
+async fn peer() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = std::sync::Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/replication/events",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let batch: Value = serde_json::from_slice(&body).unwrap();
+                store
+                    .lock()
+                    .unwrap()
+                    .extend(batch.as_array().unwrap().iter().cloned());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/replication/events",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_handler_publishes_its_own_events_from_the_change_feed() {
+    twincell_replication::publish::install_crypto();
+    let (target, received) = peer().await;
+    let path = fresh_file("publish");
+    let key = "peer-replication-key-0123456789abcdef";
+    let env = [
+        ("TWINCELL_STORE", "sqlite"),
+        ("TWINCELL_SQLITE_PATH", path.to_str().unwrap()),
+        ("TWINCELL_REPLICATION_TARGET", target.as_str()),
+        ("TWINCELL_REPLICATION_TARGET_KIND", "webhook"),
+        ("TWINCELL_REPLICATION_TARGET_KEY", key),
+    ];
+    let handler = common::start(&env);
+    let base = format!("http://{}", handler.address);
+    for n in 1..=3 {
+        assert_eq!(
+            post(&base, "/inventory/sku-pub/receipts", json!({"quantity": n}))
+                .await
+                .0,
+            200
+        );
+    }
+    let mut types = Vec::new();
+    for _ in 0..100 {
+        types = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["subject"].as_str().unwrap().to_owned(),
+                    e["streamversion"].as_u64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>();
+        if types.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        types,
+        [1, 2, 3].map(|v| ("inventory/sku-pub/azure".to_owned(), v)),
+        "the three receipts, in order, as CloudEvents"
+    );
+}

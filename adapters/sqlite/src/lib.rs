@@ -22,6 +22,9 @@
 //!   per step; a file written by a newer twincell is refused
 //!   ([`OpenError::NewerSchema`]), so the cell does not start on it.
 //!
+//! [`FeedPublisher`] publishes a cell's own events from its feed through
+//! the same publish path as the clouds' replicators.
+//!
 //! ## Durability
 //! The file is in WAL mode with `synchronous = FULL`: a commit returns only
 //! after the write-ahead log is flushed to the disk (fsync), and an append
@@ -57,6 +60,7 @@
 //! operation.
 
 mod ops;
+pub mod publisher;
 mod schema;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -73,6 +77,7 @@ use twincell_core::{
     StoreError, StreamId, check_batch, check_event_size, snapshot_parts,
 };
 
+pub use publisher::{FeedPublisher, PUBLISHER_READER};
 pub use schema::SCHEMA_VERSION;
 
 use ops::Row;

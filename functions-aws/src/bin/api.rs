@@ -32,6 +32,10 @@ const DEFAULTS: CellDefaults = CellDefaults {
     local: false,
 };
 
+/// How often a cell on SQLite looks for new events to publish once it has
+/// published everything.
+const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn flag(name: &str) -> anyhow::Result<bool> {
     match std::env::var(name).ok().as_deref().map(str::trim) {
         None | Some("" | "false" | "0") => Ok(false),
@@ -119,6 +123,19 @@ async fn main() -> anyhow::Result<()> {
         StoreChoice::Sqlite(path) => {
             let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
             tracing::info!(path = %path.display(), "SQLite store ready");
+            // On SQLite the cell publishes its own events from the file's
+            // change feed itself (on AWS the replicator Lambda reads the
+            // table's stream), through the same publish path.
+            if let Some(publisher) =
+                twincell_replication::publish::shared(config.replication.target.clone())
+            {
+                let feed = twincell_sqlite::FeedPublisher::new(
+                    store.change_feed(twincell_sqlite::PUBLISHER_READER),
+                    config.topology.this().clone(),
+                    publisher,
+                );
+                tokio::spawn(feed.run(FEED_POLL, std::future::pending()));
+            }
             serve(config, store).await
         }
         StoreChoice::Memory => {
