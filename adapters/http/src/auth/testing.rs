@@ -209,13 +209,17 @@ fn with(mut claims: Value, changes: &[(&str, Value)]) -> Value {
 /// Accepted: `all` (ES256, every scope), `rs256` and `ps256` (every scope),
 /// `scope.<s>` (Entra `scp` with one scope), `role.<s>` (Entra `roles`),
 /// `cognito.<s>` (a Cognito access token: no `aud`, `client_id`,
-/// `token_use: access`, scope `twincell/<s>`), `skew.expired-30s` and
+/// `token_use: access`, scope `twincell/<s>`), `foreign.<s>` (the same,
+/// with the scope under another resource server, `other-api/<s>`: good,
+/// granting nothing of ours), `skew.expired-30s` and
 /// `skew.nbf-30s` (within the 60 s of skew), `no-scope` (a good token
 /// granting nothing of ours), `eventgrid` (Event Grid's Entra delivery token
 /// for [`REPLICATION_AUDIENCE`] with [`REPLICATION_ROLE`]).
 ///
 /// Refused: `expired`, `not-yet-valid`, `no-exp`, `wrong-issuer`,
-/// `no-issuer`, `wrong-audience`, `cognito-id-token`, `unknown-kid`,
+/// `no-issuer`, `wrong-audience`, `cognito-id-token`,
+/// `cognito-id-token-for-this-app` (an ID token whose `aud` is the app
+/// client, as Cognito issues them), `unknown-kid`,
 /// `no-kid`, `alg-none`, `hs256-public-key`, `alg-mismatch`,
 /// `tampered-payload`, `tampered-signature`, `other-key`, `jku`,
 /// `embedded-jwk`, `rsa-1024`, `oversized`, `eventgrid-no-role` (for the
@@ -233,8 +237,8 @@ pub fn token(name: &str, attacker: &str) -> Option<String> {
             &[("scp", Value::Null), ("roles", json!([scope]))],
         )));
     }
-    if let Some(scope) = scoped("cognito.") {
-        return Some(rs256(&with(
+    let cognito = |scope: String| {
+        rs256(&with(
             claims(""),
             &[
                 ("aud", Value::Null),
@@ -243,9 +247,15 @@ pub fn token(name: &str, attacker: &str) -> Option<String> {
                 ("tid", Value::Null),
                 ("client_id", json!(AUDIENCE)),
                 ("token_use", json!("access")),
-                ("scope", json!(format!("twincell/{scope}"))),
+                ("scope", json!(scope)),
             ],
-        )));
+        ))
+    };
+    if let Some(scope) = scoped("cognito.") {
+        return Some(cognito(format!("twincell/{scope}")));
+    }
+    if let Some(scope) = scoped("foreign.") {
+        return Some(cognito(format!("other-api/{scope}")));
     }
     let token = match name {
         "all" => es256(&good()),
@@ -287,6 +297,14 @@ pub fn token(name: &str, attacker: &str) -> Option<String> {
             &[
                 ("aud", Value::Null),
                 ("client_id", json!(AUDIENCE)),
+                ("token_use", json!("id")),
+            ],
+        )),
+        "cognito-id-token-for-this-app" => rs256(&with(
+            good(),
+            &[
+                ("aud", json!(AUDIENCE)),
+                ("client_id", Value::Null),
                 ("token_use", json!("id")),
             ],
         )),
