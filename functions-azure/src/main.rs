@@ -74,6 +74,10 @@ struct Args {
 /// Everything the handler runs with.
 struct Config {
     cell: CellConfig,
+    /// Where this cell publishes its own events, when replication has a
+    /// target: one client for resync, `replicate-outbound` and, on SQLite,
+    /// the change feed.
+    publisher: Option<Arc<dyn twincell_replication::Publish>>,
     port: u16,
     limits: server::Limits,
     /// Contract mode: a stand-in of the host's Cosmos DB trigger to start
@@ -107,8 +111,10 @@ impl Config {
                 "TWINCELL_COSMOS_EMULATOR is set, but this build has no contract mode (the in-process emulator is for the parity suite only)"
             );
         }
+        let publisher = twincell_replication::publish::shared(cell.replication.target.clone());
         Ok(Self {
             cell,
+            publisher,
             port,
             limits,
             trigger: None,
@@ -153,7 +159,13 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
             let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
-            publish_own_events(&config.cell, &store);
+            // On SQLite the cell publishes its own events from the file's
+            // change feed itself (the clouds run their replicator beside
+            // the cell), through the same publisher as resync.
+            if let Some(publisher) = &config.publisher {
+                store
+                    .publish_own_events(config.cell.topology.this().clone(), Arc::clone(publisher));
+            }
             run(config, store).await
         }
         StoreChoice::Cosmos => {
@@ -266,12 +278,12 @@ where
                 store,
                 ..
             },
+        publisher,
         port,
         limits,
         trigger,
     } = config;
     let service = Arc::new(service);
-    let publisher = twincell_replication::publish::shared(settings.target);
     let outbound = match &publisher {
         Some(p) => outbound::routes(Arc::clone(&service), Arc::clone(p)),
         None => axum::Router::new(),
@@ -309,27 +321,6 @@ where
     server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")
-}
-
-/// How often the outbound publisher of a cell on SQLite looks for new
-/// events once it has published everything (the Cosmos DB trigger's
-/// `feedPollDelay` is 5 s; a local feed costs nothing to read).
-const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// On SQLite, the cell publishes its own events from the file's change
-/// feed itself (the clouds run their replicator beside the cell), through
-/// the same publish path, when replication has a target.
-fn publish_own_events(cell: &CellConfig, store: &twincell_sqlite::SqliteEventStore) {
-    let Some(publisher) = twincell_replication::publish::shared(cell.replication.target.clone())
-    else {
-        return;
-    };
-    let feed = twincell_sqlite::FeedPublisher::new(
-        store.change_feed(twincell_sqlite::PUBLISHER_READER),
-        cell.topology.this().clone(),
-        publisher,
-    );
-    tokio::spawn(feed.run(FEED_POLL, std::future::pending()));
 }
 
 /// Connections the kernel holds for the accept loop, set explicitly (the

@@ -208,6 +208,19 @@ impl SqliteEventStore {
             .collect())
     }
 
+    /// Publishes this cell's (`origin`'s) own events from the change feed
+    /// through `publisher` until the process ends: the task a cell on
+    /// SQLite runs in place of the clouds' replicators
+    /// ([`FeedPublisher`], reader [`PUBLISHER_READER`]).
+    pub fn publish_own_events(
+        &self,
+        origin: CellId,
+        publisher: std::sync::Arc<dyn twincell_replication::Publish>,
+    ) -> tokio::task::JoinHandle<()> {
+        let feed = FeedPublisher::new(self.change_feed(PUBLISHER_READER), origin, publisher);
+        tokio::spawn(feed.run(publisher::FEED_POLL, std::future::pending()))
+    }
+
     /// The feed position `reader` has committed (0 before its first).
     ///
     /// # Errors
@@ -249,13 +262,24 @@ pub struct ChangeFeed {
 }
 
 impl ChangeFeed {
-    /// Up to `limit` events after the reader's checkpoint.
+    /// Up to `limit` events after the reader's checkpoint, read with the
+    /// checkpoint in one operation.
     ///
     /// # Errors
     /// As [`SqliteEventStore::feed_after`].
     pub async fn next(&self, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
-        let after = self.store.checkpoint(&self.reader).await?;
-        self.store.feed_after(after, limit).await
+        let reader = self.reader.clone();
+        let rows = self
+            .store
+            .call(move |c| {
+                let after = ops::checkpoint(c, &reader)?;
+                ops::feed_after(c, after, limit)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, event)| FeedEvent { seq, event })
+            .collect())
     }
 
     /// Commits the reader's position at `seq` (the last event it is done

@@ -19,6 +19,10 @@ use crate::ChangeFeed;
 /// The change-feed reader name the publisher keeps its checkpoint under.
 pub const PUBLISHER_READER: &str = "publisher";
 
+/// How often a caught-up publisher looks for new events (the Cosmos DB
+/// trigger's `feedPollDelay` is 5 s; a local feed costs nothing to read).
+pub const FEED_POLL: Duration = Duration::from_millis(250);
+
 /// Events one pass reads at most (a publish sends them in the batches the
 /// target accepts).
 pub const PASS_EVENTS: usize = 500;
@@ -93,11 +97,13 @@ impl FeedPublisher {
             });
         };
         let caught_up = read.len() < PASS_EVENTS;
-        let own: Vec<_> = read
-            .iter()
+        // Own events only, with their positions: a failure checkpoints
+        // just before the first one not sent.
+        let (seqs, events): (Vec<u64>, Vec<_>) = read
+            .into_iter()
             .filter(|e| e.event.origin() == &self.origin)
-            .collect();
-        let events: Vec<_> = own.iter().map(|e| e.event.clone()).collect();
+            .map(|e| (e.seq, e.event))
+            .unzip();
         match self.publisher.publish(&events).await {
             Ok(_) => {
                 self.feed.commit(last).await?;
@@ -112,9 +118,9 @@ impl FeedPublisher {
                 reason,
             }) => {
                 // Past every event before the first one not published.
-                let done = own
+                let done = seqs
                     .get(published)
-                    .map_or(last, |first_not| first_not.seq.saturating_sub(1));
+                    .map_or(last, |first_not| first_not.saturating_sub(1));
                 self.feed.commit(done).await?;
                 Err(PassError::Publish {
                     published,

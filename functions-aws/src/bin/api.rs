@@ -32,10 +32,6 @@ const DEFAULTS: CellDefaults = CellDefaults {
     local: false,
 };
 
-/// How often a cell on SQLite looks for new events to publish once it has
-/// published everything.
-const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
-
 fn flag(name: &str) -> anyhow::Result<bool> {
     match std::env::var(name).ok().as_deref().map(str::trim) {
         None | Some("" | "false" | "0") => Ok(false),
@@ -65,7 +61,11 @@ async fn dynamodb() -> anyhow::Result<DynamoDbEventStore> {
     Ok(store)
 }
 
-async fn serve<S: EventStore + 'static>(config: CellConfig, store: S) -> anyhow::Result<()> {
+async fn serve<S: EventStore + 'static>(
+    config: CellConfig,
+    publisher: Option<Arc<dyn twincell_replication::Publish>>,
+    store: S,
+) -> anyhow::Result<()> {
     let CellConfig {
         topology,
         auth,
@@ -76,7 +76,6 @@ async fn serve<S: EventStore + 'static>(config: CellConfig, store: S) -> anyhow:
         ..
     } = config;
     twincell_http::auth::start(auth.as_deref()).await;
-    let publisher = twincell_replication::publish::shared(replication.target);
     let replication = replication.key.map(|key| twincell_http::Replication {
         key,
         publisher,
@@ -118,29 +117,24 @@ async fn main() -> anyhow::Result<()> {
     twincell_http::init_logs(LogTo::Lambda);
     let environment = twincell_aws::secrets::environment().await?;
     let config = CellConfig::from_lookup(&DEFAULTS, environment)?;
+    // One client for resync and, on SQLite, the change feed.
+    let publisher = twincell_replication::publish::shared(config.replication.target.clone());
     match config.store.clone() {
-        StoreChoice::DynamoDb => serve(config, dynamodb().await?).await,
+        StoreChoice::DynamoDb => serve(config, publisher, dynamodb().await?).await,
         StoreChoice::Sqlite(path) => {
             let store = twincell_sqlite::SqliteEventStore::open(&path).await?;
             tracing::info!(path = %path.display(), "SQLite store ready");
             // On SQLite the cell publishes its own events from the file's
             // change feed itself (on AWS the replicator Lambda reads the
-            // table's stream), through the same publish path.
-            if let Some(publisher) =
-                twincell_replication::publish::shared(config.replication.target.clone())
-            {
-                let feed = twincell_sqlite::FeedPublisher::new(
-                    store.change_feed(twincell_sqlite::PUBLISHER_READER),
-                    config.topology.this().clone(),
-                    publisher,
-                );
-                tokio::spawn(feed.run(FEED_POLL, std::future::pending()));
+            // table's stream), through the same publisher as resync.
+            if let Some(publisher) = &publisher {
+                store.publish_own_events(config.topology.this().clone(), Arc::clone(publisher));
             }
-            serve(config, store).await
+            serve(config, publisher, store).await
         }
         StoreChoice::Memory => {
             tracing::warn!("TWINCELL_STORE=memory: events are lost when the instance ends");
-            serve(config, InMemoryEventStore::new()).await
+            serve(config, publisher, InMemoryEventStore::new()).await
         }
         StoreChoice::Cosmos => {
             anyhow::bail!("TWINCELL_STORE=cosmos: the api does not run on Cosmos DB")
