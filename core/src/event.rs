@@ -9,10 +9,12 @@
 //! (`twincell.inventory.stock-reserved.v1`); a change of an event's shape is
 //! a new name, never an edit of an old one.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{AccountId, CellId, OrderId, Sku, TransactionId};
+use crate::ids::{AccountId, CellId, IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::money::Money;
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
@@ -293,6 +295,68 @@ domain_events! {
         /// Units received.
         quantity: Quantity,
     },
+    /// The write just before this event in the stream (a receipt, a
+    /// write-off or a transfer) was asked for with an idempotency key, and
+    /// `answer` is what its request was answered: a retry with the key is
+    /// answered the same, in any cell that holds this event.
+    IdempotencyKeyRecorded = "twincell.inventory.idempotency-key-recorded.v1" {
+        /// The key.
+        key: IdempotencyKey,
+        /// Every cell's stock figures in the answer.
+        answer: BTreeMap<CellId, StockFigures>,
+    },
+    /// This cell's keyed write at `version` is voided: `winner` recorded
+    /// the same key on this SKU earlier, so the write is counted there. A
+    /// voided receipt takes its units back out (as many as are available;
+    /// the rest is `shortage`), a voided write-off or transfer gives its
+    /// units back.
+    DuplicateWriteVoided = "twincell.inventory.duplicate-write-voided.v1" {
+        /// The version of the voided write in this cell's stream.
+        version: u64,
+        /// The cell whose copy of the write stands.
+        winner: CellId,
+        /// Units of a voided receipt that were reserved already and could
+        /// not be taken back out (0 for the other writes).
+        shortage: u64,
+    },
+    /// A transfer this cell took in was voided by its sender (a duplicate
+    /// of a keyed write counted elsewhere): its units go back out, as many
+    /// as are available; the rest is `shortage`.
+    ReceivedTransferVoided = "twincell.inventory.received-transfer-voided.v1" {
+        /// The sending cell.
+        from_cell: CellId,
+        /// The version of the transfer in the sender's stream.
+        transfer_version: u64,
+        /// Units the transfer brought.
+        quantity: Quantity,
+        /// Units that were reserved already and could not be taken out.
+        shortage: u64,
+    },
+    /// Units of this cell's shortage were taken out of its available stock
+    /// as it became available.
+    ShortageSettled = "twincell.inventory.shortage-settled.v1" {
+        /// Units taken out.
+        quantity: Quantity,
+    },
+}
+
+/// One cell's stock figures as an answer showed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockFigures {
+    /// Units in the cell's allocation.
+    pub on_hand: u64,
+    /// Units reserved there.
+    pub reserved: u64,
+    /// Units reserved there that no received stock backs (see
+    /// `docs/domain.md`); omitted when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shortage: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl DomainEvent {
@@ -500,10 +564,33 @@ mod tests {
                 quantity: q,
             },
             DomainEvent::AllocationReceived {
-                from_cell: cell,
+                from_cell: cell.clone(),
                 transfer_version: 1,
                 quantity: q,
             },
+            DomainEvent::IdempotencyKeyRecorded {
+                key: crate::ids::IdempotencyKey::new("k").unwrap(),
+                answer: BTreeMap::from([(
+                    cell.clone(),
+                    StockFigures {
+                        on_hand: 1,
+                        reserved: 0,
+                        shortage: 0,
+                    },
+                )]),
+            },
+            DomainEvent::DuplicateWriteVoided {
+                version: 1,
+                winner: cell.clone(),
+                shortage: 0,
+            },
+            DomainEvent::ReceivedTransferVoided {
+                from_cell: cell,
+                transfer_version: 1,
+                quantity: q,
+                shortage: 0,
+            },
+            DomainEvent::ShortageSettled { quantity: q },
         ];
         let mut names = std::collections::BTreeSet::new();
         assert_eq!(

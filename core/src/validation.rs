@@ -14,7 +14,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::ids::{AccountId, CellId, IdentifierError, OrderId};
+use crate::ids::{AccountId, CellId, IdempotencyKey, IdentifierError, OrderId};
 use crate::inventory::InventoryCommand;
 use crate::money::{AmountError, Currency, CurrencyError, Money, check_amount};
 use crate::quantity::Quantity;
@@ -512,16 +512,22 @@ pub trait InventoryRequest: Sized {
     /// Every violation, in a deterministic order.
     fn parse(body: &Value, topology: &Topology) -> Result<Self, Violations>;
 
-    /// The command the body asks for.
-    fn into_command(self) -> InventoryCommand;
+    /// Whether the command takes an `Idempotency-Key`: receipts,
+    /// write-offs and transfers do; a reservation is keyed by its order.
+    const KEYED: bool;
+
+    /// The command the body asks for, with the request's idempotency key
+    /// (dropped by a command that does not take one).
+    fn into_command(self, key: Option<IdempotencyKey>) -> InventoryCommand;
 }
 
 impl InventoryRequest for ReceiveStock {
     fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
         Self::from_json(body)
     }
-    fn into_command(self) -> InventoryCommand {
-        InventoryCommand::Receive(self.quantity)
+    const KEYED: bool = true;
+    fn into_command(self, key: Option<IdempotencyKey>) -> InventoryCommand {
+        InventoryCommand::Receive(self.quantity, key)
     }
 }
 
@@ -529,8 +535,9 @@ impl InventoryRequest for WriteOffStock {
     fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
         Self::from_json(body)
     }
-    fn into_command(self) -> InventoryCommand {
-        InventoryCommand::WriteOff(self.quantity, self.reason)
+    const KEYED: bool = true;
+    fn into_command(self, key: Option<IdempotencyKey>) -> InventoryCommand {
+        InventoryCommand::WriteOff(self.quantity, self.reason, key)
     }
 }
 
@@ -538,7 +545,8 @@ impl InventoryRequest for ReserveStock {
     fn parse(body: &Value, _: &Topology) -> Result<Self, Violations> {
         Self::from_json(body)
     }
-    fn into_command(self) -> InventoryCommand {
+    const KEYED: bool = false;
+    fn into_command(self, _: Option<IdempotencyKey>) -> InventoryCommand {
         InventoryCommand::Reserve(self.order_id, self.quantity)
     }
 }
@@ -547,8 +555,9 @@ impl InventoryRequest for TransferStock {
     fn parse(body: &Value, topology: &Topology) -> Result<Self, Violations> {
         Self::from_json(body, topology)
     }
-    fn into_command(self) -> InventoryCommand {
-        InventoryCommand::Transfer(self.to_cell, self.quantity)
+    const KEYED: bool = true;
+    fn into_command(self, key: Option<IdempotencyKey>) -> InventoryCommand {
+        InventoryCommand::Transfer(self.to_cell, self.quantity, key)
     }
 }
 

@@ -1,6 +1,7 @@
-//! Two cells, each with its own store, run random inventory commands while
-//! replication between them is delayed, duplicated, reordered and
-//! partitioned. The escrow invariant is checked in each cell's view after
+//! Two cells, each with its own store, run random inventory commands —
+//! among them receipts, write-offs and transfers with idempotency keys,
+//! retried in the same cell and in the other — while replication between
+//! them is delayed, duplicated, reordered and partitioned. The escrow invariant is checked in each cell's view after
 //! every step — by an accounting model written here, independent of the
 //! core's fold — and in the merged state after full delivery.
 #![allow(
@@ -14,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use twincell_core::event::{AggregateId, DomainEvent, RecordedEvent};
-use twincell_core::inventory::{Inventory, InventoryCommand, InventoryError, ReservationStatus};
+use twincell_core::inventory::{
+    Inventory, InventoryCommand, InventoryError, InventoryOutcome, ReservationStatus,
+};
 use twincell_core::testing::{ManualClock, SequentialIds, block_on};
 use twincell_core::{
     CellId, CreateTransaction, EventStore, IdempotencyKey, InMemoryEventStore, OrderId, Quantity,
@@ -26,6 +29,7 @@ type Cell = Service<InMemoryEventStore, ManualClock, SequentialIds>;
 
 const SKUS: [&str; 2] = ["sku-a", "sku-b"];
 const ORDERS: usize = 6;
+const KEYS: usize = 4;
 
 #[derive(Debug, Clone)]
 enum Cmd {
@@ -36,6 +40,28 @@ enum Cmd {
     Fulfil(usize),
     Transfer(u64),
     Reconcile,
+    /// The keyed write `i` of the case (see [`Keyed`]), sent to the cell
+    /// of the step: a first request, or a retry in the same or the other
+    /// cell.
+    Keyed(usize),
+}
+
+/// A client's write with an idempotency key: the same request every time
+/// it is sent, in whichever cell.
+#[derive(Debug, Clone, Copy)]
+enum Keyed {
+    Receive(u64),
+    WriteOff(u64),
+    /// To the cell of this index.
+    Transfer(usize, u64),
+}
+
+fn keyed() -> impl Strategy<Value = Keyed> {
+    prop_oneof![
+        3 => (1u64..=8).prop_map(Keyed::Receive),
+        1 => (1u64..=4).prop_map(Keyed::WriteOff),
+        1 => (0..2usize, 1u64..=6).prop_map(|(to, n)| Keyed::Transfer(to, n)),
+    ]
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +80,7 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         2 => (0..ORDERS).prop_map(Cmd::Fulfil),
         2 => (1u64..=6).prop_map(Cmd::Transfer),
         1 => Just(Cmd::Reconcile),
+        3 => (0..KEYS).prop_map(Cmd::Keyed),
     ]
 }
 
@@ -74,10 +101,19 @@ struct World {
     published: [BTreeSet<Uuid>; 2],
     in_flight: Vec<(usize, RecordedEvent)>,
     partitioned: bool,
+    /// The case's keyed writes: key `key-{i}` always asks for `keyed[i]`.
+    keyed: Vec<Keyed>,
+    /// Per (SKU, key), the cells that applied the write (rather than
+    /// answering a replay or refusing it).
+    applied: BTreeMap<(usize, usize), BTreeSet<usize>>,
 }
 
 impl World {
     fn new(clock_offsets: (i64, i64)) -> Self {
+        Self::with_keyed(clock_offsets, Vec::new())
+    }
+
+    fn with_keyed(clock_offsets: (i64, i64), keyed: Vec<Keyed>) -> Self {
         let make = |i: usize, offset: i64| {
             let topology = Topology::new(cell_id(i), [cell_id(0), cell_id(1)]);
             let clock = ManualClock::new(Timestamp::from_unix_millis(1_000 + offset).unwrap(), 1);
@@ -97,7 +133,23 @@ impl World {
             published: [BTreeSet::new(), BTreeSet::new()],
             in_flight: Vec::new(),
             partitioned: false,
+            keyed,
+            applied: BTreeMap::new(),
         }
+    }
+
+    /// What the shortage of a SKU is bounded by: the units of keyed
+    /// receipts and transfers applied in both cells (a retry that got
+    /// ahead of replication). Zero when there was no such retry.
+    fn shortage_bound(&self, sku: usize) -> u64 {
+        self.applied
+            .iter()
+            .filter(|((s, _), cells)| *s == sku && cells.len() > 1)
+            .map(|((_, key), _)| match self.keyed[*key] {
+                Keyed::Receive(n) | Keyed::Transfer(_, n) => n,
+                Keyed::WriteOff(_) => 0,
+            })
+            .sum()
     }
 
     /// Puts every event a cell wrote and has not sent yet on the wire to the
@@ -126,25 +178,41 @@ impl World {
         let sku = Sku::new(SKUS[sku]).unwrap();
         let order = |o: usize| OrderId::new(format!("order-{o}")).unwrap();
         let q = |n: u64| Quantity::new(n).unwrap();
+        let key = |i: usize| Some(IdempotencyKey::new(format!("key-{i}")).unwrap());
+        let damaged = || WriteOffReason::new("damaged").unwrap();
         let command = match cmd {
-            Cmd::Receive(n) => InventoryCommand::Receive(q(*n)),
-            Cmd::WriteOff(n) => {
-                InventoryCommand::WriteOff(q(*n), WriteOffReason::new("damaged").unwrap())
-            }
+            Cmd::Receive(n) => InventoryCommand::Receive(q(*n), None),
+            Cmd::WriteOff(n) => InventoryCommand::WriteOff(q(*n), damaged(), None),
+            Cmd::Keyed(i) => match self.keyed[*i % self.keyed.len()] {
+                Keyed::Receive(n) => InventoryCommand::Receive(q(n), key(*i)),
+                Keyed::WriteOff(n) => InventoryCommand::WriteOff(q(n), damaged(), key(*i)),
+                Keyed::Transfer(to, n) => InventoryCommand::Transfer(cell_id(to), q(n), key(*i)),
+            },
             Cmd::Reserve(o, n) => InventoryCommand::Reserve(order(*o), q(*n)),
             Cmd::Release(o) => InventoryCommand::Release(order(*o)),
             Cmd::Fulfil(o) => InventoryCommand::Fulfil(order(*o)),
-            Cmd::Transfer(n) => InventoryCommand::Transfer(cell_id(1 - cell), q(*n)),
+            Cmd::Transfer(n) => InventoryCommand::Transfer(cell_id(1 - cell), q(*n), None),
             Cmd::Reconcile => InventoryCommand::Reconcile,
         };
         match block_on(self.cells[cell].execute(&sku, &command)) {
+            Ok(InventoryOutcome::Applied(_)) => {
+                if let Cmd::Keyed(i) = cmd {
+                    let key = (
+                        SKUS.iter().position(|s| *s == sku.as_str()).unwrap(),
+                        *i % self.keyed.len(),
+                    );
+                    self.applied.entry(key).or_default().insert(cell);
+                }
+            }
             Ok(_) => {}
-            // Refusals are the rules working; they must be the clean kinds.
+            // Refusals are the rules working; they must be the clean kinds
+            // (a keyed transfer retried in the cell it goes to is refused).
             Err(ServiceError::Inventory(
                 InventoryError::InsufficientStock { .. }
                 | InventoryError::ReservationMismatch { .. }
                 | InventoryError::ReservationClosed { .. }
-                | InventoryError::ReservationNotFound { .. },
+                | InventoryError::ReservationNotFound { .. }
+                | InventoryError::InvalidTransferTarget(_),
             )) => {}
             Err(e) => panic!("unexpected error for {cmd:?} in cell {cell}: {e}"),
         }
@@ -159,7 +227,7 @@ impl World {
 
 /// The accounting model: per origin, walk the contiguous prefix and keep
 /// signed totals, asserting the escrow rule at every event.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Books {
     on_hand: i128,
     reserved: i128,
@@ -168,6 +236,11 @@ struct Books {
     shipped: i128,
     out: i128,
     inn: i128,
+    /// Units reserved that no receipt backs (voided receipts that could
+    /// not be taken back out).
+    shortage: i128,
+    /// Keyed writes not voided, by key.
+    keyed: BTreeMap<IdempotencyKey, i128>,
 }
 
 fn audit(events: &[RecordedEvent]) -> Result<BTreeMap<CellId, Books>, TestCaseError> {
@@ -180,12 +253,70 @@ fn audit(events: &[RecordedEvent]) -> Result<BTreeMap<CellId, Books>, TestCaseEr
         stream.sort_by_key(|e| e.version());
         let mut b = Books::default();
         let mut held: BTreeMap<OrderId, i128> = BTreeMap::new();
+        // Every event so far, by version, and the key of each keyed write.
+        let mut written: BTreeMap<u64, DomainEvent> = BTreeMap::new();
+        let mut keys: BTreeMap<u64, IdempotencyKey> = BTreeMap::new();
         for (expected, e) in (1u64..).zip(stream) {
             if e.version() != expected {
                 break;
             }
             let n = |q: &Quantity| i128::from(q.get());
+            written.insert(e.version(), e.event().clone());
             match e.event() {
+                DomainEvent::IdempotencyKeyRecorded { key, .. } => {
+                    let before = written.get(&(expected - 1));
+                    prop_assert!(
+                        matches!(
+                            before,
+                            Some(
+                                DomainEvent::StockReceived { .. }
+                                    | DomainEvent::StockWrittenOff { .. }
+                                    | DomainEvent::AllocationTransferred { .. }
+                            )
+                        ),
+                        "{origin}: a key at v{expected} follows {before:?}"
+                    );
+                    keys.insert(expected - 1, key.clone());
+                    *b.keyed.entry(key.clone()).or_default() += 1;
+                }
+                DomainEvent::DuplicateWriteVoided {
+                    version, shortage, ..
+                } => {
+                    let key = keys.get(version).cloned();
+                    prop_assert!(key.is_some(), "{origin}: v{version} voided but not keyed");
+                    *b.keyed.entry(key.unwrap()).or_default() -= 1;
+                    let s = i128::from(*shortage);
+                    match written.get(version) {
+                        Some(DomainEvent::StockReceived { quantity }) => {
+                            b.received -= n(quantity);
+                            b.on_hand -= n(quantity) - s;
+                            b.shortage += s;
+                        }
+                        Some(DomainEvent::StockWrittenOff { quantity, .. }) => {
+                            prop_assert_eq!(s, 0);
+                            b.written_off -= n(quantity);
+                            b.on_hand += n(quantity);
+                        }
+                        Some(DomainEvent::AllocationTransferred { quantity, .. }) => {
+                            prop_assert_eq!(s, 0);
+                            b.out -= n(quantity);
+                            b.on_hand += n(quantity);
+                        }
+                        other => prop_assert!(false, "{origin}: voided {other:?}"),
+                    }
+                }
+                DomainEvent::ReceivedTransferVoided {
+                    quantity, shortage, ..
+                } => {
+                    b.inn -= n(quantity);
+                    b.on_hand -= n(quantity) - i128::from(*shortage);
+                    b.shortage += i128::from(*shortage);
+                }
+                DomainEvent::ShortageSettled { quantity } => {
+                    b.on_hand -= n(quantity);
+                    b.shortage -= n(quantity);
+                    prop_assert!(b.shortage >= 0, "{origin}: settled more than the shortage");
+                }
                 DomainEvent::StockReceived { quantity } => {
                     b.on_hand += n(quantity);
                     b.received += n(quantity);
@@ -245,10 +376,19 @@ fn check_view(world: &World, cell: usize, sku: usize) -> Result<(), TestCaseErro
     let events = world.events(cell, sku);
     let books = audit(&events)?;
     let total = |f: fn(&Books) -> i128| books.values().map(f).sum::<i128>();
-    // Units reserved or shipped never exceed units received minus written off.
+    // Units reserved or shipped never exceed units received minus written
+    // off, but for a reported shortage; and a shortage only ever comes of
+    // a keyed write retried in both cells, and never exceeds its units.
     prop_assert!(
-        total(|b| b.reserved + b.shipped) <= total(|b| b.received - b.written_off),
+        total(|b| b.reserved + b.shipped)
+            <= total(|b| b.received - b.written_off) + total(|b| b.shortage),
         "oversold in the view of cell {cell}: {books:?}"
+    );
+    let bound = i128::from(world.shortage_bound(sku));
+    prop_assert!(
+        total(|b| b.shortage) <= bound,
+        "shortage {} over the bound {bound} in the view of cell {cell}: {books:?}",
+        total(|b| b.shortage)
     );
     // No stock is created by transfers: every receipt is backed (two cells:
     // a receipt is in the receiver's stream, the transfer in the sender's,
@@ -263,6 +403,7 @@ fn check_view(world: &World, cell: usize, sku: usize) -> Result<(), TestCaseErro
         let v = view.cells[c];
         prop_assert_eq!(i128::from(v.on_hand), b.on_hand);
         prop_assert_eq!(i128::from(v.reserved), b.reserved);
+        prop_assert_eq!(i128::from(v.shortage), b.shortage);
     }
     Ok(())
 }
@@ -346,9 +487,22 @@ fn check_merged(world: &World) -> Result<(), TestCaseError> {
         );
         prop_assert_eq!(
             total(|b| b.on_hand),
-            total(|b| b.received - b.written_off - b.shipped),
+            total(|b| b.received - b.written_off - b.shipped + b.shortage),
             "units are conserved"
         );
+        // Every keyed write is counted once: of its copies in the two
+        // cells, one stands.
+        let mut copies: BTreeMap<&IdempotencyKey, i128> = BTreeMap::new();
+        for b in books.values() {
+            for (key, n) in &b.keyed {
+                *copies.entry(key).or_default() += n;
+            }
+        }
+        for (key, n) in &copies {
+            prop_assert_eq!(*n, 1, "{} counted {} times", key, n);
+        }
+        let applied = world.applied.keys().filter(|(s, _)| *s == sku).count();
+        prop_assert_eq!(copies.len(), applied, "a keyed write is missing");
 
         // Healed: an order is held in at most one cell, and no request to a
         // cell is left unanswered.
@@ -400,9 +554,10 @@ proptest! {
     #[test]
     fn escrow_invariant_holds_under_any_replication_schedule(
         offsets in (0i64..4, 0i64..4),
+        keyed in proptest::collection::vec(keyed(), KEYS),
         steps in proptest::collection::vec(step(), 50..120),
     ) {
-        let mut world = World::new(offsets);
+        let mut world = World::with_keyed(offsets, keyed);
         for step in &steps {
             match step {
                 Step::Command { cell, sku, cmd } => world.run(*cell, *sku, cmd),
@@ -442,6 +597,53 @@ proptest! {
         check_merged(&world)?;
         let view = block_on(world.cells[0].inventory(&Sku::new(SKUS[0]).unwrap())).unwrap();
         prop_assert!(view.reserved == quantities.0 || view.reserved == quantities.1);
+    }
+
+    #[test]
+    fn a_keyed_receipt_retried_in_the_other_cell_is_counted_once_in_both(
+        offsets in (0i64..4, 0i64..4),
+        units in 1u64..=8,
+        reserve in 0u64..=8,
+        first in 0usize..2,
+        stock in 0u64..=8,
+    ) {
+        let mut world = World::with_keyed(offsets, vec![Keyed::Receive(units)]);
+        let sku = Sku::new(SKUS[0]).unwrap();
+        // Some stock of the first cell's own, then a partition: the retry
+        // reaches the other cell before replication does, and that cell
+        // reserves units it believes it has.
+        if stock > 0 {
+            world.run(first, 0, &Cmd::Receive(stock));
+        }
+        world.partitioned = true;
+        world.run(first, 0, &Cmd::Keyed(0));
+        world.run(1 - first, 0, &Cmd::Keyed(0));
+        let reserve = reserve.min(units);
+        if reserve > 0 {
+            world.run(1 - first, 0, &Cmd::Reserve(0, reserve));
+        }
+        prop_assert_eq!(world.applied[&(0, 0)].len(), 2, "both cells applied it");
+        for c in 0..2 {
+            check_view(&world, c, 0)?;
+        }
+        settle(&mut world)?;
+        check_merged(&world)?;
+        for c in 0..2 {
+            let view = block_on(world.cells[c].inventory(&sku)).unwrap();
+            prop_assert_eq!(view.on_hand, stock + units, "the pallet counted once in cell {}", c);
+            prop_assert_eq!(view.reserved, reserve);
+            // Whichever copy stood, the other cell's stock covers what the
+            // voided copy had reserved: nothing is short.
+            prop_assert_eq!(view.shortage, 0);
+        }
+        // A further retry in either cell is answered, not applied.
+        for c in 0..2 {
+            let again = block_on(world.cells[c].execute(&sku, &InventoryCommand::Receive(
+                Quantity::new(units).unwrap(),
+                Some(IdempotencyKey::new("key-0").unwrap()),
+            ))).unwrap();
+            prop_assert!(matches!(again, InventoryOutcome::Replayed(_)), "{:?}", again);
+        }
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! They run before the body is read, so a request to a resource that cannot
 //! exist gets 404 and a bad header 400 whatever the body holds.
 
+use std::marker::PhantomData;
+
 use axum::extract::{FromRequestParts, Path};
 use http::request::Parts;
-use twincell_core::{IdempotencyKey, OrderId, Sku, TransactionId};
+use twincell_core::{IdempotencyKey, InventoryRequest, OrderId, Sku, TransactionId};
 
 use crate::problem::{Problem, ProblemKind};
 
@@ -82,21 +84,39 @@ impl<S: Send + Sync> FromRequestParts<S> for TransactionPath {
 #[derive(Debug)]
 pub struct IdempotencyKeyHeader(pub Option<IdempotencyKey>);
 
+fn idempotency_key(parts: &Parts) -> Result<Option<IdempotencyKey>, Problem> {
+    let invalid = || {
+        Problem::new(
+            ProblemKind::InvalidHeader,
+            "Idempotency-Key must be 1 to 255 visible ASCII characters without a comma",
+        )
+    };
+    match crate::headers::last_item(&parts.headers, "idempotency-key") {
+        None => Ok(None),
+        Some(Ok(text)) => IdempotencyKey::new(text).map(Some).map_err(|_| invalid()),
+        Some(Err(())) => Err(invalid()),
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
     type Rejection = Problem;
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
-        let invalid = || {
-            Problem::new(
-                ProblemKind::InvalidHeader,
-                "Idempotency-Key must be 1 to 255 visible ASCII characters without a comma",
-            )
-        };
-        match crate::headers::last_item(&parts.headers, "idempotency-key") {
-            None => Ok(Self(None)),
-            Some(Ok(text)) => IdempotencyKey::new(text)
-                .map(|k| Self(Some(k)))
-                .map_err(|_| invalid()),
-            Some(Err(())) => Err(invalid()),
+        idempotency_key(parts).map(Self)
+    }
+}
+
+/// The `Idempotency-Key` of an inventory command that takes one (see
+/// [`InventoryRequest::KEYED`]); for one that does not (a reservation is
+/// keyed by its order), the header is not read.
+#[derive(Debug)]
+pub struct CommandKey<R>(pub Option<IdempotencyKey>, pub PhantomData<R>);
+
+impl<S: Send + Sync, R: InventoryRequest> FromRequestParts<S> for CommandKey<R> {
+    type Rejection = Problem;
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        if !R::KEYED {
+            return Ok(Self(None, PhantomData));
         }
+        idempotency_key(parts).map(|key| Self(key, PhantomData))
     }
 }

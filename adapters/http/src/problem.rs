@@ -399,6 +399,10 @@ impl From<ServiceError> for Problem {
                     ProblemKind::StockLimitExceeded,
                     "the stock counters of this SKU would overflow",
                 ),
+                InventoryError::IdempotencyKeyReused => Self::new(
+                    ProblemKind::IdempotencyKeyReused,
+                    "the Idempotency-Key was already used on this SKU with a different request",
+                ),
                 InventoryError::Inconsistent(cause) => Self::internal(cause),
             },
             ServiceError::TransactionNotFound(id) => {

@@ -16,7 +16,7 @@ use twincell_core::{
 };
 
 use crate::body::JsonBody;
-use crate::extract::{IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
+use crate::extract::{CommandKey, IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
 use crate::problem::{Problem, ProblemKind};
 use crate::replication;
 
@@ -217,6 +217,13 @@ fn outcome(result: InventoryOutcome) -> Response {
     match result {
         InventoryOutcome::Applied(view) => json(StatusCode::OK, &view),
         InventoryOutcome::Requested(view) => json(StatusCode::ACCEPTED, &view),
+        InventoryOutcome::Replayed(view) => {
+            let mut response = json(StatusCode::OK, &view);
+            response
+                .headers_mut()
+                .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+            response
+        }
         InventoryOutcome::Reserved {
             reservation,
             replayed,
@@ -276,15 +283,17 @@ pub(crate) async fn get_inventory(
 
 /// An inventory command whose body says what to do: `POST
 /// /inventory/{sku}/receipts`, `/write-offs`, `/reservations` and
-/// `/transfers`, one row each in [`ROUTES`] naming its request type.
+/// `/transfers`, one row each in [`ROUTES`] naming its request type. A
+/// receipt, write-off or transfer takes an `Idempotency-Key`.
 pub(crate) async fn inventory_command<R: InventoryRequest>(
     State(api): State<Api>,
     SkuPath(sku): SkuPath,
+    CommandKey(key, _): CommandKey<R>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let command = R::parse(&body, api.topology())
         .map_err(Problem::validation)?
-        .into_command();
+        .into_command(key);
     Ok(outcome(api.execute(&sku, &command).await?))
 }
 

@@ -45,6 +45,7 @@ impl Stub {
             on_hand,
             reserved: 0,
             available: on_hand,
+            shortage: 0,
             cells: BTreeMap::new(),
         }
     }
@@ -157,7 +158,7 @@ async fn a_receipt_reaches_the_port_as_one_command_and_its_answer_is_rendered() 
         commands,
         [(
             Sku::new("sku-1").unwrap(),
-            InventoryCommand::Receive(Quantity::new(5).unwrap())
+            InventoryCommand::Receive(Quantity::new(5).unwrap(), None)
         )]
     );
 }

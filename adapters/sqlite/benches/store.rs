@@ -48,7 +48,7 @@ async fn seed<S: EventStore + 'static>(cell: &Cell<S>, skus: usize) {
     for n in 0..skus {
         cell.execute(
             &sku(n),
-            &InventoryCommand::Receive(Quantity::new(1_000_000).unwrap()),
+            &InventoryCommand::Receive(Quantity::new(1_000_000).unwrap(), None),
         )
         .await
         .unwrap();

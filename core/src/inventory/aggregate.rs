@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use super::keys::KeyEntry;
 use super::ledger::{CellLedger, LedgerError, ReservationState, ReservationStatus};
 use crate::event::RecordedEvent;
 use crate::ids::{CellId, OrderId, Sku};
+use crate::timestamp::Timestamp;
 use crate::topology::Topology;
 
 /// Why the cell's own ledger could not be folded: its stream is corrupt.
@@ -152,6 +154,17 @@ impl Inventory {
         holders
             .sort_by(|(a, ra), (b, rb)| (ra.reserved_at, &a.cell).cmp(&(rb.reserved_at, &b.cell)));
         holders
+    }
+
+    /// The first write under the key of `digest` that still counts at
+    /// `now`, in any ledger, with its cell: the earliest
+    /// `(recorded_at, cell)`.
+    pub(super) fn keyed(&self, digest: u64, now: Timestamp) -> Option<(&CellId, &KeyEntry)> {
+        self.ledgers
+            .values()
+            .filter_map(|l| l.keys.latest(digest).map(|(_, e)| (&l.cell, e)))
+            .filter(|(_, e)| e.live_at(now))
+            .min_by(|(a, ea), (b, eb)| (ea.at, a).cmp(&(eb.at, b)))
     }
 
     /// The closed state of an order anywhere: `Fulfilled` wins over

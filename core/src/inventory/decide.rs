@@ -2,22 +2,29 @@
 //! that do it, and why it may be refused.
 
 use super::aggregate::Inventory;
+use super::keys::{KeyedWrite, key_digest};
 use super::ledger::{CellLedger, LedgerError, RequestKind, ReservationStatus, Undo};
 use super::view::{InventoryView, ReservationView};
 use crate::event::{DomainEvent, FulfilCause, ReleaseCause};
-use crate::ids::{CellId, OrderId};
+use crate::ids::{CellId, IdempotencyKey, OrderId};
 use crate::ports::MAX_EVENTS_PER_APPEND;
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
 use crate::write_off_reason::WriteOffReason;
 
-/// What a client asks of one SKU's stock.
+/// What a client asks of one SKU's stock. A receipt, write-off or transfer
+/// may carry an idempotency key: within [`KEY_RETENTION_MS`] of a write
+/// with the key (in any cell this cell has heard from), the same request is
+/// answered as that write was, and another request under the key is
+/// refused.
+///
+/// [`KEY_RETENTION_MS`]: super::KEY_RETENTION_MS
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InventoryCommand {
     /// Units arrived.
-    Receive(Quantity),
+    Receive(Quantity, Option<IdempotencyKey>),
     /// Units are lost or damaged.
-    WriteOff(Quantity, WriteOffReason),
+    WriteOff(Quantity, WriteOffReason, Option<IdempotencyKey>),
     /// Hold units for an order.
     Reserve(OrderId, Quantity),
     /// Free an order's reservation.
@@ -25,7 +32,7 @@ pub enum InventoryCommand {
     /// Ship an order's reservation.
     Fulfil(OrderId),
     /// Move available units to another cell.
-    Transfer(CellId, Quantity),
+    Transfer(CellId, Quantity, Option<IdempotencyKey>),
     /// Only apply what other cells' streams ask of this cell.
     Reconcile,
 }
@@ -69,6 +76,9 @@ pub enum InventoryError {
     /// A stock counter would overflow `u64`.
     #[error("stock counter overflow")]
     StockOverflow,
+    /// The idempotency key was used for another request on this SKU.
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
     /// A decided event did not fit the ledger it was decided on: a bug,
     /// never a client error.
     #[error("decision does not fit the ledger: {0}")]
@@ -82,6 +92,9 @@ pub enum InventoryOutcome {
     Applied(InventoryView),
     /// Recorded as a request for the owning cell (HTTP 202 with the view).
     Requested(InventoryView),
+    /// A keyed write asked for again: what its first request was answered
+    /// (HTTP 200 with that view), nothing new applied.
+    Replayed(InventoryView),
     /// A reservation (HTTP 201); `replayed` when it already existed.
     Reserved {
         /// The reservation.
@@ -152,10 +165,9 @@ impl Inventory {
         now: Timestamp,
     ) -> (Result<InventoryDecision, InventoryError>, Self, Rewind) {
         let mut owed = self.reconcile();
-        // A command adds at most one event of its own plus one request per
-        // other cell holding the order.
-        let room = MAX_EVENTS_PER_APPEND.saturating_sub(1 + self.others().count());
-        let command_pending = owed.len() > room;
+        // A command adds at most two events of its own (a write and its
+        // key) or one plus one request per other cell holding the order.
+        let room = MAX_EVENTS_PER_APPEND.saturating_sub(1 + self.others().count().max(1));
         owed.truncate(MAX_EVENTS_PER_APPEND);
         let mut next = Pending {
             state: self,
@@ -163,7 +175,7 @@ impl Inventory {
             undo: Vec::with_capacity(owed.len() + 2),
             now,
         };
-        let decided = next.decide(owed, command, command_pending);
+        let decided = next.decide(owed, command, room);
         let Pending {
             mut state, undo, ..
         } = next;
@@ -207,15 +219,28 @@ struct Pending {
 }
 
 impl Pending {
-    /// The owed events, then (unless `command_pending`) the command's.
+    /// The owed events, then what settles keyed writes counted twice,
+    /// then the command's — unless what is owed takes more than `room`
+    /// events: then the first chunk of it, with the command pending.
     fn decide(
         &mut self,
         owed: Vec<DomainEvent>,
         command: &InventoryCommand,
-        command_pending: bool,
+        room: usize,
     ) -> Result<InventoryDecision, InventoryError> {
+        let mut command_pending = owed.len() > room;
         for event in owed {
             self.push(event)?;
+        }
+        // Each settlement changes what the next one is (a void takes
+        // units the next may need), so they are decided one at a time on
+        // the state so far.
+        while !command_pending && let Some(event) = self.state.settlement() {
+            if self.events.len() >= room {
+                command_pending = true;
+            } else {
+                self.push(event)?;
+            }
         }
         if command_pending {
             return Ok(InventoryDecision {
@@ -304,33 +329,67 @@ impl Pending {
     fn command(&mut self, command: &InventoryCommand) -> Result<InventoryOutcome, InventoryError> {
         match command {
             InventoryCommand::Reconcile => Ok(self.applied()),
-            InventoryCommand::Receive(quantity) => {
-                self.push(DomainEvent::StockReceived {
+            InventoryCommand::Receive(quantity, key) => self.write(
+                DomainEvent::StockReceived {
                     quantity: *quantity,
-                })?;
-                Ok(self.applied())
-            }
-            InventoryCommand::WriteOff(quantity, reason) => {
-                self.push(DomainEvent::StockWrittenOff {
+                },
+                key.as_ref(),
+            ),
+            InventoryCommand::WriteOff(quantity, reason, key) => self.write(
+                DomainEvent::StockWrittenOff {
                     quantity: *quantity,
                     reason: reason.clone(),
-                })?;
-                Ok(self.applied())
-            }
-            InventoryCommand::Transfer(to_cell, quantity) => {
-                if *to_cell == self.state.this || !self.state.ledgers.contains_key(to_cell) {
-                    return Err(InventoryError::InvalidTransferTarget(to_cell.clone()));
-                }
-                self.push(DomainEvent::AllocationTransferred {
+                },
+                key.as_ref(),
+            ),
+            InventoryCommand::Transfer(to_cell, quantity, key) => self.write(
+                DomainEvent::AllocationTransferred {
                     to_cell: to_cell.clone(),
                     quantity: *quantity,
-                })?;
-                Ok(self.applied())
-            }
+                },
+                key.as_ref(),
+            ),
             InventoryCommand::Reserve(order, quantity) => self.reserve(order, *quantity),
             InventoryCommand::Release(order) => self.release(order),
             InventoryCommand::Fulfil(order) => self.fulfil(order),
         }
+    }
+
+    /// A receipt, write-off or transfer, with its key when it has one: a
+    /// request already made under the key is answered as it was then.
+    fn write(
+        &mut self,
+        event: DomainEvent,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<InventoryOutcome, InventoryError> {
+        let write = KeyedWrite::of(&event).ok_or_else(|| {
+            InventoryError::Inconsistent(format!("{} cannot carry a key", event.type_name()))
+        })?;
+        if let Some(key) = key
+            && let Some((_, first)) = self.state.keyed(key_digest(key), self.now)
+        {
+            if first.write.request != write.request {
+                return Err(InventoryError::IdempotencyKeyReused);
+            }
+            return Ok(InventoryOutcome::Replayed(InventoryView::of_figures(
+                self.state.sku.clone(),
+                &first.answer,
+            )));
+        }
+        if let DomainEvent::AllocationTransferred { to_cell, .. } = &event
+            && (*to_cell == self.state.this || !self.state.ledgers.contains_key(to_cell))
+        {
+            return Err(InventoryError::InvalidTransferTarget(to_cell.clone()));
+        }
+        self.push(event)?;
+        if let Some(key) = key {
+            let answer = self.state.figures();
+            self.push(DomainEvent::IdempotencyKeyRecorded {
+                key: key.clone(),
+                answer,
+            })?;
+        }
+        Ok(self.applied())
     }
 
     fn reservation(

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
+use super::keys::{KeyEntry, KeyInsert, KeyMemory, KeyedWrite, WriteKind, key_digest};
 use crate::event::DomainEvent;
 use crate::ids::{CellId, OrderId};
 use crate::quantity::Quantity;
@@ -71,6 +72,26 @@ pub enum LedgerError {
     /// The same transfer was received twice.
     #[error("transfer {1} from {0} was already received")]
     DuplicateTransfer(CellId, u64),
+    /// An idempotency key that does not follow a receipt, write-off or
+    /// transfer.
+    #[error("an idempotency key must follow the write it was given for")]
+    KeyWithoutWrite,
+    /// A void of a version that is not a remembered keyed write, or one
+    /// voided already, or with a shortage the write cannot have.
+    #[error("version {0} is not a keyed write that can be voided so")]
+    NotVoidable(u64),
+    /// A void of a transfer this cell did not take in, or took back out
+    /// already, or with a shortage larger than the transfer.
+    #[error("transfer {1} from {0} is not one this cell holds")]
+    NotHeldTransfer(CellId, u64),
+    /// More units settled than the shortage.
+    #[error("{settled} units settled but the shortage is {shortage}")]
+    ShortageExceeded {
+        /// Units the event settles.
+        settled: u64,
+        /// The shortage before it.
+        shortage: u64,
+    },
 }
 
 /// One cell's ledger for one SKU: the fold of that cell's stream.
@@ -92,6 +113,18 @@ pub struct CellLedger {
     pub(super) requests: HashMap<OrderId, Vec<(CellId, RequestKind)>>,
     pub(super) transfers_out: BTreeMap<u64, (CellId, Quantity)>,
     pub(super) transfers_in: BTreeMap<CellId, BTreeSet<u64>>,
+    /// Transfers out that were voided (by the version of the transfer).
+    pub(super) transfers_voided: BTreeSet<u64>,
+    /// Transfers taken in that their sender voided and this cell took
+    /// back out.
+    pub(super) transfers_in_voided: BTreeSet<(CellId, u64)>,
+    /// Units reserved here that no received stock backs: what voided
+    /// receipts and transfers could not take back out.
+    pub(super) shortage: u64,
+    pub(super) keys: KeyMemory,
+    /// The last write that can carry a key, with its version: what an
+    /// `IdempotencyKeyRecorded` right after it keys.
+    pub(super) last_write: Option<(u64, KeyedWrite)>,
     pub(super) stalled: Option<(u64, LedgerError)>,
 }
 
@@ -121,6 +154,11 @@ impl CellLedger {
             requests: HashMap::new(),
             transfers_out: BTreeMap::new(),
             transfers_in: BTreeMap::new(),
+            transfers_voided: BTreeSet::new(),
+            transfers_in_voided: BTreeSet::new(),
+            shortage: 0,
+            keys: KeyMemory::default(),
+            last_write: None,
             stalled: None,
         }
     }
@@ -167,6 +205,27 @@ impl CellLedger {
             transferred_out: self.transferred_out,
             transferred_in: self.transferred_in,
         }
+    }
+
+    /// Units reserved in this cell that no received stock backs: what
+    /// voided duplicates of keyed writes could not take back out, less
+    /// what was settled since. Zero unless a keyed write was retried in
+    /// two cells before they met.
+    #[must_use]
+    pub fn shortage(&self) -> u64 {
+        self.shortage
+    }
+
+    /// The keyed writes this ledger remembers.
+    #[must_use]
+    pub fn keys(&self) -> &KeyMemory {
+        &self.keys
+    }
+
+    /// Whether this cell voided its transfer at `version`.
+    #[must_use]
+    pub fn transfer_voided(&self, version: u64) -> bool {
+        self.transfers_voided.contains(&version)
     }
 
     /// Reservations by order.
@@ -253,6 +312,33 @@ impl CellLedger {
                 self.written_off = add(self.written_off, quantity.get())?;
                 self.on_hand = sub(self.on_hand, quantity.get())?;
             }
+            DomainEvent::IdempotencyKeyRecorded { .. } => {
+                // Applied by `apply_keyed`, which keeps what undoes it.
+                let _ = self.apply_keyed(version, at, event)?;
+                return Ok(());
+            }
+            DomainEvent::DuplicateWriteVoided {
+                version: voided,
+                winner,
+                shortage,
+            } => self.void_write(*voided, winner, *shortage)?,
+            DomainEvent::ReceivedTransferVoided {
+                from_cell,
+                transfer_version,
+                quantity,
+                shortage,
+            } => self.void_received(from_cell, *transfer_version, *quantity, *shortage)?,
+            DomainEvent::ShortageSettled { quantity } => {
+                if quantity.get() > self.shortage {
+                    return Err(LedgerError::ShortageExceeded {
+                        settled: quantity.get(),
+                        shortage: self.shortage,
+                    });
+                }
+                self.ensure_available(*quantity)?;
+                self.on_hand = sub(self.on_hand, quantity.get())?;
+                self.shortage = sub(self.shortage, quantity.get())?;
+            }
             DomainEvent::StockReserved { order_id, quantity } => {
                 if self.reservations.contains_key(order_id) {
                     return Err(LedgerError::DuplicateReservation(order_id.clone()));
@@ -323,7 +409,113 @@ impl CellLedger {
                     .insert(*transfer_version);
             }
         }
+        if let Some(write) = KeyedWrite::of(event) {
+            self.last_write = Some((version, write));
+        }
         self.version = version;
+        Ok(())
+    }
+
+    /// Folds an `IdempotencyKeyRecorded` at `version`: the write right
+    /// before it is remembered under its key.
+    fn apply_keyed(
+        &mut self,
+        version: u64,
+        at: Timestamp,
+        event: &DomainEvent,
+    ) -> Result<KeyInsert, LedgerError> {
+        let DomainEvent::IdempotencyKeyRecorded { key, answer } = event else {
+            return Err(LedgerError::KeyWithoutWrite);
+        };
+        let Some((written, write)) = self.last_write.filter(|(v, _)| v + 1 == version) else {
+            return Err(LedgerError::KeyWithoutWrite);
+        };
+        let entry = KeyEntry {
+            digest: key_digest(key),
+            write,
+            at,
+            answer: answer.clone(),
+            voided: false,
+        };
+        let insert = self.keys.insert(written, entry);
+        self.version = version;
+        Ok(insert)
+    }
+
+    fn void_write(
+        &mut self,
+        voided: u64,
+        winner: &CellId,
+        shortage: u64,
+    ) -> Result<(), LedgerError> {
+        if *winner == self.cell {
+            return Err(LedgerError::SelfReference);
+        }
+        let write = self
+            .keys
+            .at_version(voided)
+            .filter(|e| !e.voided)
+            .map(|e| e.write)
+            .ok_or(LedgerError::NotVoidable(voided))?;
+        let q = write.quantity.get();
+        match write.kind {
+            WriteKind::Receive => {
+                let removed = q
+                    .checked_sub(shortage)
+                    .ok_or(LedgerError::NotVoidable(voided))?;
+                self.take_out(removed)?;
+                self.received = sub(self.received, q)?;
+                self.shortage = add(self.shortage, shortage)?;
+            }
+            WriteKind::WriteOff | WriteKind::Transfer if shortage != 0 => {
+                return Err(LedgerError::NotVoidable(voided));
+            }
+            WriteKind::WriteOff => {
+                self.written_off = sub(self.written_off, q)?;
+                self.on_hand = add(self.on_hand, q)?;
+            }
+            WriteKind::Transfer => {
+                if !self.transfers_out.contains_key(&voided) {
+                    return Err(LedgerError::NotVoidable(voided));
+                }
+                self.transferred_out = sub(self.transferred_out, q)?;
+                self.on_hand = add(self.on_hand, q)?;
+                self.transfers_voided.insert(voided);
+            }
+        }
+        self.keys.set_voided(voided, true);
+        Ok(())
+    }
+
+    fn void_received(
+        &mut self,
+        from: &CellId,
+        transfer_version: u64,
+        quantity: Quantity,
+        shortage: u64,
+    ) -> Result<(), LedgerError> {
+        let key = (from.clone(), transfer_version);
+        let refuse = || LedgerError::NotHeldTransfer(from.clone(), transfer_version);
+        if !self.received(from, transfer_version) || self.transfers_in_voided.contains(&key) {
+            return Err(refuse());
+        }
+        let removed = quantity.get().checked_sub(shortage).ok_or_else(refuse)?;
+        self.take_out(removed)?;
+        self.transferred_in = sub(self.transferred_in, quantity.get())?;
+        self.shortage = add(self.shortage, shortage)?;
+        self.transfers_in_voided.insert(key);
+        Ok(())
+    }
+
+    /// Takes `units` of available stock out of the allocation.
+    fn take_out(&mut self, units: u64) -> Result<(), LedgerError> {
+        if units > self.available() {
+            return Err(LedgerError::Insufficient {
+                requested: units,
+                available: self.available(),
+            });
+        }
+        self.on_hand = sub(self.on_hand, units)?;
         Ok(())
     }
 
@@ -336,7 +528,23 @@ impl CellLedger {
         at: Timestamp,
         event: &DomainEvent,
     ) -> Result<Undo, LedgerError> {
+        let counters = self.counters();
+        let last_write = self.last_write;
+        if matches!(event, DomainEvent::IdempotencyKeyRecorded { .. }) {
+            let insert = self.apply_keyed(version, at, event)?;
+            return Ok(Undo {
+                counters,
+                last_write,
+                prior: Prior::Key(insert),
+            });
+        }
         let prior = match event {
+            DomainEvent::DuplicateWriteVoided { version, .. } => Prior::Voided(*version),
+            DomainEvent::ReceivedTransferVoided {
+                from_cell,
+                transfer_version,
+                ..
+            } => Prior::VoidedIn(from_cell.clone(), *transfer_version),
             DomainEvent::StockReserved { order_id, .. }
             | DomainEvent::ReservationReleased { order_id, .. }
             | DomainEvent::ReservationFulfilled { order_id, .. } => {
@@ -361,11 +569,16 @@ impl CellLedger {
             },
             DomainEvent::TransactionCreated { .. }
             | DomainEvent::StockReceived { .. }
-            | DomainEvent::StockWrittenOff { .. } => Prior::Counters,
+            | DomainEvent::StockWrittenOff { .. }
+            | DomainEvent::IdempotencyKeyRecorded { .. }
+            | DomainEvent::ShortageSettled { .. } => Prior::Counters,
         };
-        let counters = self.counters();
         self.apply(version, at, event)?;
-        Ok(Undo { counters, prior })
+        Ok(Undo {
+            counters,
+            last_write,
+            prior,
+        })
     }
 
     /// Takes back the last event applied with
@@ -382,9 +595,19 @@ impl CellLedger {
             self.shipped,
             self.transferred_out,
             self.transferred_in,
+            self.shortage,
         ] = undo.counters;
+        self.last_write = undo.last_write;
         match undo.prior {
             Prior::Counters => {}
+            Prior::Key(insert) => self.keys.undo_insert(insert),
+            Prior::Voided(version) => {
+                self.keys.set_voided(version, false);
+                self.transfers_voided.remove(&version);
+            }
+            Prior::VoidedIn(from, transfer_version) => {
+                self.transfers_in_voided.remove(&(from, transfer_version));
+            }
             Prior::Reservation(order, None) => {
                 self.reservations.remove(&order);
             }
@@ -421,7 +644,7 @@ impl CellLedger {
         }
     }
 
-    fn counters(&self) -> [u64; 8] {
+    fn counters(&self) -> [u64; 9] {
         [
             self.version,
             self.on_hand,
@@ -431,6 +654,7 @@ impl CellLedger {
             self.shipped,
             self.transferred_out,
             self.transferred_in,
+            self.shortage,
         ]
     }
 
@@ -458,7 +682,9 @@ impl CellLedger {
 #[derive(Debug)]
 pub(super) struct Undo {
     /// Version and stock counters before the event.
-    counters: [u64; 8],
+    counters: [u64; 9],
+    /// The last keyable write before the event.
+    last_write: Option<(u64, KeyedWrite)>,
     /// The entry the event touched, as it was before.
     prior: Prior,
 }
@@ -468,6 +694,12 @@ pub(super) struct Undo {
 enum Prior {
     /// Only counters changed.
     Counters,
+    /// A keyed write was remembered.
+    Key(KeyInsert),
+    /// The keyed write at this version was voided.
+    Voided(u64),
+    /// This cell took the sender's voided transfer back out.
+    VoidedIn(CellId, u64),
     /// The order's reservation, if any.
     Reservation(OrderId, Option<ReservationState>),
     /// How many requests the order had, if it had an entry.

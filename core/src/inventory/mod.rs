@@ -17,13 +17,21 @@
 //! cells, the one with the earlier `(reserved_at, cell)` wins; the loser's
 //! cell releases its own.
 //!
-//! The parts: [`ledger`] (one cell's ledger), [`aggregate`] (the fold of
+//! The same idempotency key used for a receipt, write-off or transfer in
+//! two cells (a retry that overtook replication) is counted once: the copy
+//! with the earlier `(recorded_at, cell)` stands, and the other cell voids
+//! its own (`DuplicateWriteVoided`; see `docs/domain.md` for the shortage
+//! a voided receipt can leave).
+//!
+//! The parts: [`ledger`] (one cell's ledger), [`keys`] (the keyed writes it
+//! remembers), [`aggregate`] (the fold of
 //! every cell's ledger), `reconcile` (what this cell owes the others),
 //! `decide` (a command's events and errors), [`snapshot`] (a ledger saved
 //! and read back) and [`view`] (what the API shows).
 
 pub mod aggregate;
 mod decide;
+pub mod keys;
 pub mod ledger;
 mod reconcile;
 pub mod snapshot;
@@ -32,6 +40,7 @@ pub mod view;
 pub use aggregate::{Inventory, InventoryFoldError};
 pub(crate) use decide::Rewind;
 pub use decide::{InventoryCommand, InventoryDecision, InventoryError, InventoryOutcome};
+pub use keys::{KEY_RETENTION_MS, KEYS_REMEMBERED};
 pub use ledger::{
     CellLedger, LedgerError, LedgerTotals, RequestKind, ReservationState, ReservationStatus,
 };

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::keys::{KEYS_REMEMBERED, KeyEntry, KeyMemory, KeyedWrite, WriteKind};
 use super::ledger::{CellLedger, RequestKind, ReservationState, ReservationStatus};
-use crate::event::{AggregateId, StreamId};
+use crate::event::{AggregateId, StockFigures, StreamId};
 use crate::ids::{CellId, OrderId};
 use crate::ports::Snapshot;
 use crate::quantity::Quantity;
@@ -21,7 +22,7 @@ use crate::timestamp::Timestamp;
 
 /// The encoding of a ledger snapshot's body. Raised whenever the body's
 /// shape or meaning changes; a snapshot of any other format is ignored.
-pub const LEDGER_SNAPSHOT_FORMAT: u32 = 1;
+pub const LEDGER_SNAPSHOT_FORMAT: u32 = 2;
 
 /// Why a snapshot is not read as a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +42,23 @@ type ReservationRow = (OrderId, u64, i64, u8);
 /// `[order, [[owner, kind (0 release, 1 fulfil)], …]]`.
 type RequestRow = (OrderId, Vec<(CellId, u8)>);
 
-/// The body, format 1. Field names are short: the body of a SKU with tens
+/// `[version of the write, key digest, request digest, kind (0 receipt,
+/// 1 write-off, 2 transfer), quantity, recorded at (Unix ms), answer
+/// [[cell, on hand, reserved, shortage], …], voided (0 or 1)]`.
+type KeyRow = (
+    u64,
+    u64,
+    u64,
+    u8,
+    u64,
+    i64,
+    Vec<(CellId, u64, u64, u64)>,
+    u8,
+);
+/// `[version, kind, quantity, request digest]` of the last keyable write.
+type WriteRow = (u64, u8, u64, u64);
+
+/// The body, format 2 (format 1 had no keys, voids or shortage). Field names are short: the body of a SKU with tens
 /// of thousands of orders must stay within [`crate::MAX_SNAPSHOT_BYTES`].
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +76,11 @@ struct Body {
     requests: Vec<RequestRow>,
     transfers_out: Vec<(u64, CellId, u64)>,
     transfers_in: Vec<(CellId, Vec<u64>)>,
+    transfers_voided: Vec<u64>,
+    transfers_in_voided: Vec<(CellId, u64)>,
+    shortage: u64,
+    keys: Vec<KeyRow>,
+    last_write: Option<WriteRow>,
 }
 
 fn status_code(status: ReservationStatus) -> u8 {
@@ -134,6 +156,31 @@ impl CellLedger {
                 .iter()
                 .map(|(cell, versions)| (cell.clone(), versions.iter().copied().collect()))
                 .collect(),
+            transfers_voided: self.transfers_voided.iter().copied().collect(),
+            transfers_in_voided: self.transfers_in_voided.iter().cloned().collect(),
+            shortage: self.shortage,
+            keys: self
+                .keys
+                .iter()
+                .map(|(version, e)| {
+                    (
+                        version,
+                        e.digest,
+                        e.write.request,
+                        e.write.kind.code(),
+                        e.write.quantity.get(),
+                        e.at.unix_millis(),
+                        e.answer
+                            .iter()
+                            .map(|(cell, f)| (cell.clone(), f.on_hand, f.reserved, f.shortage))
+                            .collect(),
+                        u8::from(e.voided),
+                    )
+                })
+                .collect(),
+            last_write: self
+                .last_write
+                .map(|(v, w)| (v, w.kind.code(), w.quantity.get(), w.request)),
         };
         // Only strings and integers: serializing cannot fail.
         let body = serde_json::to_string(&body).ok()?;
@@ -223,9 +270,75 @@ impl CellLedger {
             .into_iter()
             .map(|(cell, versions)| (cell, versions.into_iter().collect()))
             .collect();
+        let write = |kind: u8, q: u64, request: u64| -> Result<KeyedWrite, SnapshotError> {
+            Ok(KeyedWrite {
+                kind: WriteKind::from_code(kind)
+                    .ok_or_else(|| refuse(format!("write kind {kind}")))?,
+                quantity: quantity(q)?,
+                request,
+            })
+        };
+        if body.keys.len() > KEYS_REMEMBERED {
+            return Err(refuse(format!(
+                "{} keys are more than a ledger keeps",
+                body.keys.len()
+            )));
+        }
+        let mut keys = Vec::with_capacity(body.keys.len());
+        let mut last_key_version = 0;
+        for (version, digest, request, kind, q, at, answer, voided) in body.keys {
+            if version <= last_key_version || version >= body.version || voided > 1 {
+                return Err(refuse(format!("key row of version {version}")));
+            }
+            last_key_version = version;
+            keys.push((
+                version,
+                KeyEntry {
+                    digest,
+                    write: write(kind, q, request)?,
+                    at: Timestamp::from_unix_millis(at)
+                        .map_err(|e| refuse(format!("instant {at}: {e}")))?,
+                    answer: answer
+                        .into_iter()
+                        .map(|(cell, on_hand, reserved, shortage)| {
+                            (
+                                cell,
+                                StockFigures {
+                                    on_hand,
+                                    reserved,
+                                    shortage,
+                                },
+                            )
+                        })
+                        .collect(),
+                    voided: voided == 1,
+                },
+            ));
+        }
+        let last_write = match body.last_write {
+            Some((v, kind, q, request)) if v <= body.version => Some((v, write(kind, q, request)?)),
+            Some((v, ..)) => return Err(refuse(format!("last write at version {v}"))),
+            None => None,
+        };
+        let transfers_voided: BTreeSet<u64> = body.transfers_voided.into_iter().collect();
+        if !transfers_voided
+            .iter()
+            .all(|v| transfers_out.contains_key(v))
+        {
+            return Err(refuse("a voided transfer that was never sent".into()));
+        }
+        let transfers_in_voided: BTreeSet<(CellId, u64)> =
+            body.transfers_in_voided.into_iter().collect();
+        if !transfers_in_voided
+            .iter()
+            .all(|(cell, v)| transfers_in.get(cell).is_some_and(|vs| vs.contains(v)))
+        {
+            return Err(refuse("a voided transfer that was never taken in".into()));
+        }
         let balance = body
             .received
             .checked_add(body.transferred_in)
+            .and_then(|inflow| inflow.checked_add(body.shortage))
             .and_then(|inflow| {
                 inflow.checked_sub(
                     body.written_off
@@ -250,6 +363,11 @@ impl CellLedger {
             requests,
             transfers_out,
             transfers_in,
+            transfers_voided,
+            transfers_in_voided,
+            shortage: body.shortage,
+            keys: KeyMemory::from_entries(keys),
+            last_write,
             stalled: None,
         })
     }

@@ -75,7 +75,9 @@ fn reserved(o: &str, n: u64) -> DomainEvent {
 
 fn view_of(outcome: &InventoryOutcome) -> &InventoryView {
     match outcome {
-        InventoryOutcome::Applied(v) | InventoryOutcome::Requested(v) => v,
+        InventoryOutcome::Applied(v)
+        | InventoryOutcome::Requested(v)
+        | InventoryOutcome::Replayed(v) => v,
         InventoryOutcome::Reserved { .. } => panic!("expected a view, got {outcome:?}"),
     }
 }
@@ -85,7 +87,7 @@ fn receiving_raises_on_hand_and_available() {
     let d = when(
         "aws",
         &[("aws", received(5))],
-        InventoryCommand::Receive(q(3)),
+        InventoryCommand::Receive(q(3), None),
     )
     .unwrap();
     assert_eq!(d.events, vec![received(3)]);
@@ -108,7 +110,7 @@ fn writing_off_more_than_available_is_refused() {
     let r = when(
         "aws",
         &history,
-        InventoryCommand::WriteOff(q(2), WriteOffReason::new("broken").unwrap()),
+        InventoryCommand::WriteOff(q(2), WriteOffReason::new("broken").unwrap(), None),
     );
     assert_eq!(
         r,
@@ -340,7 +342,8 @@ fn a_fulfilment_request_wins_over_a_release_request() {
         CellView {
             on_hand: 3,
             reserved: 0,
-            available: 3
+            available: 3,
+            shortage: 0,
         }
     );
 }
@@ -431,7 +434,7 @@ fn transfer_moves_available_units_and_the_receiver_takes_them_in_once() {
     let d = when(
         "aws",
         &history,
-        InventoryCommand::Transfer(cell("azure"), q(4)),
+        InventoryCommand::Transfer(cell("azure"), q(4), None),
     )
     .unwrap();
     let v = view_of(&d.outcome);
@@ -464,7 +467,7 @@ fn transfer_of_more_than_available_or_to_itself_is_refused() {
     let r = when(
         "aws",
         &history,
-        InventoryCommand::Transfer(cell("azure"), q(3)),
+        InventoryCommand::Transfer(cell("azure"), q(3), None),
     );
     assert_eq!(
         r,
@@ -476,13 +479,13 @@ fn transfer_of_more_than_available_or_to_itself_is_refused() {
     let r = when(
         "aws",
         &history,
-        InventoryCommand::Transfer(cell("aws"), q(1)),
+        InventoryCommand::Transfer(cell("aws"), q(1), None),
     );
     assert_eq!(r, Err(InventoryError::InvalidTransferTarget(cell("aws"))));
     let r = when(
         "aws",
         &history,
-        InventoryCommand::Transfer(cell("gcp"), q(1)),
+        InventoryCommand::Transfer(cell("gcp"), q(1), None),
     );
     assert_eq!(r, Err(InventoryError::InvalidTransferTarget(cell("gcp"))));
 }
@@ -600,7 +603,7 @@ fn what_is_owed_beyond_one_append_comes_in_chunks_before_the_command() {
             },
         ));
     }
-    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    let d = when("azure", &history, InventoryCommand::Receive(q(5), None)).unwrap();
     assert!(d.command_pending);
     assert_eq!(d.events.len(), MAX_EVENTS_PER_APPEND);
     assert!(
@@ -614,7 +617,7 @@ fn what_is_owed_beyond_one_append_comes_in_chunks_before_the_command() {
     assert_eq!(view.cells[&cell("azure")].reserved, 50);
     // The chunk appended, the rest and the command fit the next one.
     history.extend(d.events.into_iter().map(|e| ("azure", e)));
-    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    let d = when("azure", &history, InventoryCommand::Receive(q(5), None)).unwrap();
     assert!(!d.command_pending);
     assert_eq!(d.events.len(), 51);
     assert_eq!(
@@ -641,11 +644,11 @@ fn owed_events_that_leave_no_room_for_the_command_go_first_alone() {
             },
         ));
     }
-    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    let d = when("azure", &history, InventoryCommand::Receive(q(5), None)).unwrap();
     assert!(d.command_pending);
     assert_eq!(d.events.len(), 99);
     history.pop();
-    let d = when("azure", &history, InventoryCommand::Receive(q(5))).unwrap();
+    let d = when("azure", &history, InventoryCommand::Receive(q(5), None)).unwrap();
     assert!(!d.command_pending, "98 owed leave room for the command");
     assert_eq!(d.events.len(), 99);
 }
@@ -713,7 +716,53 @@ fn busy_ledger(orders: u64) -> CellLedger {
             owner: cell("azure"),
         },
     );
+    // Keyed writes, one voided, and a received transfer taken back out
+    // with a shortage.
+    let answer = BTreeMap::from([(cell("aws"), figures(7, 1)), (cell("azure"), figures(0, 0))]);
+    apply(&mut ledger, received(3));
+    let voided = ledger.version();
+    apply(&mut ledger, keyed("pallet-1", &answer));
+    apply(
+        &mut ledger,
+        DomainEvent::StockWrittenOff {
+            quantity: q(1),
+            reason: WriteOffReason::new("damaged").unwrap(),
+        },
+    );
+    apply(&mut ledger, keyed("pallet-2", &answer));
+    apply(
+        &mut ledger,
+        DomainEvent::DuplicateWriteVoided {
+            version: voided,
+            winner: cell("azure"),
+            shortage: 0,
+        },
+    );
+    apply(
+        &mut ledger,
+        DomainEvent::ReceivedTransferVoided {
+            from_cell: cell("azure"),
+            transfer_version: 3,
+            quantity: q(2),
+            shortage: 1,
+        },
+    );
     ledger
+}
+
+fn figures(on_hand: u64, reserved: u64) -> crate::event::StockFigures {
+    crate::event::StockFigures {
+        on_hand,
+        reserved,
+        shortage: 0,
+    }
+}
+
+fn keyed(key: &str, answer: &BTreeMap<CellId, crate::event::StockFigures>) -> DomainEvent {
+    DomainEvent::IdempotencyKeyRecorded {
+        key: crate::ids::IdempotencyKey::new(key).unwrap(),
+        answer: answer.clone(),
+    }
 }
 
 #[test]
@@ -915,4 +964,426 @@ fn a_rewound_decision_leaves_the_inventory_as_it_was() {
         Err(InventoryError::InsufficientStock { .. })
     ));
     assert_eq!(kept, before);
+}
+
+fn key(k: &str) -> Option<crate::ids::IdempotencyKey> {
+    Some(crate::ids::IdempotencyKey::new(k).unwrap())
+}
+
+fn three_cells(this: &str) -> Topology {
+    Topology::new(cell(this), [cell("aws"), cell("azure"), cell("gcp")])
+}
+
+/// Decides `command` in `this` at `now`, on `history`, for `topology`.
+fn decide_at(
+    topology: &Topology,
+    history: &[(&str, DomainEvent)],
+    command: InventoryCommand,
+    now: i64,
+) -> Result<InventoryDecision, InventoryError> {
+    Inventory::fold(&sku(), topology, &given(history))
+        .unwrap()
+        .decide(&command, Timestamp::from_unix_millis(now).unwrap())
+}
+
+#[test]
+fn a_keyed_receipt_records_its_key_and_answer_and_a_retry_replays_that_answer() {
+    let first = when(
+        "aws",
+        &[("aws", received(5))],
+        InventoryCommand::Receive(q(3), key("pallet-7")),
+    )
+    .unwrap();
+    let answer = BTreeMap::from([(cell("aws"), figures(8, 0)), (cell("azure"), figures(0, 0))]);
+    assert_eq!(first.events, vec![received(3), keyed("pallet-7", &answer)]);
+    // Stock moved on since; the retry is answered as the first request was.
+    let mut history = vec![("aws", received(5))];
+    history.extend(first.events.into_iter().map(|e| ("aws", e)));
+    history.push(("aws", reserved("o1", 2)));
+    let retry = when(
+        "aws",
+        &history,
+        InventoryCommand::Receive(q(3), key("pallet-7")),
+    )
+    .unwrap();
+    assert!(retry.events.is_empty());
+    let InventoryOutcome::Replayed(view) = &retry.outcome else {
+        panic!("a retry replays: {:?}", retry.outcome);
+    };
+    assert_eq!((view.on_hand, view.reserved, view.available), (8, 0, 8));
+    // Another request under the key is refused, whatever it is.
+    for other in [
+        InventoryCommand::Receive(q(4), key("pallet-7")),
+        InventoryCommand::WriteOff(q(3), WriteOffReason::new("x").unwrap(), key("pallet-7")),
+        InventoryCommand::Transfer(cell("azure"), q(3), key("pallet-7")),
+    ] {
+        assert_eq!(
+            when("aws", &history, other),
+            Err(InventoryError::IdempotencyKeyReused)
+        );
+    }
+    // The same request under another key is another receipt.
+    let again = when(
+        "aws",
+        &history,
+        InventoryCommand::Receive(q(3), key("pallet-8")),
+    )
+    .unwrap();
+    assert_eq!(again.events.len(), 2);
+}
+
+#[test]
+fn a_retry_in_the_other_cell_after_replication_replays_the_first_cells_answer() {
+    let answer = BTreeMap::from([(cell("aws"), figures(3, 0)), (cell("azure"), figures(0, 0))]);
+    let history = [("aws", received(3)), ("aws", keyed("pallet-7", &answer))];
+    let retry = when(
+        "azure",
+        &history,
+        InventoryCommand::Receive(q(3), key("pallet-7")),
+    )
+    .unwrap();
+    assert!(retry.events.is_empty());
+    assert_eq!(
+        retry.outcome,
+        InventoryOutcome::Replayed(InventoryView::of_figures(sku(), &answer))
+    );
+    // A keyed transfer retried in the cell it goes to replays too, rather
+    // than being refused as a transfer to itself.
+    let history = [
+        ("aws", received(9)),
+        (
+            "aws",
+            DomainEvent::AllocationTransferred {
+                to_cell: cell("azure"),
+                quantity: q(4),
+            },
+        ),
+        ("aws", keyed("move-1", &answer)),
+    ];
+    let retry = when(
+        "azure",
+        &history,
+        InventoryCommand::Transfer(cell("azure"), q(4), key("move-1")),
+    )
+    .unwrap();
+    assert!(matches!(retry.outcome, InventoryOutcome::Replayed(_)));
+    assert!(
+        retry
+            .events
+            .iter()
+            .all(|e| matches!(e, DomainEvent::AllocationReceived { .. })),
+        "only the transfer in is owed: {:?}",
+        retry.events
+    );
+}
+
+#[test]
+fn a_key_counts_for_its_retention_and_then_is_a_new_write() {
+    let answer = BTreeMap::new();
+    let history = [("aws", received(3)), ("aws", keyed("pallet-7", &answer))];
+    let recorded_at = 2; // `given` stamps the second event at 2 ms
+    let retry = |now| {
+        decide_at(
+            &topology("aws"),
+            &history,
+            InventoryCommand::Receive(q(3), key("pallet-7")),
+            now,
+        )
+        .unwrap()
+    };
+    assert!(retry(recorded_at + KEY_RETENTION_MS - 2).events.is_empty());
+    assert_eq!(retry(recorded_at + KEY_RETENTION_MS).events.len(), 2);
+}
+
+#[test]
+fn the_later_copy_of_a_receipt_made_in_two_cells_is_voided_by_its_own_cell() {
+    let aws = BTreeMap::from([(cell("aws"), figures(3, 0)), (cell("azure"), figures(0, 0))]);
+    let azure = BTreeMap::from([(cell("aws"), figures(0, 0)), (cell("azure"), figures(3, 0))]);
+    // aws recorded it first (1 ms), azure's copy is later (3 ms).
+    let history = [
+        ("aws", received(3)),
+        ("aws", keyed("pallet-7", &aws)),
+        ("azure", received(3)),
+        ("azure", keyed("pallet-7", &azure)),
+    ];
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::DuplicateWriteVoided {
+            version: 1,
+            winner: cell("aws"),
+            shortage: 0,
+        }]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!((v.on_hand, v.shortage), (3, 0), "counted once");
+    // The winner owes nothing.
+    assert!(
+        when("aws", &history, InventoryCommand::Reconcile)
+            .unwrap()
+            .events
+            .is_empty()
+    );
+}
+
+#[test]
+fn a_voided_receipt_whose_units_were_reserved_leaves_a_shortage_the_winner_covers() {
+    let answer = BTreeMap::new();
+    // azure's copy is later, and 2 of its 3 units are reserved already.
+    let mut history = vec![
+        ("aws", received(10)),
+        ("aws", received(3)),
+        ("aws", keyed("pallet-7", &answer)),
+        ("azure", received(3)),
+        ("azure", keyed("pallet-7", &answer)),
+        ("azure", reserved("o1", 2)),
+    ];
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::DuplicateWriteVoided {
+            version: 1,
+            winner: cell("aws"),
+            shortage: 2,
+        }]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!(v.cells[&cell("azure")].shortage, 2);
+    assert_eq!(v.cells[&cell("azure")].available, 0);
+    assert_eq!(v.shortage, 2);
+    history.extend(d.events.into_iter().map(|e| ("azure", e)));
+    // aws covers it from its available stock.
+    let d = when("aws", &history, InventoryCommand::Reconcile).unwrap();
+    let cover = DomainEvent::AllocationTransferred {
+        to_cell: cell("azure"),
+        quantity: q(2),
+    };
+    assert_eq!(d.events, vec![cover.clone()]);
+    history.extend(d.events.into_iter().map(|e| ("aws", e)));
+    assert!(
+        when("aws", &history, InventoryCommand::Reconcile)
+            .unwrap()
+            .events
+            .is_empty(),
+        "a cover on its way is not sent twice"
+    );
+    // azure takes it in and settles its shortage with it.
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![
+            DomainEvent::AllocationReceived {
+                from_cell: cell("aws"),
+                transfer_version: 4,
+                quantity: q(2),
+            },
+            DomainEvent::ShortageSettled { quantity: q(2) },
+        ]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!(
+        (v.shortage, v.on_hand, v.reserved),
+        (0, 13, 2),
+        "13 units: 10 and the pallet once"
+    );
+}
+
+#[test]
+fn a_shortage_no_cell_can_cover_is_settled_as_units_free_up() {
+    let answer = BTreeMap::new();
+    let mut history = vec![
+        ("aws", received(3)),
+        ("aws", keyed("pallet-7", &answer)),
+        ("aws", reserved("o9", 3)),
+        ("azure", received(3)),
+        ("azure", keyed("pallet-7", &answer)),
+        ("azure", reserved("o1", 3)),
+    ];
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    history.extend(d.events.into_iter().map(|e| ("azure", e)));
+    assert!(
+        when("aws", &history, InventoryCommand::Reconcile)
+            .unwrap()
+            .events
+            .is_empty(),
+        "aws has nothing available to cover with"
+    );
+    let d = when("azure", &history, InventoryCommand::Release(order("o1"))).unwrap();
+    assert_eq!(
+        d.events.last(),
+        Some(&DomainEvent::ReservationReleased {
+            order_id: order("o1"),
+            quantity: q(3),
+            cause: ReleaseCause::Client,
+        })
+    );
+    history.extend(d.events.into_iter().map(|e| ("azure", e)));
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::ShortageSettled { quantity: q(3) }]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!(
+        (v.on_hand, v.shortage, v.cells[&cell("azure")].on_hand),
+        (3, 0, 0)
+    );
+}
+
+#[test]
+fn a_write_off_made_in_two_cells_gives_the_later_copys_units_back() {
+    let answer = BTreeMap::new();
+    let damaged = || DomainEvent::StockWrittenOff {
+        quantity: q(2),
+        reason: WriteOffReason::new("damaged").unwrap(),
+    };
+    let history = [
+        ("azure", received(5)),
+        ("aws", received(5)),
+        ("aws", damaged()),
+        ("aws", keyed("broken-1", &answer)),
+        ("azure", damaged()),
+        ("azure", keyed("broken-1", &answer)),
+    ];
+    let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::DuplicateWriteVoided {
+            version: 2,
+            winner: cell("aws"),
+            shortage: 0,
+        }]
+    );
+    assert_eq!(view_of(&d.outcome).on_hand, 8);
+}
+
+#[test]
+fn a_transfer_made_twice_from_two_cells_is_given_back_and_taken_back_out() {
+    let answer = BTreeMap::new();
+    let to_azure = || DomainEvent::AllocationTransferred {
+        to_cell: cell("azure"),
+        quantity: q(4),
+    };
+    // aws and gcp both sent "move-1" to azure; gcp's is later.
+    let mut history = vec![
+        ("aws", received(10)),
+        ("gcp", received(10)),
+        ("aws", to_azure()),
+        ("aws", keyed("move-1", &answer)),
+        ("gcp", to_azure()),
+        ("gcp", keyed("move-1", &answer)),
+    ];
+    // azure took both in before it saw that they were one.
+    for (from, v) in [("aws", 2), ("gcp", 2)] {
+        history.push((
+            "azure",
+            DomainEvent::AllocationReceived {
+                from_cell: cell(from),
+                transfer_version: v,
+                quantity: q(4),
+            },
+        ));
+    }
+    history.push(("azure", reserved("o1", 5)));
+    let d = decide_at(
+        &three_cells("gcp"),
+        &history,
+        InventoryCommand::Reconcile,
+        1_000,
+    )
+    .unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::DuplicateWriteVoided {
+            version: 2,
+            winner: cell("aws"),
+            shortage: 0,
+        }]
+    );
+    assert_eq!(view_of(&d.outcome).cells[&cell("gcp")].on_hand, 10);
+    history.extend(d.events.into_iter().map(|e| ("gcp", e)));
+    // azure gives back what it can: 3 of 4 are available, 1 is short.
+    let d = decide_at(
+        &three_cells("azure"),
+        &history,
+        InventoryCommand::Reconcile,
+        1_000,
+    )
+    .unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::ReceivedTransferVoided {
+            from_cell: cell("gcp"),
+            transfer_version: 2,
+            quantity: q(4),
+            shortage: 1,
+        }]
+    );
+    let v = view_of(&d.outcome);
+    assert_eq!(
+        (
+            v.cells[&cell("azure")].on_hand,
+            v.cells[&cell("azure")].shortage
+        ),
+        (5, 1)
+    );
+    // A cell that had not taken the voided transfer in never does.
+    history.truncate(8);
+    let d = decide_at(
+        &three_cells("azure"),
+        &history,
+        InventoryCommand::Reconcile,
+        1_000,
+    );
+    assert!(d.unwrap().events.is_empty());
+    history.truncate(6);
+    history.push((
+        "gcp",
+        DomainEvent::DuplicateWriteVoided {
+            version: 2,
+            winner: cell("aws"),
+            shortage: 0,
+        },
+    ));
+    let d = decide_at(
+        &three_cells("azure"),
+        &history,
+        InventoryCommand::Reconcile,
+        1_000,
+    )
+    .unwrap();
+    assert_eq!(
+        d.events,
+        vec![DomainEvent::AllocationReceived {
+            from_cell: cell("aws"),
+            transfer_version: 2,
+            quantity: q(4),
+        }]
+    );
+}
+
+#[test]
+fn the_keys_of_a_ledger_fit_its_snapshot_however_many_it_sees() {
+    let mut ledger = CellLedger::new(cell("aws"));
+    let at = Timestamp::from_unix_millis(1_795_320_745_007).unwrap();
+    let answer = BTreeMap::from([
+        (cell("aws"), figures(1_000_000_000, 1_000_000)),
+        (cell("azure"), figures(1_000_000_000, 1_000_000)),
+    ]);
+    let mut version = 0;
+    for n in 0..(u64::try_from(KEYS_REMEMBERED).unwrap() + 500) {
+        version += 1;
+        ledger.apply(version, at, &received(1)).unwrap();
+        version += 1;
+        let long = format!("{n:0>255}");
+        ledger.apply(version, at, &keyed(&long, &answer)).unwrap();
+    }
+    assert_eq!(ledger.keys().len(), KEYS_REMEMBERED);
+    let snapshot = ledger.snapshot(&AggregateId::inventory(&sku())).unwrap();
+    assert!(
+        snapshot.body.len() < 300_000,
+        "{} bytes of keys",
+        snapshot.body.len()
+    );
+    assert_eq!(CellLedger::from_snapshot(&snapshot).unwrap(), ledger);
 }

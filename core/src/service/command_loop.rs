@@ -185,21 +185,24 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
                 Err(e) => return (Err(e), None),
             };
             match self.store.append(&stream, expected, &records).await {
-                Ok(()) => match then {
-                    Then::Answer(answer) => return (answer(&records), after),
-                    Then::DecideAgain => {
-                        kept = after;
-                        chunks += 1;
-                        if chunks > MAX_RECONCILE_CHUNKS {
-                            return (
-                                Err(ServiceError::Internal(format!(
-                                    "{stream}: still owing reconcile events after {chunks} appends"
-                                ))),
-                                None,
-                            );
+                Ok(()) => {
+                    super::stock::report(&records);
+                    match then {
+                        Then::Answer(answer) => return (answer(&records), after),
+                        Then::DecideAgain => {
+                            kept = after;
+                            chunks += 1;
+                            if chunks > MAX_RECONCILE_CHUNKS {
+                                return (
+                                    Err(ServiceError::Internal(format!(
+                                        "{stream}: still owing reconcile events after {chunks} appends"
+                                    ))),
+                                    None,
+                                );
+                            }
                         }
                     }
-                },
+                }
                 Err(StoreError::Conflict { .. }) => {
                     // `after` holds events that were not appended: taken
                     // back out, it is what the store held when this

@@ -223,7 +223,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         quantity: Quantity,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &InventoryCommand::Receive(quantity))
+        self.execute(sku, &InventoryCommand::Receive(quantity, None))
             .await
     }
 
@@ -236,7 +236,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: WriteOffStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &cmd.into_command()).await
+        self.execute(sku, &cmd.into_command(None)).await
     }
 
     /// `POST /inventory/{sku}/reservations`.
@@ -248,7 +248,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: ReserveStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &cmd.into_command()).await
+        self.execute(sku, &cmd.into_command(None)).await
     }
 
     /// `DELETE /inventory/{sku}/reservations/{order_id}`.
@@ -284,7 +284,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         cmd: TransferStock,
     ) -> Result<InventoryOutcome, ServiceError> {
-        self.execute(sku, &cmd.into_command()).await
+        self.execute(sku, &cmd.into_command(None)).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::Service;
 use super::command_loop::{Attempt, Decided, Decider, Fold, Then};
 use crate::error::ServiceError;
-use crate::event::{AggregateId, RecordedEvent};
+use crate::event::{AggregateId, DomainEvent, RecordedEvent};
 use crate::ids::{CellId, Sku};
 use crate::inventory::{CellLedger, Inventory, InventoryCommand, InventoryOutcome, Rewind};
 use crate::ports::{Clock, EventStore, IdGenerator};
@@ -100,6 +100,58 @@ impl<C: Clock> Decider for InventoryDecider<'_, C> {
             },
         };
         (Ok(attempt), kept)
+    }
+}
+
+/// Logs what this cell appended to settle a keyed write counted in two
+/// cells: every void, and at error level the units a void could not take
+/// back out because they were reserved already (a shortage: reserved units
+/// that no received stock backs, shown in the inventory view until
+/// settled). `shortage` is a field of its own so a log query or metric
+/// filter can count it.
+pub(super) fn report(records: &[RecordedEvent]) {
+    for r in records {
+        match r.event() {
+            DomainEvent::DuplicateWriteVoided {
+                version,
+                winner,
+                shortage,
+            } => {
+                if *shortage > 0 {
+                    tracing::error!(
+                        stream = %r.stream(),
+                        voided_version = version,
+                        winner = %winner,
+                        shortage,
+                        "a keyed write made in two cells was voided here, and units of it were reserved already: a shortage until stock covers it"
+                    );
+                } else {
+                    tracing::info!(stream = %r.stream(), voided_version = version, winner = %winner, "a keyed write made in two cells was voided here: counted once, in the winner");
+                }
+            }
+            DomainEvent::ReceivedTransferVoided {
+                from_cell,
+                transfer_version,
+                shortage,
+                ..
+            } => {
+                if *shortage > 0 {
+                    tracing::error!(
+                        stream = %r.stream(),
+                        from_cell = %from_cell,
+                        transfer_version,
+                        shortage,
+                        "a transfer taken in was voided by its sender, and units of it were reserved already: a shortage until stock covers it"
+                    );
+                } else {
+                    tracing::info!(stream = %r.stream(), from_cell = %from_cell, transfer_version, "a transfer taken in was voided by its sender and went back out");
+                }
+            }
+            DomainEvent::ShortageSettled { quantity } => {
+                tracing::warn!(stream = %r.stream(), settled = quantity.get(), "units of a shortage were settled from available stock");
+            }
+            _ => {}
+        }
     }
 }
 

@@ -878,7 +878,7 @@ pub async fn snapshot_and_tail_fold_for_seed<S: EventStore>(store: &S, seed: u64
         let q = |n: u64| Quantity::new(n).map_err(|e| err(&e));
         let order = |n: u64| crate::ids::OrderId::new(format!("o-{n}")).map_err(|e| err(&e));
         let command = match rng.below(7) {
-            0 | 1 => InventoryCommand::Receive(q(1 + rng.below(20))?),
+            0 | 1 => InventoryCommand::Receive(q(1 + rng.below(20))?, None),
             2 | 3 => {
                 orders += 1;
                 InventoryCommand::Reserve(order(orders)?, q(1 + rng.below(4))?)
@@ -886,11 +886,12 @@ pub async fn snapshot_and_tail_fold_for_seed<S: EventStore>(store: &S, seed: u64
             4 => InventoryCommand::Release(order(1 + rng.below(orders.max(1)))?),
             5 => InventoryCommand::Fulfil(order(1 + rng.below(orders.max(1)))?),
             _ if rng.below(2) == 0 => {
-                InventoryCommand::Transfer(other.clone(), q(1 + rng.below(5))?)
+                InventoryCommand::Transfer(other.clone(), q(1 + rng.below(5))?, None)
             }
             _ => InventoryCommand::WriteOff(
                 q(1 + rng.below(3))?,
                 crate::WriteOffReason::new("damaged").map_err(|e| err(&e))?,
+                None,
             ),
         };
         match service.execute(&sku, &command).await {
