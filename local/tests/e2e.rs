@@ -12,14 +12,17 @@
 //!   subscription per topic to the other cell's `/replication/events`.
 //!
 //! A seeded random workload runs in both cells (payments with the same
-//! idempotency keys in both, receipts, reservations of the same orders in
-//! both, releases and fulfilments across cells, transfers, write-offs).
-//! After the transport quiesces, both cells answer every GET of every
-//! touched SKU and transaction with identical bodies, no payment is
-//! doubled, no SKU is oversold in any view, every request was answered,
-//! and no stream waits on a gap. Then the transport is cut, the retention
-//! runs out, and a resync from both cells restores the same; a second
-//! resync changes nothing.
+//! idempotency keys in both, receipts, keyed receipts retried in both,
+//! reservations of the same orders in both, releases and fulfilments across
+//! cells, transfers, write-offs). After the transport quiesces, both cells
+//! answer every GET of every touched SKU and transaction with identical
+//! bodies, no payment or keyed receipt is doubled, no SKU is oversold in
+//! any view, every request was answered, and no stream waits on a gap.
+//! Then the transport is cut: a keyed receipt is retried in its own cell
+//! (replayed) and in the other (applied again, and 2 of its units reserved
+//! there); the retention runs out, and a resync from both cells restores
+//! the same, with the receipt counted once in both cells and nothing
+//! short; a second resync changes nothing.
 //!
 //! Needs moto (`TWINCELL_MOTO_ENDPOINT`) and the contract-mode binaries
 //! (`TWINCELL_CONTRACT_BIN_DIR`, built by scripts/test.sh); fails, saying
@@ -42,6 +45,9 @@ use twincell_local::rng::Rng;
 const SKUS: usize = 4;
 const ORDERS: usize = 16;
 const KEYS: usize = 8;
+/// The SKU of the receipt retried across the cut link: nothing else
+/// touches it, so its stock is known exactly.
+const PALLET_SKU: &str = "e2e-pallet";
 
 /// A path and each cell's answer to it (status, body).
 type Views = Vec<(String, (u16, String), (u16, String))>;
@@ -61,6 +67,9 @@ struct Ledger {
     written_off: BTreeMap<String, u64>,
     /// Per idempotency key, the transaction ids each cell answered.
     payments: BTreeMap<String, BTreeSet<String>>,
+    /// Per keyed receipt (key), its SKU, units and the cells that applied
+    /// it rather than replaying it.
+    keyed: BTreeMap<String, (String, u64, BTreeSet<usize>)>,
     requests: u64,
     unanswered: Vec<String>,
 }
@@ -159,13 +168,52 @@ impl World {
         self.expect("receive", r.map(|r| r.0), &[200]);
     }
 
+    /// A receipt with idempotency key `k` on SKU `s`: the same units
+    /// whichever cell takes it, counted once in the ledger.
+    async fn keyed_receive(
+        &mut self,
+        cell: usize,
+        s: &str,
+        k: &str,
+        quantity: u64,
+    ) -> Option<Value> {
+        let r = self
+            .call(
+                cell,
+                "POST",
+                &format!("/inventory/{s}/receipts"),
+                Some(json!({"quantity": quantity})),
+                Some(k),
+            )
+            .await;
+        self.expect("keyed receive", r.as_ref().map(|r| r.0), &[200]);
+        let (200, view, headers) = r? else {
+            return None;
+        };
+        let replayed = headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let entry = self
+            .ledger
+            .keyed
+            .entry(k.to_owned())
+            .or_insert_with(|| (s.to_owned(), quantity, BTreeSet::new()));
+        if entry.2.is_empty() {
+            *self.ledger.received.entry(s.to_owned()).or_default() += quantity;
+        }
+        if !replayed {
+            entry.2.insert(cell);
+        }
+        Some(view)
+    }
+
     /// One random operation in a random cell.
     async fn random_op(&mut self) {
         let cell = usize::try_from(self.rng.below(2)).unwrap();
         let s = pick(&self.rng, SKUS);
         let o = pick(&self.rng, ORDERS);
         let q = 1 + self.rng.below(5);
-        match self.rng.below(17) {
+        match self.rng.below(19) {
             0..=2 => self.receive(cell, s, q + 2).await,
             3..=7 => {
                 let body = json!({"order_id": format!("order-{o}"), "quantity": order_quantity(o)});
@@ -236,9 +284,16 @@ impl World {
                 }
                 self.expect("write-off", r.map(|r| r.0), &[200, 409]);
             }
-            _ => {
+            14..=15 => {
                 let k = pick(&self.rng, KEYS);
                 self.pay(cell, k).await;
+            }
+            _ => {
+                // Keyed pallet `k` of SKU `k % SKUS`: 3 + k units.
+                let k = pick(&self.rng, KEYS);
+                let units = 3 + u64::try_from(k).unwrap();
+                self.keyed_receive(cell, &sku(k % SKUS), &format!("pallet-{k}"), units)
+                    .await;
             }
         }
     }
@@ -275,6 +330,7 @@ impl World {
     async fn views(&self) -> Views {
         let mut paths: Vec<String> = (0..SKUS)
             .map(|s| format!("/inventory/{}", sku(s)))
+            .chain([format!("/inventory/{PALLET_SKU}")])
             .collect();
         for ids in self.ledger.payments.values() {
             paths.extend(ids.iter().map(|id| format!("/transactions/{id}")));
@@ -394,6 +450,21 @@ async fn check_converged(world: &mut World, views: &Views) {
             continue;
         }
         let view: Value = serde_json::from_str(body).unwrap();
+        let s = view["sku"].as_str().unwrap();
+        // A shortage only comes of a keyed receipt applied in both cells,
+        // and never exceeds its units.
+        let shortage = view["shortage"].as_u64().unwrap_or(0);
+        let bound: u64 = world
+            .ledger
+            .keyed
+            .values()
+            .filter(|(sku, _, cells)| sku == s && cells.len() > 1)
+            .map(|(_, units, _)| units)
+            .sum();
+        assert!(
+            shortage <= bound,
+            "{path}: shortage {shortage} over {bound}: {body}"
+        );
         let mut on_hand = 0;
         for (cell, numbers) in view["cells"].as_object().unwrap() {
             let held = numbers["reserved"].as_u64().unwrap();
@@ -404,12 +475,35 @@ async fn check_converged(world: &mut World, views: &Views) {
             );
             on_hand += here;
         }
-        let s = view["sku"].as_str().unwrap();
         let came = world.ledger.received.get(s).copied().unwrap_or(0);
         let gone = world.ledger.written_off.get(s).copied().unwrap_or(0);
         assert!(
-            on_hand <= came - gone,
-            "{path}: {on_hand} on hand of {came} received and {gone} written off"
+            on_hand - shortage <= came - gone,
+            "{path}: {on_hand} on hand ({shortage} short) of {came} received and {gone} written off"
+        );
+    }
+    // A keyed receipt retried in either cell now replays the one answer.
+    let keyed = world.ledger.keyed.clone();
+    for (key, (s, units, _)) in &keyed {
+        let mut answers = Vec::new();
+        for cell in 0..2 {
+            let (status, view, headers) = world
+                .call(
+                    cell,
+                    "POST",
+                    &format!("/inventory/{s}/receipts"),
+                    Some(json!({"quantity": units})),
+                    Some(key),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{key} in {cell}: {view}");
+            assert_eq!(headers["idempotent-replayed"], "true", "{key} in {cell}");
+            answers.push(view);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{key}: the cells replay different answers"
         );
     }
     // One transaction per key, whichever cell took it, and a retry in
@@ -545,8 +639,42 @@ async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_
         .sum();
     assert!(faults > 0, "the transport injected no faults: {stats}");
 
-    // Phase 2: the link is down longer than the retention.
+    // Phase 2: the link is down longer than the retention. A keyed
+    // receipt is retried in its cell (a replay) and, its first answer
+    // lost, in the other cell, which applies it again and reserves 2 of
+    // its units before the cells meet.
     world.control("cut").await;
+    let first = world
+        .keyed_receive(0, PALLET_SKU, "pallet-cut", 7)
+        .await
+        .unwrap();
+    let again = world
+        .keyed_receive(0, PALLET_SKU, "pallet-cut", 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        first, again,
+        "a retry in the same cell replays the first answer"
+    );
+    let other = world
+        .keyed_receive(1, PALLET_SKU, "pallet-cut", 7)
+        .await
+        .unwrap();
+    assert_eq!(
+        other["on_hand"], 7,
+        "the other cell could not know: {other}"
+    );
+    assert_eq!(world.ledger.keyed["pallet-cut"].2.len(), 2);
+    let hold = world
+        .call(
+            1,
+            "POST",
+            &format!("/inventory/{PALLET_SKU}/reservations"),
+            Some(json!({"order_id": "pallet-order", "quantity": 2})),
+            None,
+        )
+        .await;
+    world.expect("reserve the pallet", hold.map(|r| r.0), &[201]);
     for s in 0..SKUS {
         world.receive(0, s, 5).await;
         world.receive(1, s, 5).await;
@@ -612,6 +740,22 @@ async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_
     println!("resync re-sent {resent:?} events");
     let after = world.quiesce(Duration::from_secs(180)).await;
     check_converged(&mut world, &after).await;
+    // The retried pallet is counted once in both cells, its reservation
+    // kept, nothing short.
+    let pallet = after
+        .iter()
+        .find(|(p, ..)| p.ends_with(PALLET_SKU))
+        .map(|(_, (_, body), _)| serde_json::from_str::<Value>(body).unwrap())
+        .unwrap();
+    assert_eq!(
+        (
+            &pallet["on_hand"],
+            &pallet["reserved"],
+            pallet.get("shortage")
+        ),
+        (&json!(7), &json!(2), None),
+        "{pallet}"
+    );
 
     // Phase 3: re-sending everything again changes nothing.
     let again = [world.resync(0).await, world.resync(1).await];

@@ -25,7 +25,7 @@ use crate::timestamp::Timestamp;
 /// meet.
 pub const KEY_RETENTION_MS: i64 = 24 * 60 * 60 * 1_000;
 
-/// How many keyed writes a ledger remembers: the last 2 048 (about 260 KB
+/// How many keyed writes a ledger remembers: the last 2 048 (about 270 KB
 /// of a snapshot at most).
 pub const KEYS_REMEMBERED: usize = 2_048;
 

@@ -1380,9 +1380,13 @@ fn the_keys_of_a_ledger_fit_its_snapshot_however_many_it_sees() {
     }
     assert_eq!(ledger.keys().len(), KEYS_REMEMBERED);
     let snapshot = ledger.snapshot(&AggregateId::inventory(&sku())).unwrap();
+    eprintln!(
+        "a ledger of {KEYS_REMEMBERED} keys: {} bytes",
+        snapshot.body.len()
+    );
     assert!(
         snapshot.body.len() < 300_000,
-        "{} bytes of keys",
+        "{} bytes with {KEYS_REMEMBERED} keys",
         snapshot.body.len()
     );
     assert_eq!(CellLedger::from_snapshot(&snapshot).unwrap(), ledger);
