@@ -29,6 +29,43 @@ pub struct Inventory {
     pub(super) sku: Sku,
     pub(super) this: CellId,
     pub(super) ledgers: BTreeMap<CellId, CellLedger>,
+    pub(super) void_scan: VoidScan,
+}
+
+/// What the last search for this cell's keyed writes to void found
+/// nothing in: each ledger's newest remembered keyed write (by version).
+/// A copy to void can only appear with a new keyed write in some ledger,
+/// which changes this; voids, evictions and other events cannot make one.
+/// So a command on a SKU whose keys did not change skips the search (up
+/// to 2 048 look-ups). Not part of the state: never compared, and cleared
+/// whenever a decision is taken back out.
+#[derive(Debug, Clone, Default)]
+pub(super) struct VoidScan(Option<Vec<u64>>);
+
+impl PartialEq for VoidScan {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for VoidScan {}
+
+impl VoidScan {
+    pub(super) fn fingerprint(ledgers: &BTreeMap<CellId, CellLedger>) -> Vec<u64> {
+        ledgers.values().map(|l| l.keys.newest()).collect()
+    }
+
+    pub(super) fn clean(&self, fingerprint: &[u64]) -> bool {
+        self.0.as_deref() == Some(fingerprint)
+    }
+
+    pub(super) fn set(&mut self, fingerprint: Vec<u64>) {
+        self.0 = Some(fingerprint);
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl Inventory {
@@ -59,6 +96,7 @@ impl Inventory {
                 .cells()
                 .map(|c| (c.clone(), CellLedger::new(c.clone())))
                 .collect(),
+            void_scan: VoidScan::default(),
         }
     }
 

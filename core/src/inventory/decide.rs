@@ -195,6 +195,7 @@ impl Inventory {
         if rewind.0.is_empty() {
             return;
         }
+        self.void_scan.clear();
         let this = self.this.clone();
         if let Some(own) = self.ledgers.get_mut(&this) {
             for undo in rewind.0.into_iter().rev() {

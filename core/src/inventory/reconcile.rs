@@ -2,7 +2,7 @@
 //! what they ask of it (a transfer in, a release or fulfilment of one of
 //! its reservations, a duplicate that lost the tie-break) is done.
 
-use super::aggregate::Inventory;
+use super::aggregate::{Inventory, VoidScan};
 use super::keys::{KEY_RETENTION_MS, WriteKind};
 use super::ledger::{CellLedger, RequestKind, ReservationState, ReservationStatus};
 use crate::event::{DomainEvent, FulfilCause, ReleaseCause};
@@ -118,10 +118,19 @@ impl Inventory {
     /// 4. another cell's shortage is covered by a transfer of this cell's
     ///    available stock, less what this cell's transfers to it not yet
     ///    taken in will bring.
-    pub(super) fn settlement(&self) -> Option<DomainEvent> {
+    pub(super) fn settlement(&mut self) -> Option<DomainEvent> {
+        let fingerprint = VoidScan::fingerprint(&self.ledgers);
+        let void = if self.void_scan.clean(&fingerprint) {
+            None
+        } else {
+            let void = self.void_own(self.own()?);
+            if void.is_none() {
+                self.void_scan.set(fingerprint);
+            }
+            void
+        };
         let own = self.own()?;
-        self.void_own(own)
-            .or_else(|| self.void_received(own))
+        void.or_else(|| self.void_received(own))
             .or_else(|| {
                 let settled = own.shortage.min(own.available());
                 some_units(settled).map(|quantity| DomainEvent::ShortageSettled { quantity })
