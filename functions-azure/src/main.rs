@@ -111,7 +111,10 @@ impl Config {
                 "TWINCELL_COSMOS_EMULATOR is set, but this build has no contract mode (the in-process emulator is for the parity suite only)"
             );
         }
-        let publisher = twincell_replication::publish::shared(cell.replication.target.clone());
+        let publisher = twincell_replication::publish::shared(
+            cell.replication.target.clone(),
+            cell.replication.signer.clone(),
+        );
         Ok(Self {
             cell,
             publisher,
@@ -289,10 +292,12 @@ where
         None => axum::Router::new(),
     };
     let publishes = publisher.is_some();
+    let origin_keys = settings.origin_keys;
     let replication = settings.key.map(|key| twincell_http::Replication {
         key,
         publisher,
         delivery_tokens,
+        origin_keys,
     });
     let listener = listen(port).with_context(|| format!("binding 127.0.0.1:{port}"))?;
     let address = listener.local_addr()?;

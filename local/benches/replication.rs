@@ -117,7 +117,7 @@ fn deliveries(origin: &str, prefix: &str) -> Vec<Vec<u8>> {
             }
         }
     }
-    wire::batches(&events, None, wire::MAX_BATCH_BYTES, BATCH)
+    wire::batches(&events, None, None, wire::MAX_BATCH_BYTES, BATCH)
         .unwrap()
         .into_iter()
         .map(|b| b.body)

@@ -51,6 +51,10 @@ pub enum ProblemKind {
     /// A delivery held an event type this version does not know (a newer
     /// cell sent it); retried, it applies once this cell is upgraded.
     UnsupportedEventType,
+    /// A delivery held events not signed by their origin cell's key, or
+    /// of a cell that is not a peer; `events` names them. Never applied,
+    /// and final: Event Grid does not retry a 403.
+    UntrustedEvent,
     /// The store can't be reached or is too contended; retry.
     ServiceUnavailable,
     /// The replication target refused a resync publish or could not be
@@ -66,7 +70,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, for docs and tests.
-    pub const ALL: [ProblemKind; 21] = [
+    pub const ALL: [ProblemKind; 22] = [
         Self::MalformedBody,
         Self::InvalidHeader,
         Self::UnsupportedMediaType,
@@ -84,6 +88,7 @@ impl ProblemKind {
         Self::InsufficientScope,
         Self::ReplicationConflict,
         Self::UnsupportedEventType,
+        Self::UntrustedEvent,
         Self::ServiceUnavailable,
         Self::ReplicationTargetFailed,
         Self::RequestTimeout,
@@ -111,6 +116,7 @@ impl ProblemKind {
             Self::InsufficientScope => "insufficient-scope",
             Self::ReplicationConflict => "replication-conflict",
             Self::UnsupportedEventType => "unsupported-event-type",
+            Self::UntrustedEvent => "untrusted-event",
             Self::ServiceUnavailable => "service-unavailable",
             Self::ReplicationTargetFailed => "replication-target-failed",
             Self::RequestTimeout => "request-timeout",
@@ -145,6 +151,7 @@ impl ProblemKind {
             Self::InsufficientScope => "Insufficient scope",
             Self::ReplicationConflict => "Replication conflict",
             Self::UnsupportedEventType => "Unsupported event type",
+            Self::UntrustedEvent => "Untrusted event",
             Self::ServiceUnavailable => "Service unavailable",
             Self::ReplicationTargetFailed => "Replication target failed",
             Self::RequestTimeout => "Request timeout",
@@ -163,7 +170,7 @@ impl ProblemKind {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::InsufficientScope | Self::UntrustedEvent => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InsufficientStock

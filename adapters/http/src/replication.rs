@@ -43,6 +43,7 @@ use twincell_core::{
     CellApi, CellId, ListCursor, Listing, RecordedEvent, ReplicatedApply, ServiceError,
     StreamProgress, Timestamp,
 };
+use twincell_replication::signing::{OriginKeys, Untrusted};
 use twincell_replication::wire::{self, BodyError, Refusal};
 use twincell_replication::{Publish, ReceiveLog, Secret};
 
@@ -77,6 +78,9 @@ pub struct Replication {
     /// Event Grid's Entra tokens, accepted on `/replication/events` instead
     /// of the key when configured.
     pub delivery_tokens: Option<crate::auth::DeliveryTokens>,
+    /// The keys each peer's events must be signed with; empty: signatures
+    /// are not checked (see [`twincell_replication::signing`]).
+    pub origin_keys: OriginKeys,
 }
 
 impl std::fmt::Debug for Replication {
@@ -85,6 +89,7 @@ impl std::fmt::Debug for Replication {
             .field("key", &self.key)
             .field("publisher", &self.publisher.is_some())
             .field("delivery_tokens", &self.delivery_tokens.is_some())
+            .field("origin_keys", &self.origin_keys.cells().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -282,6 +287,9 @@ enum Refused {
     Unavailable,
     /// A bug.
     Internal,
+    /// Not signed by its origin, or of a cell that is not a peer: final,
+    /// whatever else the delivery held.
+    Untrusted,
     /// A type this version does not know yet.
     UnknownType,
     /// Diverged from the stored event, or of this cell's own origin.
@@ -304,7 +312,13 @@ struct RefusedAnswer {
 
 /// The answers that name the refused events; [`Refused::Unavailable`] is a
 /// 503 and [`Refused::Internal`] a 500, whose causes are only logged.
-const REFUSED_ANSWERS: [RefusedAnswer; 3] = [
+const REFUSED_ANSWERS: [RefusedAnswer; 4] = [
+    RefusedAnswer {
+        refused: Refused::Untrusted,
+        kind: ProblemKind::UntrustedEvent,
+        what: "are not signed by their origin cell or come from a cell that is not a peer, and were not applied",
+        log: None,
+    },
     RefusedAnswer {
         refused: Refused::UnknownType,
         kind: ProblemKind::UnsupportedEventType,
@@ -443,6 +457,26 @@ fn refused_answer(refused: Refused, events: Vec<EventRef>, received: usize) -> P
     .with_events(events)
 }
 
+/// Whether `event` may be applied: its origin is one of the deployment's
+/// cells (this cell's own events are refused later, as a conflict) and,
+/// where origin keys are configured, it carries a signature of one of its
+/// origin's keys.
+fn trusted(
+    keys: &OriginKeys,
+    topology: &twincell_core::Topology,
+    event: &RecordedEvent,
+    (kid, signature): &(Option<String>, Option<String>),
+) -> Result<(), Untrusted> {
+    let origin = event.origin();
+    if !topology.contains(origin) {
+        return Err(Untrusted::UnknownOrigin(origin.clone()));
+    }
+    if keys.is_empty() || origin == topology.this() {
+        return Ok(());
+    }
+    keys.verify(event, kid.as_deref(), signature.as_deref())
+}
+
 /// `POST /replication/events`: every decodable event is applied, then the
 /// tally of what became of each is the answer.
 pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Response, Problem> {
@@ -462,9 +496,20 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
     let mut events: Vec<RecordedEvent> = Vec::with_capacity(received);
     let mut ids: Vec<Option<String>> = Vec::with_capacity(received);
     let mut tally = Tally::default();
+    let topology = shared.api.topology();
     for item in incoming {
         match item.event {
             Ok(event) => {
+                if let Err(why) = trusted(
+                    &shared.replication.origin_keys,
+                    topology,
+                    &event,
+                    &item.signature,
+                ) {
+                    tracing::error!(event = %event.event_id(), origin = %event.origin(), stream = %event.stream(), version = event.version(), reason = %why, "a delivered event was refused: not shown to come from its origin");
+                    tally.refuse(Refused::Untrusted, item.id.as_deref(), why.to_string());
+                    continue;
+                }
                 if let Some(trace) = &item.traceparent {
                     tracing::debug!(event = %event.event_id(), traceparent = %trace, "replicated event");
                 }

@@ -169,7 +169,10 @@ const RESPONSES: &[(&str, &[ProblemKind])] = &[
     ("BearerUnauthorized", &[ProblemKind::Unauthorized]),
     ("InsufficientScope", &[ProblemKind::InsufficientScope]),
     ("DeliveryUnauthorized", &[ProblemKind::Unauthorized]),
-    ("DeliveryForbidden", &[ProblemKind::InsufficientScope]),
+    (
+        "DeliveryForbidden",
+        &[ProblemKind::InsufficientScope, ProblemKind::UntrustedEvent],
+    ),
     ("ReplicationConflict", &[ProblemKind::ReplicationConflict]),
     ("UnsupportedEventType", &[ProblemKind::UnsupportedEventType]),
     (

@@ -73,6 +73,7 @@ fn app(svc: &Arc<Svc>, publisher: Option<Arc<dyn Publish>>) -> axum::Router {
             key: Secret::new(KEY).unwrap(),
             publisher,
             delivery_tokens: None,
+            origin_keys: twincell_replication::signing::OriginKeys::default(),
         }),
     )
 }
@@ -666,4 +667,139 @@ async fn every_invalid_event_of_the_cloudevents_conformance_corpus_is_400_and_ap
     let a = send(&app, deliver(&json!([valid]), Some(KEY))).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert_eq!(on_hand_seen_of_azure(&aws).await, 1);
+}
+
+fn signed_app(svc: &Arc<Svc>, keys: twincell_replication::signing::OriginKeys) -> axum::Router {
+    router_with_replication(
+        svc.clone(),
+        Some(Replication {
+            key: Secret::new(KEY).unwrap(),
+            publisher: None,
+            delivery_tokens: None,
+            origin_keys: keys,
+        }),
+    )
+}
+
+fn signed_batch(events: &[RecordedEvent], signer: &twincell_replication::signing::Signer) -> Value {
+    Value::Array(
+        events
+            .iter()
+            .map(|e| {
+                serde_json::to_value(
+                    twincell_replication::wire::to_signed_cloud_event(e, None, Some(signer))
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn with_origin_keys_only_events_signed_by_their_origin_are_applied() {
+    use twincell_replication::signing::{OriginKeys, Signer};
+    let azure = CellId::new("azure").unwrap();
+    let (key, _) = Signer::generate("azure-1").unwrap();
+    let (forger, _) = Signer::generate("azure-1").unwrap();
+    let aws = cell("aws", "azure");
+    let app = signed_app(&aws, OriginKeys::default().with(&azure, &key));
+    let events = azure_receipts().await;
+
+    // Unsigned, and signed by a key that is not azure's: refused with a
+    // final status, nothing applied, each event named.
+    for body in [batch(&events), signed_batch(&events, &forger)] {
+        let a = send(&app, deliver(&body, Some(KEY))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        assert_eq!(a.body["type"], "urn:twincell:problem:untrusted-event");
+        assert_eq!(a.body["events"].as_array().unwrap().len(), 3, "{}", a.body);
+        assert_eq!(on_hand_seen_of_azure(&aws).await, 0);
+    }
+    // A signed event whose data was changed on the way.
+    let mut tampered = signed_batch(&events[..1], &key);
+    tampered[0]["data"]["quantity"] = json!(1_000);
+    let a = send(&app, deliver(&tampered, Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert_eq!(on_hand_seen_of_azure(&aws).await, 0);
+    // One forged event among signed ones: the others are applied.
+    let mut mixed = signed_batch(&events, &key);
+    mixed[2] = signed_batch(&events[2..], &forger)[0].clone();
+    let a = send(&app, deliver(&mixed, Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    assert_eq!(
+        a.body["events"][0]["id"],
+        events[2].event_id().to_string(),
+        "{}",
+        a.body
+    );
+    assert_eq!(on_hand_seen_of_azure(&aws).await, 3);
+    // Signed by azure's key: applied.
+    let a = send(&app, deliver(&signed_batch(&events, &key), Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(on_hand_seen_of_azure(&aws).await, 6);
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_accepted_beside_the_old_one_until_the_old_one_is_dropped() {
+    use twincell_replication::signing::{OriginKeys, Signer};
+    let azure = CellId::new("azure").unwrap();
+    let (old, _) = Signer::generate("azure-2026-11").unwrap();
+    let (new, _) = Signer::generate("azure-2026-12").unwrap();
+    let events = azure_receipts().await;
+    // Rotation: the receiver lists both keys, the sender moves to the new
+    // one (events in flight still carry the old one), then the old key is
+    // dropped.
+    let aws = cell("aws", "azure");
+    let both = signed_app(
+        &aws,
+        OriginKeys::default().with(&azure, &old).with(&azure, &new),
+    );
+    let a = send(&both, deliver(&signed_batch(&events[..1], &old), Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let a = send(
+        &both,
+        deliver(&signed_batch(&events[1..2], &new), Some(KEY)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let only_new = signed_app(&aws, OriginKeys::default().with(&azure, &new));
+    let a = send(
+        &only_new,
+        deliver(&signed_batch(&events[2..], &old), Some(KEY)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+    let a = send(
+        &only_new,
+        deliver(&signed_batch(&events[2..], &new), Some(KEY)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(on_hand_seen_of_azure(&aws).await, 6);
+}
+
+#[tokio::test]
+async fn events_of_a_cell_that_is_not_a_peer_are_refused_signed_or_not() {
+    use twincell_replication::signing::{OriginKeys, Signer};
+    let (gcp_key, _) = Signer::generate("gcp-1").unwrap();
+    let gcp = cell("gcp", "azure");
+    gcp.receive(&sku(), Quantity::new(4).unwrap())
+        .await
+        .unwrap();
+    let events = gcp.store().events_from(&CellId::new("gcp").unwrap());
+    let aws = cell("aws", "azure");
+    for app in [
+        app(&aws, None),
+        signed_app(
+            &aws,
+            OriginKeys::default().with(&CellId::new("gcp").unwrap(), &gcp_key),
+        ),
+    ] {
+        let a = send(&app, deliver(&signed_batch(&events, &gcp_key), Some(KEY))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        assert_eq!(a.body["type"], "urn:twincell:problem:untrusted-event");
+    }
+    let view = aws.inventory(&sku()).await.unwrap();
+    assert_eq!(view.on_hand, 0);
+    assert!(!view.cells.contains_key(&CellId::new("gcp").unwrap()));
 }

@@ -132,6 +132,7 @@ async fn every_declared_route_is_served_by_the_router() {
             key: twincell_replication::Secret::new("route-drift-key-0123456789abcdef0").unwrap(),
             publisher: None,
             delivery_tokens: None,
+            origin_keys: twincell_replication::signing::OriginKeys::default(),
         };
         let status = twincell_http::router_with_replication(service.clone(), Some(replication))
             .oneshot(request)

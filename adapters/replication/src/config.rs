@@ -6,12 +6,15 @@
 //! | `TWINCELL_REPLICATION_TARGET` | where this cell publishes its own events: an Event Grid topic endpoint, or the peer's `/replication/events` URL |
 //! | `TWINCELL_REPLICATION_TARGET_KIND` | `eventgrid` or `webhook` |
 //! | `TWINCELL_REPLICATION_TARGET_KEY` | the topic's key (`aeg-sas-key`), or the peer's replication key |
+//! | `TWINCELL_SIGNING_KEY` | `<key id>:<base64 PKCS#8 Ed25519>`: the key this cell signs its own events with ([`crate::signing`]) |
+//! | `TWINCELL_ORIGIN_KEYS` | `<cell>/<key id>=<base64 public key>,…`: the keys events of each peer must be signed with; set, an event not signed by its origin is refused |
 //!
 //! URLs are `https://`; `http://` only for a loopback host (local runs).
 
 use url::Url;
 
 use crate::key::{Secret, SecretError};
+use crate::signing::{OriginKeys, Signer};
 
 /// Event Grid's publish API version.
 pub const EVENT_GRID_API_VERSION: &str = "2018-01-01";
@@ -110,6 +113,11 @@ pub struct Settings {
     pub key: Option<Secret>,
     /// Where this cell publishes; `None`: this process does not publish.
     pub target: Option<Target>,
+    /// The key this cell signs the events it publishes with.
+    pub signer: Option<Signer>,
+    /// The keys of the peers whose events this cell applies; empty: events
+    /// are not checked for signatures.
+    pub origin_keys: OriginKeys,
 }
 
 impl Settings {
@@ -178,7 +186,19 @@ impl Settings {
                 Some(Target::new(kind, &url, target_key)?)
             }
         };
-        Ok(Self { key, target })
+        let signer = var("TWINCELL_SIGNING_KEY")
+            .map(|v| Signer::from_setting(&v))
+            .transpose()?;
+        let origin_keys = var("TWINCELL_ORIGIN_KEYS")
+            .map(|v| OriginKeys::parse(&v))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(Self {
+            key,
+            target,
+            signer,
+            origin_keys,
+        })
     }
 }
 

@@ -3,7 +3,8 @@
 //! How one cell's events reach the other: the wire format ([`wire`]:
 //! CloudEvents 1.0, structured JSON, batches as
 //! `application/cloudevents-batch+json`), the shared keys ([`Secret`]) and
-//! configuration ([`Settings`]), what a receiving cell has seen
+//! configuration ([`Settings`]), origin signatures ([`signing`]: every event
+//! signed by the cell it comes from), what a receiving cell has seen
 //! ([`ReceiveLog`]), and — with the `publish` feature — the HTTP publisher
 //! that sends a cell's own events to an Event Grid topic or straight to the
 //! peer's `/replication/events`.
@@ -19,6 +20,7 @@ mod key;
 mod log;
 #[cfg(feature = "publish")]
 pub mod publish;
+pub mod signing;
 pub mod wire;
 
 pub use config::{Settings, SettingsError, Target, TargetKind};

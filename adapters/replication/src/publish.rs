@@ -8,6 +8,7 @@ use std::time::Duration;
 use twincell_core::RecordedEvent;
 
 use crate::config::Target;
+use crate::signing::Signer;
 use crate::wire::{self, BATCH_CONTENT_TYPE, MAX_BATCH_BYTES, MAX_BATCH_EVENTS};
 use crate::{BoxFuture, Publish, PublishError};
 
@@ -38,6 +39,7 @@ pub fn install_crypto() {
 pub struct Publisher {
     client: reqwest::Client,
     target: Target,
+    signer: Option<Signer>,
     max_bytes: usize,
     max_events: usize,
 }
@@ -64,9 +66,18 @@ impl Publisher {
         Ok(Self {
             client,
             target,
+            signer: None,
             max_bytes: MAX_BATCH_BYTES,
             max_events: MAX_BATCH_EVENTS,
         })
+    }
+
+    /// Every event published is signed by `signer` (this cell's key; see
+    /// [`crate::signing`]).
+    #[must_use]
+    pub fn signed_by(mut self, signer: Option<Signer>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// Smaller batches than the transports allow (tests, and targets with
@@ -94,14 +105,18 @@ impl Publisher {
         events: &[RecordedEvent],
         traceparent: Option<&str>,
     ) -> Result<usize, PublishError> {
-        let batches =
-            wire::batches(events, traceparent, self.max_bytes, self.max_events).map_err(|e| {
-                PublishError {
-                    published: 0,
-                    retryable: false,
-                    reason: e.to_string(),
-                }
-            })?;
+        let batches = wire::batches(
+            events,
+            traceparent,
+            self.signer.as_ref(),
+            self.max_bytes,
+            self.max_events,
+        )
+        .map_err(|e| PublishError {
+            published: 0,
+            retryable: false,
+            reason: e.to_string(),
+        })?;
         let mut published = 0;
         for batch in batches {
             self.send(&batch.body, traceparent)
@@ -188,15 +203,17 @@ fn describe(e: &reqwest::Error) -> String {
 #[derive(Debug)]
 pub struct LazyPublisher {
     target: Target,
+    signer: Option<Signer>,
     publisher: std::sync::OnceLock<Publisher>,
 }
 
 impl LazyPublisher {
-    /// A publisher to `target`, not built yet.
+    /// A publisher to `target`, signing with `signer`, not built yet.
     #[must_use]
-    pub fn new(target: Target) -> Self {
+    pub fn new(target: Target, signer: Option<Signer>) -> Self {
         Self {
             target,
+            signer,
             publisher: std::sync::OnceLock::new(),
         }
     }
@@ -205,11 +222,13 @@ impl LazyPublisher {
         if let Some(p) = self.publisher.get() {
             return Ok(p);
         }
-        let built = Publisher::new(self.target.clone()).map_err(|e| PublishError {
-            published: 0,
-            retryable: true,
-            reason: e.to_string(),
-        })?;
+        let built = Publisher::new(self.target.clone())
+            .map_err(|e| PublishError {
+                published: 0,
+                retryable: true,
+                reason: e.to_string(),
+            })?
+            .signed_by(self.signer.clone());
         // Two first publishes may both build one; either is kept.
         Ok(self.publisher.get_or_init(|| built))
     }
@@ -225,10 +244,15 @@ impl Publish for LazyPublisher {
 }
 
 /// The publisher of `target` as the router's resync and the change-feed
-/// function want it, built on first use (none without a target).
+/// function want it, signing with `signer`, built on first use (none
+/// without a target).
 #[must_use]
-pub fn shared(target: Option<Target>) -> Option<std::sync::Arc<dyn Publish>> {
-    let publisher: std::sync::Arc<dyn Publish> = std::sync::Arc::new(LazyPublisher::new(target?));
+pub fn shared(
+    target: Option<Target>,
+    signer: Option<Signer>,
+) -> Option<std::sync::Arc<dyn Publish>> {
+    let publisher: std::sync::Arc<dyn Publish> =
+        std::sync::Arc::new(LazyPublisher::new(target?, signer));
     Some(publisher)
 }
 

@@ -12,7 +12,9 @@
 //!   "datacontenttype": "application/json",
 //!   "data": {"order_id": "o-1", "quantity": 2},
 //!   "streamversion": 7,                       // the version in the stream
-//!   "traceparent": "00-…-…-01"                // when there is one
+//!   "traceparent": "00-…-…-01",               // when there is one
+//!   "twincellkid": "aws-2026-12",             // the origin's signing key
+//!   "twincellsig": "q0Vt…"                    // its signature (crate::signing)
 //! }
 //! ```
 //!
@@ -32,6 +34,8 @@ use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
 use serde_json::Value;
 use twincell_core::event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
 use twincell_core::{CellId, Timestamp};
+
+use crate::signing::{KEY_ID_ATTRIBUTE, SIGNATURE_ATTRIBUTE, Signer};
 
 /// `source` is this prefix and the origin cell.
 pub const SOURCE_PREFIX: &str = "urn:twincell:cell:";
@@ -85,6 +89,25 @@ pub fn to_cloud_event(
     builder.build().map_err(|e| fail(&e))
 }
 
+/// [`to_cloud_event`], signed by `signer` when there is one.
+///
+/// # Errors
+/// [`EncodeError`] when the event does not serialize (never for the
+/// core's events).
+pub fn to_signed_cloud_event(
+    event: &RecordedEvent,
+    traceparent: Option<&str>,
+    signer: Option<&Signer>,
+) -> Result<Event, EncodeError> {
+    let mut ce = to_cloud_event(event, traceparent)?;
+    if let Some(signer) = signer {
+        let signature = signer.sign(event).map_err(EncodeError)?;
+        ce.set_extension(KEY_ID_ATTRIBUTE, signer.key_id());
+        ce.set_extension(SIGNATURE_ATTRIBUTE, signature);
+    }
+    Ok(ce)
+}
+
 /// Why one event of a delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -106,6 +129,9 @@ pub struct Incoming {
     pub event: Result<RecordedEvent, Refusal>,
     /// Its `traceparent`, when it had one.
     pub traceparent: Option<String>,
+    /// The signing key id and signature it carried (each when it was a
+    /// string).
+    pub signature: (Option<String>, Option<String>),
 }
 
 /// Why a delivery body is not a batch or an event at all.
@@ -146,6 +172,7 @@ fn decode_value(value: Value) -> Incoming {
         id: id.clone(),
         event: Err(Refusal::Malformed(why)),
         traceparent: None,
+        signature: (None, None),
     };
     if !value.is_object() {
         return malformed("an element of the batch is not an object".into());
@@ -160,14 +187,17 @@ fn decode_value(value: Value) -> Incoming {
         Ok(e) => e,
         Err(e) => return malformed(format!("not a CloudEvent: {e}")),
     };
-    let traceparent = match event.extension(TRACEPARENT_ATTRIBUTE) {
+    let text = |name: &str| match event.extension(name) {
         Some(ExtensionValue::String(t)) => Some(t.clone()),
         _ => None,
     };
+    let traceparent = text(TRACEPARENT_ATTRIBUTE);
+    let signature = (text(KEY_ID_ATTRIBUTE), text(SIGNATURE_ATTRIBUTE));
     Incoming {
         id: Some(event.id().to_owned()),
         event: from_cloud_event(&event),
         traceparent,
+        signature,
     }
 }
 
@@ -335,13 +365,15 @@ pub struct Batch {
 
 /// `events` as CloudEvents batches in order, each at most `max_bytes` and
 /// `max_events` (an event alone always fits: events are at most
-/// [`twincell_core::MAX_EVENT_BYTES`] plus the envelope).
+/// [`twincell_core::MAX_EVENT_BYTES`] plus the envelope), each event signed
+/// by `signer` when there is one.
 ///
 /// # Errors
 /// [`EncodeError`] when an event does not encode.
 pub fn batches(
     events: &[RecordedEvent],
     traceparent: Option<&str>,
+    signer: Option<&Signer>,
     max_bytes: usize,
     max_events: usize,
 ) -> Result<Vec<Batch>, EncodeError> {
@@ -351,7 +383,7 @@ pub fn batches(
         events: 0,
     };
     for event in events {
-        let ce = to_cloud_event(event, traceparent)?;
+        let ce = to_signed_cloud_event(event, traceparent, signer)?;
         let json = serde_json::to_vec(&ce).map_err(|e| EncodeError(e.to_string()))?;
         let full = current.events >= max_events.max(1)
             || (current.events > 0 && current.body.len() + json.len() + 2 > max_bytes);
@@ -618,7 +650,7 @@ mod tests {
     #[test]
     fn a_body_is_a_batch_or_one_event() {
         let events = every_kind();
-        let batch = batches(&events, None, MAX_BATCH_BYTES, MAX_BATCH_EVENTS).unwrap();
+        let batch = batches(&events, None, None, MAX_BATCH_BYTES, MAX_BATCH_EVENTS).unwrap();
         assert_eq!(batch.len(), 1);
         let body: Value = serde_json::from_slice(&batch[0].body).unwrap();
         let decoded: Vec<_> = decode_body(body)
@@ -655,11 +687,11 @@ mod tests {
                 )
             })
             .collect();
-        let one = batches(&events[..1], None, usize::MAX, 1).unwrap()[0]
+        let one = batches(&events[..1], None, None, usize::MAX, 1).unwrap()[0]
             .body
             .len();
         for (max_bytes, max_events) in [(one * 3, 100), (usize::MAX, 7), (one, 100), (1, 100)] {
-            let out = batches(&events, None, max_bytes, max_events).unwrap();
+            let out = batches(&events, None, None, max_bytes, max_events).unwrap();
             let mut decoded = Vec::new();
             for b in &out {
                 assert!(b.events <= max_events);

@@ -206,9 +206,9 @@ async fn a_lazy_publisher_builds_its_client_on_the_first_publish_and_keeps_it() 
     let (base, seen) = server(vec![]).await;
     let url = format!("{base}/replication/events");
     let target = Target::new(TargetKind::Webhook, &url, Secret::new(KEY).unwrap()).unwrap();
-    let lazy = twincell_replication::publish::shared(Some(target)).unwrap();
+    let lazy = twincell_replication::publish::shared(Some(target), None).unwrap();
     assert_eq!(lazy.publish(&events(2)).await, Ok(2));
     assert_eq!(lazy.publish(&events(3)).await, Ok(3));
     assert_eq!(seen.lock().unwrap().requests.len(), 2);
-    assert!(twincell_replication::publish::shared(None).is_none());
+    assert!(twincell_replication::publish::shared(None, None).is_none());
 }

@@ -38,6 +38,7 @@ pub fn replication(
         key: twincell_replication::Secret::new(twincell_contract::target::REPLICATION_KEY).unwrap(),
         publisher: None,
         delivery_tokens,
+        origin_keys: twincell_replication::signing::OriginKeys::default(),
     })
 }
 

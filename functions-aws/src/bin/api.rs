@@ -76,10 +76,12 @@ async fn serve<S: EventStore + 'static>(
         ..
     } = config;
     twincell_http::auth::start(auth.as_deref()).await;
+    let origin_keys = replication.origin_keys;
     let replication = replication.key.map(|key| twincell_http::Replication {
         key,
         publisher,
         delivery_tokens,
+        origin_keys,
     });
     #[cfg(feature = "contract-mode")]
     if let Some(ms) = fixed_clock_ms {
@@ -118,7 +120,10 @@ async fn main() -> anyhow::Result<()> {
     let environment = twincell_aws::secrets::environment().await?;
     let config = CellConfig::from_lookup(&DEFAULTS, environment)?;
     // One client for resync and, on SQLite, the change feed.
-    let publisher = twincell_replication::publish::shared(config.replication.target.clone());
+    let publisher = twincell_replication::publish::shared(
+        config.replication.target.clone(),
+        config.replication.signer.clone(),
+    );
     match config.store.clone() {
         StoreChoice::DynamoDb => serve(config, publisher, dynamodb().await?).await,
         StoreChoice::Sqlite(path) => {

@@ -28,7 +28,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .target
         .ok_or("TWINCELL_REPLICATION_TARGET is not set: the replicator has nowhere to publish")?;
     tracing::info!(cell = %this, target = target.publish_url(), "replicator ready");
-    let replicator = Replicator::new(this, twincell_replication::publish::Publisher::new(target)?);
+    let publisher =
+        twincell_replication::publish::Publisher::new(target)?.signed_by(settings.signer);
+    let replicator = Replicator::new(this, publisher);
     let replicator = &replicator;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<aws_lambda_events::dynamodb::Event>| async move {
