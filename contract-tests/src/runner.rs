@@ -228,6 +228,55 @@ fn with_default_token(
     request
 }
 
+/// `request` with every well-formed event it delivers to
+/// `/replication/events` signed by `signer` (the target's peer), as the
+/// peer signs what it publishes; events that carry a signature already or
+/// do not decode (the cases about malformed deliveries) are left as the
+/// case wrote them, and a body with nothing to sign is not touched.
+fn signed_by_peer(
+    mut request: HttpRequest,
+    signer: Option<&twincell_replication::signing::Signer>,
+) -> HttpRequest {
+    use twincell_replication::signing::{KEY_ID_ATTRIBUTE, SIGNATURE_ATTRIBUTE};
+    let Some(signer) = signer else {
+        return request;
+    };
+    let path = request.path.split('?').next().unwrap_or_default();
+    if request.method != "POST" || path.trim_end_matches('/') != "/replication/events" {
+        return request;
+    }
+    let Ok(mut body) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+        return request;
+    };
+    let mut changed = false;
+    let events: Vec<&mut serde_json::Value> = match &mut body {
+        serde_json::Value::Array(items) => items.iter_mut().collect(),
+        object @ serde_json::Value::Object(_) => vec![object],
+        _ => Vec::new(),
+    };
+    for event in events {
+        if event.get(SIGNATURE_ATTRIBUTE).is_some() {
+            continue;
+        }
+        let decoded = twincell_replication::wire::decode_body(event.clone())
+            .ok()
+            .and_then(|mut items| items.pop())
+            .and_then(|item| item.event.ok());
+        let (Some(recorded), Some(fields)) = (decoded, event.as_object_mut()) else {
+            continue;
+        };
+        if let Ok(signature) = signer.sign(&recorded) {
+            fields.insert(KEY_ID_ATTRIBUTE.to_owned(), signer.key_id().into());
+            fields.insert(SIGNATURE_ATTRIBUTE.to_owned(), signature.into());
+            changed = true;
+        }
+    }
+    if changed && let Ok(bytes) = serde_json::to_vec(&body) {
+        request.body = bytes;
+    }
+    request
+}
+
 /// Runs case number `index` on every target. `run_id` makes `{{run}}`
 /// unique per run; the case index is appended.
 pub async fn run_case(
@@ -264,7 +313,11 @@ pub async fn run_case(
             Ok(mut session) => {
                 for (i, step) in case.steps.iter().enumerate() {
                     let request = match step.request.build(&bindings) {
-                        Ok(r) => with_default_token(r, step.request.anonymous, target.as_ref()),
+                        Ok(r) => with_default_token(
+                            signed_by_peer(r, target.peer_signer()),
+                            step.request.anonymous,
+                            target.as_ref(),
+                        ),
                         Err(e) => {
                             error = Some(format!("step {}: bad case: {e}", i + 1));
                             break;

@@ -28,6 +28,32 @@ pub const FIXED_CLOCK_MS: i64 = 1_795_320_745_007;
 /// alike everywhere.
 pub const REPLICATION_KEY: &str = "contract-replication-key-0123456789abcdef";
 
+/// The signing key of every local target's peer, new for the run: each
+/// target accepts replicated events of its peer only signed by it
+/// ([`origin_keys`]), as a deployed cell does.
+pub static PEER_SIGNER: std::sync::LazyLock<Option<twincell_replication::signing::Signer>> =
+    std::sync::LazyLock::new(|| {
+        twincell_replication::signing::Signer::generate("parity-peer")
+            .ok()
+            .map(|(signer, _)| signer)
+    });
+
+/// `TWINCELL_ORIGIN_KEYS` of a local target whose peer is `peer`: the
+/// public key of [`PEER_SIGNER`].
+///
+/// # Errors
+/// When the system gave no randomness for the key.
+pub fn origin_keys(peer: &str) -> Result<String, String> {
+    let signer = PEER_SIGNER
+        .as_ref()
+        .ok_or("no randomness for the peer's signing key")?;
+    Ok(format!(
+        "{peer}/{}={}",
+        signer.key_id(),
+        signer.public_key_base64()
+    ))
+}
+
 /// Mints the token a case names (`{{token.<name>}}`), when this run can.
 pub type Mint = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -85,6 +111,13 @@ pub trait Target: Send + Sync {
     /// not (`TWINCELL_AUTH=disabled`), and the cases about tokens do not
     /// run on it.
     fn auth(&self) -> Option<&TargetAuth> {
+        None
+    }
+    /// The signing key of the target's peer, when the run holds it: the
+    /// runner signs the well-formed events a case delivers with it, as the
+    /// peer would, since the cell applies only signed events. `None` (a
+    /// deployed cell): events go as the case wrote them.
+    fn peer_signer(&self) -> Option<&twincell_replication::signing::Signer> {
         None
     }
     /// A fresh session for one case.
@@ -337,6 +370,9 @@ impl Target for AzureProcess {
     fn replication_key(&self) -> Option<&str> {
         Some(REPLICATION_KEY)
     }
+    fn peer_signer(&self) -> Option<&twincell_replication::signing::Signer> {
+        PEER_SIGNER.as_ref()
+    }
     fn cell(&self) -> &str {
         &self.cell
     }
@@ -357,6 +393,7 @@ impl Target for AzureProcess {
                 .env("TWINCELL_PEERS", &self.peer)
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
+                .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
                 .env("RUST_LOG", "off")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -522,6 +559,9 @@ impl Target for LambdaProcess {
     fn replication_key(&self) -> Option<&str> {
         Some(REPLICATION_KEY)
     }
+    fn peer_signer(&self) -> Option<&twincell_replication::signing::Signer> {
+        PEER_SIGNER.as_ref()
+    }
     fn cell(&self) -> &str {
         &self.cell
     }
@@ -549,6 +589,7 @@ impl Target for LambdaProcess {
                 .env("TWINCELL_PEERS", &self.peer)
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
+                .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
                 .env("RUST_LOG", "off")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

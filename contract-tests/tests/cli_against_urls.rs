@@ -46,6 +46,10 @@ fn start_with(cell: &str, peer: &str, env: &[(&str, String)]) -> Cell {
         .env("TWINCELL_CELL", cell)
         .env("TWINCELL_PEERS", peer)
         .env("TWINCELL_REPLICATION_KEY", key(cell))
+        .env(
+            "TWINCELL_ORIGIN_KEYS",
+            twincell_contract::target::origin_keys(peer).unwrap(),
+        )
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .spawn()

@@ -1,9 +1,11 @@
 //! Replication settings in the AWS cell. Keys are never plain template
-//! parameters: `TWINCELL_REPLICATION_KEY_SECRET_ID` and
-//! `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID` name Secrets Manager
-//! secrets (by ARN or name; plain string values), read once during init. The plain
-//! variables (`TWINCELL_REPLICATION_KEY`, `…_TARGET_KEY`) are for local
-//! runs; setting both forms of one key is refused.
+//! parameters: `TWINCELL_REPLICATION_KEY_SECRET_ID`,
+//! `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID` and
+//! `TWINCELL_SIGNING_KEY_SECRET_ID` name Secrets Manager secrets (by ARN or
+//! name; plain string values), read once during init. The plain variables
+//! (`TWINCELL_REPLICATION_KEY`, `…_TARGET_KEY`, `TWINCELL_SIGNING_KEY`) are
+//! for local runs; setting both forms of one key is refused. The peers'
+//! public keys (`TWINCELL_ORIGIN_KEYS`) are not secret: a plain variable.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,9 +17,10 @@ use twincell_replication::Settings;
 /// What a variable naming a key's secret (ARN or name) is called: the
 /// key's variable and this suffix.
 pub const SECRET_SUFFIX: &str = "_SECRET_ID";
-const KEYS: [&str; 2] = [
+const KEYS: [&str; 3] = [
     "TWINCELL_REPLICATION_KEY",
     "TWINCELL_REPLICATION_TARGET_KEY",
+    "TWINCELL_SIGNING_KEY",
 ];
 
 fn env(name: &str) -> Option<String> {

@@ -116,3 +116,31 @@ fn the_deployed_api_is_told_to_run_on_its_table() {
     assert_eq!(env["TWINCELL_STORE"].as_str(), Some("dynamodb"));
     assert!(text(&env["TWINCELL_DYNAMODB_TABLE"]).contains("EventsTable"));
 }
+
+#[test]
+fn events_are_signed_with_a_key_from_secrets_manager_and_checked_against_the_peers_keys() {
+    let t = template();
+    let replicator = &t["Resources"]["ReplicatorFunction"]["Properties"];
+    let api = &t["Resources"]["ApiFunction"]["Properties"];
+    for props in [replicator, api] {
+        let env = &props["Environment"]["Variables"];
+        assert!(env["TWINCELL_SIGNING_KEY"].is_null(), "never a plain key");
+        assert!(text(&env["TWINCELL_SIGNING_KEY_SECRET_ID"]).contains("SigningKeySecretName"));
+        assert!(
+            text(&props["Policies"]).contains("SigningKeySecretName"),
+            "the function may read the signing key's secret"
+        );
+    }
+    let param = &t["Parameters"]["SigningKeySecretName"];
+    assert!(
+        param["Description"]
+            .as_str()
+            .unwrap()
+            .contains("Never the key itself")
+    );
+    // The api checks every replicated event against the peers' public
+    // keys: a parameter with no default, so a deployment names them.
+    let origin = &t["Parameters"]["OriginKeys"];
+    assert!(origin["Default"].is_null());
+    assert!(text(&api["Environment"]["Variables"]["TWINCELL_ORIGIN_KEYS"]).contains("OriginKeys"));
+}

@@ -36,6 +36,8 @@ fn start(idp: &IdentityProvider) -> Handler {
             "TWINCELL_REPLICATION_KEY",
             "auth-process-replication-key-0123456789",
         )
+        // Tokens are the subject here, not signatures.
+        .env("TWINCELL_ORIGIN_KEYS", "none")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in idp.env() {

@@ -34,8 +34,15 @@ impl Drop for Handler {
     }
 }
 
+/// The key the handler signs with, new for the run.
+static SIGNER: std::sync::LazyLock<(twincell_replication::signing::Signer, String)> =
+    std::sync::LazyLock::new(|| {
+        twincell_replication::signing::Signer::generate_setting("azure-test").unwrap()
+    });
+
 fn start(target: &str) -> Handler {
     let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .env("TWINCELL_SIGNING_KEY", &SIGNER.1)
         .env("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
         .env("TWINCELL_STORE", "memory")
         // No identity provider here: the API routes are open on purpose.
@@ -177,6 +184,19 @@ async fn an_invocation_publishes_the_stored_own_events_it_names_and_nothing_else
     assert_eq!(events[0]["source"], "urn:twincell:cell:azure");
     assert_eq!(events[0]["subject"], "inventory/sku-1/azure");
     assert_eq!(events[0]["data"], json!({"quantity": 5}));
+    // Signed by the cell's key.
+    let incoming = twincell_replication::wire::decode_body(Value::Array(events.clone())).unwrap();
+    let keys = twincell_replication::signing::OriginKeys::default()
+        .with(&twincell_core::CellId::new("azure").unwrap(), &SIGNER.0);
+    let (kid, signature) = &incoming[0].signature;
+    assert_eq!(
+        keys.verify(
+            incoming[0].event.as_ref().unwrap(),
+            kid.as_deref(),
+            signature.as_deref()
+        ),
+        Ok(())
+    );
 
     // The documents as an array rather than a string are an invocation too.
     let array = json!({"Data": {"documents": [document("azure", "sku-1", 1, 5)]}, "Metadata": {}});

@@ -183,12 +183,15 @@ async fn on_sqlite_the_handler_publishes_its_own_events_from_the_change_feed() {
     let (target, received) = peer().await;
     let path = fresh_file("publish");
     let key = "peer-replication-key-0123456789abcdef";
+    let (_, signing) =
+        twincell_replication::signing::Signer::generate_setting("azure-test").unwrap();
     let env = [
         ("TWINCELL_STORE", "sqlite"),
         ("TWINCELL_SQLITE_PATH", path.to_str().unwrap()),
         ("TWINCELL_REPLICATION_TARGET", target.as_str()),
         ("TWINCELL_REPLICATION_TARGET_KIND", "webhook"),
         ("TWINCELL_REPLICATION_TARGET_KEY", key),
+        ("TWINCELL_SIGNING_KEY", &signing),
     ];
     let handler = common::start(&env);
     let base = format!("http://{}", handler.address);

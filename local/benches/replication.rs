@@ -157,6 +157,9 @@ fn handler(cosmos: bool) -> Process {
         .env("TWINCELL_CELL", "azure")
         .env("TWINCELL_PEERS", "aws")
         .env("TWINCELL_REPLICATION_KEY", AZURE_KEY)
+        // Unsigned deliveries: the cost of the store and the router
+        // (benches/signed_ingest.rs measures what checking signatures adds).
+        .env("TWINCELL_ORIGIN_KEYS", "none")
         .env("RUST_LOG", "warn");
     if cosmos {
         c.env("TWINCELL_STORE", "cosmos")
@@ -231,6 +234,7 @@ async fn main() {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env("TWINCELL_REPLICATION_KEY", AWS_KEY)
+        .env("TWINCELL_ORIGIN_KEYS", "none")
         .env("RUST_LOG", "warn");
     let dynamodb = spawn(aws, "twincell-aws-local").unwrap();
     let targets = [

@@ -98,9 +98,7 @@ fn handler(origin_keys: Option<&str>) -> Process {
         .env("TWINCELL_STORE", "memory")
         .env("TWINCELL_REPLICATION_KEY", AZURE_KEY)
         .env("RUST_LOG", "warn");
-    if let Some(keys) = origin_keys {
-        c.env("TWINCELL_ORIGIN_KEYS", keys);
-    }
+    c.env("TWINCELL_ORIGIN_KEYS", origin_keys.unwrap_or("none"));
     spawn(c, "handler").unwrap()
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use twincell_replication::signing::Signer;
 
 /// The AWS cell's inbound replication key (kept in moto's Secrets Manager).
 pub const AWS_KEY: &str = "aws-inbound-replication-key-0123456789abcdef";
@@ -174,6 +175,13 @@ impl Matrix {
         crate::install_crypto();
         create_secret(&o.moto, &format!("{}/inbound", o.run), AWS_KEY).await?;
         create_secret(&o.moto, &format!("{}/topic", o.run), AWS_TOPIC_KEY).await?;
+        // Each cell signs its events with a key of its own, new for the
+        // run; each accepts the other's events only signed by it.
+        let (aws_signer, aws_setting) =
+            Signer::generate_setting("aws-local").map_err(anyhow::Error::msg)?;
+        let (azure_signer, azure_setting) =
+            Signer::generate_setting("azure-local").map_err(anyhow::Error::msg)?;
+        create_secret(&o.moto, &format!("{}/signing", o.run), &aws_setting).await?;
 
         let mut eventgrid = Command::new(&o.local_bins.0);
         eventgrid
@@ -220,6 +228,11 @@ impl Matrix {
                 "TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID",
                 format!("{}/topic", o.run),
             )
+            .env(
+                "TWINCELL_SIGNING_KEY_SECRET_ID",
+                format!("{}/signing", o.run),
+            )
+            .env("TWINCELL_ORIGIN_KEYS", azure_signer.origin_entry("azure"))
             .env("RUST_LOG", &o.log);
         let aws = spawn(aws, "twincell-aws-local")?;
 
@@ -242,6 +255,8 @@ impl Matrix {
             )
             .env("TWINCELL_REPLICATION_TARGET_KIND", "eventgrid")
             .env("TWINCELL_REPLICATION_TARGET_KEY", AZURE_TOPIC_KEY)
+            .env("TWINCELL_SIGNING_KEY", azure_setting)
+            .env("TWINCELL_ORIGIN_KEYS", aws_signer.origin_entry("aws"))
             .env("RUST_LOG", &o.log);
         let azure = spawn(azure, "handler")?;
 

@@ -18,6 +18,10 @@
 //! answer every GET of every touched SKU and transaction with identical
 //! bodies, no payment or keyed receipt is doubled, no SKU is oversold in
 //! any view, every request was answered, and no stream waits on a gap.
+//! Every event travels signed by its origin's key, and a forged one — the
+//! delivery key right, the signature missing, of another key, or of a cell
+//! that is not a peer — is refused by both cells with a final 403 and
+//! applies nothing.
 //! Then the transport is cut: a keyed receipt is retried in its own cell
 //! (replayed) and in the other (applied again, and 2 of its units reserved
 //! there); the retention runs out, and a resync from both cells restores
@@ -639,6 +643,8 @@ async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_
         .sum();
     assert!(faults > 0, "the transport injected no faults: {stats}");
 
+    forged_events_are_refused(&world).await;
+
     // Phase 2: the link is down longer than the retention. A keyed
     // receipt is retried in its cell (a replay) and, its first answer
     // lost, in the other cell, which applies it again and reserves 2 of
@@ -773,6 +779,52 @@ async fn both_cells_converge_through_a_faulty_transport_and_after_an_outage_and_
         "converged after the outage and a second resync: {} requests",
         world.ledger.requests
     );
+}
+
+/// Events with the right delivery key but no valid origin signature, sent
+/// straight to each cell's `/replication/events`: refused, nothing applied.
+async fn forged_events_are_refused(world: &World) {
+    use twincell_core::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
+    use twincell_replication::signing::Signer;
+    use twincell_replication::wire::to_signed_cloud_event;
+    let (mallory, _) = Signer::generate("aws-local").unwrap();
+    for (to, from) in [(1usize, "aws"), (0, "azure"), (1, "gcp")] {
+        let sku = format!("forged-{from}");
+        let event = RecordedEvent::new(
+            StreamId::new(
+                AggregateId::inventory(&twincell_core::Sku::new(&sku).unwrap()),
+                twincell_core::CellId::new(from).unwrap(),
+            ),
+            1,
+            twincell_core::Timestamp::from_unix_millis(1_795_320_745_007).unwrap(),
+            DomainEvent::StockReceived {
+                quantity: twincell_core::Quantity::new(1_000).unwrap(),
+            },
+        )
+        .unwrap();
+        for signer in [None, Some(&mallory)] {
+            let ce = to_signed_cloud_event(&event, None, signer).unwrap();
+            let r = world
+                .client
+                .post(format!("{}/replication/events", world.cells[to].url))
+                .header("content-type", "application/cloudevents-batch+json")
+                .header("x-twincell-replication-key", world.cells[to].key)
+                .body(json!([ce]).to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 403, "{from} → {}: {body}", world.cells[to].name);
+            assert_eq!(
+                body["type"], "urn:twincell:problem:untrusted-event",
+                "{body}"
+            );
+            let (_, view) = world.get_text(to, &format!("/inventory/{sku}")).await;
+            let view: Value = serde_json::from_str(&view).unwrap();
+            assert_eq!(view["on_hand"], 0, "a forged event was applied: {view}");
+        }
+    }
 }
 
 async fn client_get(world: &World, path: &str) -> Value {

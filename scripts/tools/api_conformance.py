@@ -215,10 +215,19 @@ def main():
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("TWINCELL_")}
     base.update({"RUST_LOG": "warn", "TWINCELL_STORE": "memory", "TWINCELL_REPLICATION_KEY": key, **idp.env()})
+    # The peer's signing key as each cell lists it: 32 zero bytes, which no
+    # private key has; nothing the generator sends is signed, so an event it
+    # gets right is refused as untrusted (403), as the document says.
+    no_one = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
     cells = {
         "azure": (
             [str(args.bin_dir / "handler")],
-            {"TWINCELL_CELL": "azure", "TWINCELL_PEERS": "aws", "FUNCTIONS_CUSTOMHANDLER_PORT": "0"},
+            {
+                "TWINCELL_CELL": "azure",
+                "TWINCELL_PEERS": "aws",
+                "FUNCTIONS_CUSTOMHANDLER_PORT": "0",
+                "TWINCELL_ORIGIN_KEYS": f"aws/conformance={no_one}",
+            },
             ["aws"],
         ),
         "aws": (
@@ -229,7 +238,7 @@ def main():
                 "--listen",
                 "127.0.0.1:0",
             ],
-            {"TWINCELL_CELL": "aws", "TWINCELL_PEERS": "azure"},
+            {"TWINCELL_CELL": "aws", "TWINCELL_PEERS": "azure", "TWINCELL_ORIGIN_KEYS": f"azure/conformance={no_one}"},
             ["azure"],
         ),
     }

@@ -9,14 +9,15 @@ cannot name in every regex dialect. The document's description lists them
 (generated from the core's rule); schema-valid cases holding one are not
 sent.
 
-Second, for the stateful and fuzzing phases: a payment's Idempotency-Key may be
-reused only with the same payload (a retry); another payload under a used
-key is refused with 422 idempotency-key-reused by design (docs/api.md, the
-IETF Idempotency-Key draft). That refusal depends on what was sent before,
-not on the request, so in schema-valid cases a key already used for
-another payload of the same account is replaced by a fresh one. Retries
-(same key, same payload) are left as generated and must replay; the parity
-suite covers the refusal itself.
+Second, for the stateful and fuzzing phases: an Idempotency-Key (a
+payment's, by account; a receipt's, write-off's or transfer's, by SKU) may
+be reused only with the same request (a retry); another request under a
+used key is refused with 422 idempotency-key-reused by design (docs/api.md,
+the IETF Idempotency-Key draft). That refusal depends on what was sent
+before, not on the request, so in schema-valid cases a key already used
+for another request in its scope is replaced by a fresh one. Retries (same
+key, same request) are left as generated and must replay; the parity suite
+covers the refusal itself.
 """
 
 import json
@@ -58,10 +59,26 @@ def _effective_key(value):
     return value.rsplit(",", 1)[-1].strip(" \t")
 
 
+# The keyed stock writes: one key names one write of the SKU, whichever
+# of the three routes.
+_STOCK_WRITES = {
+    "POST /inventory/{sku}/receipts",
+    "POST /inventory/{sku}/write-offs",
+    "POST /inventory/{sku}/transfers",
+}
+
+
+def _scope(case):
+    label = case.operation.label
+    if label == "POST /transactions":
+        return ("account", case.body.get("account_id"))
+    if label in _STOCK_WRITES:
+        return ("sku", (case.path_parameters or {}).get("sku"))
+    return None
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
-    if case.operation.label != "POST /transactions":
-        return
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
         return
@@ -69,10 +86,12 @@ def before_call(context, case, kwargs):
     name = next((h for h in headers if h.lower() == "idempotency-key"), None)
     if name is None or not isinstance(case.body, dict):
         return
-    account = case.body.get("account_id")
-    payload = json.dumps(case.body, sort_keys=True)
-    slot = (account, _effective_key(str(headers[name])))
+    scope = _scope(case)
+    if scope is None:
+        return
+    payload = case.operation.label + json.dumps(case.body, sort_keys=True)
+    slot = (scope, _effective_key(str(headers[name])))
     if _used.setdefault(slot, payload) != payload:
         fresh = uuid.uuid4().hex
         headers[name] = fresh
-        _used[(account, fresh)] = payload
+        _used[(scope, fresh)] = payload

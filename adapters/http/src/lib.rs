@@ -76,6 +76,14 @@ pub fn router_with<A: CellApi + 'static>(
     // A cell id is `[a-z0-9-]`, always a valid header value.
     let cell = HeaderValue::from_str(api.topology().this().as_str())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    if replication
+        .as_ref()
+        .is_some_and(|r| r.origin_keys.is_empty())
+    {
+        tracing::warn!(
+            "TWINCELL_ORIGIN_KEYS=none: replicated events are applied without checking that their origin signed them"
+        );
+    }
     let shared = replication.map(|r| replication::Shared::new(Arc::clone(&api), r));
     let mut served = Router::new();
     let mut replicated = Router::new();

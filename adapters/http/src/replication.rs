@@ -316,7 +316,7 @@ const REFUSED_ANSWERS: [RefusedAnswer; 4] = [
     RefusedAnswer {
         refused: Refused::Untrusted,
         kind: ProblemKind::UntrustedEvent,
-        what: "are not signed by their origin cell or come from a cell that is not a peer, and were not applied",
+        what: "are not signed by their origin cell, or come from a cell that is not a peer",
         log: None,
     },
     RefusedAnswer {

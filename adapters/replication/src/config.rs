@@ -6,8 +6,8 @@
 //! | `TWINCELL_REPLICATION_TARGET` | where this cell publishes its own events: an Event Grid topic endpoint, or the peer's `/replication/events` URL |
 //! | `TWINCELL_REPLICATION_TARGET_KIND` | `eventgrid` or `webhook` |
 //! | `TWINCELL_REPLICATION_TARGET_KEY` | the topic's key (`aeg-sas-key`), or the peer's replication key |
-//! | `TWINCELL_SIGNING_KEY` | `<key id>:<base64 PKCS#8 Ed25519>`: the key this cell signs its own events with ([`crate::signing`]) |
-//! | `TWINCELL_ORIGIN_KEYS` | `<cell>/<key id>=<base64 public key>,…`: the keys events of each peer must be signed with; set, an event not signed by its origin is refused |
+//! | `TWINCELL_SIGNING_KEY` | `<key id>:<base64 PKCS#8 Ed25519>`: the key this cell signs its own events with ([`crate::signing`]); required with a target (`none`: publish unsigned, for tests) |
+//! | `TWINCELL_ORIGIN_KEYS` | `<cell>/<key id>=<base64 public key>,…`: the keys events of each peer must be signed with; required with `TWINCELL_REPLICATION_KEY` (`none`: apply unsigned events, for tests) |
 //!
 //! URLs are `https://`; `http://` only for a loopback host (local runs).
 
@@ -186,13 +186,40 @@ impl Settings {
                 Some(Target::new(kind, &url, target_key)?)
             }
         };
-        let signer = var("TWINCELL_SIGNING_KEY")
-            .map(|v| Signer::from_setting(&v))
-            .transpose()?;
-        let origin_keys = var("TWINCELL_ORIGIN_KEYS")
-            .map(|v| OriginKeys::parse(&v))
-            .transpose()?
-            .unwrap_or_default();
+        // Secure by default: a cell that publishes signs, a cell that
+        // receives checks signatures; `none` says otherwise out loud.
+        let signer = match var("TWINCELL_SIGNING_KEY").as_deref().map(str::trim) {
+            Some("none") => None,
+            Some(v) => Some(Signer::from_setting(v)?),
+            None if target.is_some() => {
+                return Err(SettingsError(
+                    "TWINCELL_REPLICATION_TARGET is set but TWINCELL_SIGNING_KEY is not: peers apply                      only events signed by their origin (set <key id>:<base64 PKCS#8 Ed25519 key>,                      or none to publish unsigned events, for tests)"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
+        let origin_keys = match var("TWINCELL_ORIGIN_KEYS").as_deref().map(str::trim) {
+            // The router warns when it serves deliveries so.
+            Some("none") => OriginKeys::default(),
+            Some(v) => {
+                let keys = OriginKeys::parse(v)?;
+                if keys.is_empty() {
+                    return Err(SettingsError(
+                        "TWINCELL_ORIGIN_KEYS lists no key (set none to apply unsigned events, for tests)"
+                            .into(),
+                    ));
+                }
+                keys
+            }
+            None if key.is_some() => {
+                return Err(SettingsError(
+                    "TWINCELL_REPLICATION_KEY is set but TWINCELL_ORIGIN_KEYS is not: a receiving cell                      applies only events signed by their origin (set <cell>/<key id>=<base64 public key>,…                      or none to apply unsigned events, for tests)"
+                        .into(),
+                ));
+            }
+            None => OriginKeys::default(),
+        };
         Ok(Self {
             key,
             target,
@@ -237,6 +264,7 @@ mod tests {
                 ("TWINCELL_REPLICATION_TARGET", endpoint),
                 ("TWINCELL_REPLICATION_TARGET_KIND", "eventgrid"),
                 ("TWINCELL_REPLICATION_TARGET_KEY", KEY),
+                ("TWINCELL_SIGNING_KEY", "none"),
             ]))
             .unwrap();
             let target = s.target.unwrap();
@@ -258,6 +286,8 @@ mod tests {
             ),
             ("TWINCELL_REPLICATION_TARGET_KIND", "webhook"),
             ("TWINCELL_REPLICATION_TARGET_KEY", KEY),
+            ("TWINCELL_SIGNING_KEY", "none"),
+            ("TWINCELL_ORIGIN_KEYS", "none"),
         ]))
         .unwrap();
         assert!(s.key.is_some());
@@ -267,6 +297,58 @@ mod tests {
             "http://127.0.0.1:8081/replication/events"
         );
         assert_eq!(target.key_header().0, "x-twincell-replication-key");
+    }
+
+    #[test]
+    fn a_cell_signs_what_it_publishes_and_checks_what_it_receives_unless_told_none() {
+        let (signer, der) = Signer::generate("k1").unwrap();
+        let private = format!(
+            "k1:{}",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der)
+        );
+        let public = format!("azure/k1={}", signer.public_key_base64());
+        let target = [
+            ("TWINCELL_REPLICATION_TARGET", "https://x.example"),
+            ("TWINCELL_REPLICATION_TARGET_KIND", "webhook"),
+            ("TWINCELL_REPLICATION_TARGET_KEY", KEY),
+        ];
+        let unsigned = Settings::from_lookup(lookup(&target)).unwrap_err().0;
+        assert!(
+            unsigned.contains("TWINCELL_SIGNING_KEY is not"),
+            "{unsigned}"
+        );
+        let mut signed = target.to_vec();
+        signed.push(("TWINCELL_SIGNING_KEY", &private));
+        assert_eq!(
+            Settings::from_lookup(lookup(&signed)).unwrap().signer,
+            Some(signer)
+        );
+
+        let receiving = [("TWINCELL_REPLICATION_KEY", KEY)];
+        let unchecked = Settings::from_lookup(lookup(&receiving)).unwrap_err().0;
+        assert!(
+            unchecked.contains("TWINCELL_ORIGIN_KEYS is not"),
+            "{unchecked}"
+        );
+        let checked = Settings::from_lookup(lookup(&[
+            ("TWINCELL_REPLICATION_KEY", KEY),
+            ("TWINCELL_ORIGIN_KEYS", &public),
+        ]))
+        .unwrap();
+        assert_eq!(checked.origin_keys.cells().count(), 1);
+        let off = Settings::from_lookup(lookup(&[
+            ("TWINCELL_REPLICATION_KEY", KEY),
+            ("TWINCELL_ORIGIN_KEYS", "none"),
+        ]))
+        .unwrap();
+        assert!(off.origin_keys.is_empty());
+        assert!(
+            Settings::from_lookup(lookup(&[
+                ("TWINCELL_REPLICATION_KEY", KEY),
+                ("TWINCELL_ORIGIN_KEYS", " , "),
+            ]))
+            .is_err()
+        );
     }
 
     #[test]

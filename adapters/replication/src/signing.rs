@@ -137,6 +137,23 @@ impl Signer {
         Ok((Self::from_pkcs8(kid, &der)?, der))
     }
 
+    /// A new key with id `kid`, and the `TWINCELL_SIGNING_KEY` value that
+    /// holds it: for local runs and tests.
+    ///
+    /// # Errors
+    /// As [`generate`](Self::generate).
+    pub fn generate_setting(kid: &str) -> Result<(Self, String), String> {
+        let (signer, der) = Self::generate(kid)?;
+        let setting = format!("{kid}:{}", STANDARD.encode(der));
+        Ok((signer, setting))
+    }
+
+    /// The `TWINCELL_ORIGIN_KEYS` entry of this key as `cell`'s.
+    #[must_use]
+    pub fn origin_entry(&self, cell: &str) -> String {
+        format!("{cell}/{}={}", self.kid, self.public_key_base64())
+    }
+
     /// The key id.
     #[must_use]
     pub fn key_id(&self) -> &str {

@@ -38,7 +38,10 @@ pub fn replication(
         key: twincell_replication::Secret::new(twincell_contract::target::REPLICATION_KEY).unwrap(),
         publisher: None,
         delivery_tokens,
-        origin_keys: twincell_replication::signing::OriginKeys::default(),
+        origin_keys: twincell_replication::signing::OriginKeys::default().with(
+            &twincell_core::CellId::new(PEER).unwrap(),
+            twincell_contract::target::PEER_SIGNER.as_ref().unwrap(),
+        ),
     })
 }
 
@@ -151,6 +154,9 @@ impl Target for InProcessRouter {
     fn replication_key(&self) -> Option<&str> {
         Some(twincell_contract::target::REPLICATION_KEY)
     }
+    fn peer_signer(&self) -> Option<&twincell_replication::signing::Signer> {
+        twincell_contract::target::PEER_SIGNER.as_ref()
+    }
     fn name(&self) -> &str {
         "router"
     }
@@ -219,6 +225,9 @@ impl Target for InProcessLambda {
     }
     fn replication_key(&self) -> Option<&str> {
         Some(twincell_contract::target::REPLICATION_KEY)
+    }
+    fn peer_signer(&self) -> Option<&twincell_replication::signing::Signer> {
+        twincell_contract::target::PEER_SIGNER.as_ref()
     }
     fn name(&self) -> &str {
         self.0.name()
