@@ -762,6 +762,11 @@ async fn a_rotated_key_is_accepted_beside_the_old_one_until_the_old_one_is_dropp
     )
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    // The first event again, signed by the new key (a resync re-signs):
+    // the same event, stored already; a signature is no part of it.
+    let a = send(&both, deliver(&signed_batch(&events[..1], &new), Some(KEY))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["already_present"], 1, "{}", a.body);
     let only_new = signed_app(&aws, OriginKeys::default().with(&azure, &new));
     let a = send(
         &only_new,
