@@ -359,6 +359,48 @@ fn every_error_response_is_used_under_its_status() {
     }
 }
 
+/// Every operation says whether it is safe to retry (`x-twincell-retry`),
+/// and says `with-idempotency-key` exactly where the router reads the
+/// header: the writes a front door or a client may resend with their key.
+#[test]
+fn every_operation_says_whether_it_may_be_retried() {
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(document_path()).unwrap()).unwrap();
+    // The router reads the key on these (the parity cases prove each).
+    let keyed: Vec<(String, String)> = [
+        "/transactions",
+        "/inventory/{sku}/receipts",
+        "/inventory/{sku}/write-offs",
+        "/inventory/{sku}/transfers",
+    ]
+    .iter()
+    .map(|path| ("post".to_owned(), (*path).to_owned()))
+    .collect();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let retry = operation["x-twincell-retry"].as_str();
+            let takes_key = operation["parameters"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "Idempotency-Key"));
+            let expected = if takes_key {
+                "with-idempotency-key"
+            } else {
+                retry.unwrap_or("(missing)")
+            };
+            assert!(
+                matches!(retry, Some("always" | "with-idempotency-key" | "never")),
+                "{method} {path}: x-twincell-retry {retry:?}"
+            );
+            assert_eq!(retry, Some(expected), "{method} {path}");
+            assert_eq!(
+                takes_key,
+                keyed.contains(&(method.clone(), path.clone())),
+                "{method} {path} and the Idempotency-Key"
+            );
+        }
+    }
+}
+
 /// The amount patterns accept exactly what the core accepts, on a spread of
 /// inputs around every boundary.
 #[test]
