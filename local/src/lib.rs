@@ -24,13 +24,15 @@
 //! with `replicator`). The Azure cell is the `handler` binary itself, with
 //! its host's Cosmos DB trigger stood in by the handler in contract mode.
 //! [`matrix`] starts all of them wired together; `twincell-resync` is the
-//! operator's resync tool.
+//! operator's resync tool. [`traffic_manager`] is Azure Traffic Manager's
+//! monitoring and routing as a state machine, for a front door.
 
 pub mod eventgrid;
 pub mod gateway;
 pub mod matrix;
 pub mod rng;
 pub mod stream_mapping;
+pub mod traffic_manager;
 
 /// A `--listen` address of a local tool: a loopback one only (their
 /// control APIs take no key).
