@@ -25,9 +25,11 @@
 //! its host's Cosmos DB trigger stood in by the handler in contract mode.
 //! [`matrix`] starts all of them wired together; `twincell-resync` is the
 //! operator's resync tool. [`traffic_manager`] is Azure Traffic Manager's
-//! monitoring and routing as a state machine, for a front door.
+//! monitoring and routing as a state machine, and [`frontdoor`] the HTTP
+//! front door that follows it and retries what is safe to retry.
 
 pub mod eventgrid;
+pub mod frontdoor;
 pub mod gateway;
 pub mod matrix;
 pub mod rng;
