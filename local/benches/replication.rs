@@ -32,22 +32,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use twincell_core::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
-use twincell_core::{CellId, Quantity, Sku, Timestamp};
 use twincell_local::matrix::{AWS_KEY, AZURE_KEY, Matrix, Options, Process, spawn};
-use twincell_replication::wire;
+
+mod ingest;
+
+use ingest::{BATCH, EVENTS, bin_dir, deliveries, throughput};
 
 const LAG_SAMPLES: usize = 60;
-const EVENTS: u64 = 2_000;
-const BATCH: usize = 100;
 const ROUNDS: usize = 3;
-
-fn bin_dir() -> PathBuf {
-    std::env::var_os("TWINCELL_BENCH_BIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release")),
-        PathBuf::from,
-    )
-}
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     let i = (sorted.len() * p / 100).min(sorted.len() - 1);
@@ -87,67 +79,6 @@ async fn lag(client: &reqwest::Client, from: &str, to: &str, origin: &str, sku: 
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// `EVENTS` receipts of `origin` over 20 SKUs (`prefix-0` …), as
-/// CloudEvents batches of `BATCH`, each holding 5 SKUs' consecutive
-/// versions.
-fn deliveries(origin: &str, prefix: &str) -> Vec<Vec<u8>> {
-    let skus = 20u64;
-    let per_sku = EVENTS / skus;
-    let mut events = Vec::new();
-    for chunk in 0..per_sku / 20 {
-        for s in 0..skus {
-            let stream = StreamId::new(
-                AggregateId::inventory(&Sku::new(format!("{prefix}-{s}")).unwrap()),
-                CellId::new(origin).unwrap(),
-            );
-            for v in chunk * 20 + 1..=chunk * 20 + 20 {
-                events.push(
-                    RecordedEvent::new(
-                        stream.clone(),
-                        v,
-                        Timestamp::from_unix_millis(1_795_320_745_007).unwrap(),
-                        DomainEvent::StockReceived {
-                            quantity: Quantity::new(1).unwrap(),
-                        },
-                    )
-                    .unwrap(),
-                );
-            }
-        }
-    }
-    wire::batches(&events, None, None, wire::MAX_BATCH_BYTES, BATCH)
-        .unwrap()
-        .into_iter()
-        .map(|b| b.body)
-        .collect()
-}
-
-/// Events per second through `url`'s `/replication/events`.
-async fn throughput(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-    origin: &str,
-    round: usize,
-) -> u64 {
-    let batches = deliveries(origin, &format!("tp-{round}"));
-    let start = Instant::now();
-    for body in batches {
-        let r = client
-            .post(format!("{url}/replication/events"))
-            .header("content-type", wire::BATCH_CONTENT_TYPE)
-            .header("x-twincell-replication-key", key)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        assert_eq!(status, 200, "{}", r.text().await.unwrap());
-    }
-    let micros = start.elapsed().as_micros().max(1);
-    u64::try_from(u128::from(EVENTS) * 1_000_000 / micros).unwrap_or(u64::MAX)
 }
 
 fn handler(cosmos: bool) -> Process {
@@ -255,7 +186,8 @@ async fn main() {
     let mut rates: Vec<Vec<u64>> = vec![Vec::new(); targets.len()];
     for round in 0..ROUNDS {
         for (i, (_, url, key, origin)) in targets.iter().enumerate() {
-            rates[i].push(throughput(&client, url, key, origin, round).await);
+            let batches = deliveries(origin, &format!("tp-{round}"), None);
+            rates[i].push(throughput(&client, url, key, batches).await);
         }
     }
     println!(

@@ -20,74 +20,17 @@
     clippy::print_stdout
 )]
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use twincell_core::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
-use twincell_core::{CellId, Quantity, Sku, Timestamp};
 use twincell_local::matrix::{AZURE_KEY, Process, spawn};
 use twincell_replication::signing::Signer;
-use twincell_replication::wire;
 
-const EVENTS: u64 = 2_000;
-const BATCH: usize = 100;
+mod ingest;
+
+use ingest::{BATCH, EVENTS, bin_dir, deliveries, throughput};
+
 const ROUNDS: usize = 5;
-
-fn bin_dir() -> PathBuf {
-    std::env::var_os("TWINCELL_BENCH_BIN_DIR").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release")),
-        PathBuf::from,
-    )
-}
-
-/// `EVENTS` receipts of aws over 20 SKUs named after `prefix`, in batches.
-fn deliveries(prefix: &str, signer: Option<&Signer>) -> Vec<Vec<u8>> {
-    let skus = 20u64;
-    let mut events = Vec::new();
-    for s in 0..skus {
-        let stream = StreamId::new(
-            AggregateId::inventory(&Sku::new(format!("{prefix}-{s}")).unwrap()),
-            CellId::new("aws").unwrap(),
-        );
-        for v in 1..=EVENTS / skus {
-            events.push(
-                RecordedEvent::new(
-                    stream.clone(),
-                    v,
-                    Timestamp::from_unix_millis(1_795_320_745_007).unwrap(),
-                    DomainEvent::StockReceived {
-                        quantity: Quantity::new(1).unwrap(),
-                    },
-                )
-                .unwrap(),
-            );
-        }
-    }
-    wire::batches(&events, None, signer, wire::MAX_BATCH_BYTES, BATCH)
-        .unwrap()
-        .into_iter()
-        .map(|b| b.body)
-        .collect()
-}
-
-async fn throughput(client: &reqwest::Client, url: &str, batches: Vec<Vec<u8>>) -> u64 {
-    let start = Instant::now();
-    for body in batches {
-        let r = client
-            .post(format!("{url}/replication/events"))
-            .header("content-type", wire::BATCH_CONTENT_TYPE)
-            .header("x-twincell-replication-key", AZURE_KEY)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        assert_eq!(status, 200, "{}", r.text().await.unwrap());
-    }
-    let micros = start.elapsed().as_micros().max(1);
-    u64::try_from(u128::from(EVENTS) * 1_000_000 / micros).unwrap_or(u64::MAX)
-}
 
 fn handler(origin_keys: Option<&str>) -> Process {
     let mut c = Command::new(bin_dir().join("handler"));
@@ -117,14 +60,14 @@ async fn main() {
     for round in 0..ROUNDS {
         // Batches are built (and signed) before the clock starts: the
         // sender's cost is not the receiver's.
-        let plain = deliveries(&format!("off-{round}"), None);
-        let sealed = deliveries(&format!("on-{round}"), Some(&signer));
+        let plain = deliveries("aws", &format!("off-{round}"), None);
+        let sealed = deliveries("aws", &format!("on-{round}"), Some(&signer));
         if round % 2 == 0 {
-            off.push(throughput(&client, &unsigned.url, plain).await);
-            on.push(throughput(&client, &signed.url, sealed).await);
+            off.push(throughput(&client, &unsigned.url, AZURE_KEY, plain).await);
+            on.push(throughput(&client, &signed.url, AZURE_KEY, sealed).await);
         } else {
-            on.push(throughput(&client, &signed.url, sealed).await);
-            off.push(throughput(&client, &unsigned.url, plain).await);
+            on.push(throughput(&client, &signed.url, AZURE_KEY, sealed).await);
+            off.push(throughput(&client, &unsigned.url, AZURE_KEY, plain).await);
         }
     }
     println!(

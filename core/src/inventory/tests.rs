@@ -720,7 +720,7 @@ fn busy_ledger(orders: u64) -> CellLedger {
     // with a shortage.
     let answer = BTreeMap::from([(cell("aws"), figures(7, 1)), (cell("azure"), figures(0, 0))]);
     apply(&mut ledger, received(3));
-    let voided = ledger.version();
+    let receipt = ledger.version();
     apply(&mut ledger, keyed("pallet-1", &answer));
     apply(
         &mut ledger,
@@ -730,14 +730,7 @@ fn busy_ledger(orders: u64) -> CellLedger {
         },
     );
     apply(&mut ledger, keyed("pallet-2", &answer));
-    apply(
-        &mut ledger,
-        DomainEvent::DuplicateWriteVoided {
-            version: voided,
-            winner: cell("azure"),
-            shortage: 0,
-        },
-    );
+    apply(&mut ledger, voided(receipt, "azure", 0));
     apply(
         &mut ledger,
         DomainEvent::ReceivedTransferVoided {
@@ -755,6 +748,15 @@ fn figures(on_hand: u64, reserved: u64) -> crate::event::StockFigures {
         on_hand,
         reserved,
         shortage: 0,
+    }
+}
+
+/// `winner`'s copy stands: this cell voids its keyed write at `version`.
+fn voided(version: u64, winner: &str, shortage: u64) -> DomainEvent {
+    DomainEvent::DuplicateWriteVoided {
+        version,
+        winner: cell(winner),
+        shortage,
     }
 }
 
@@ -1107,14 +1109,7 @@ fn the_later_copy_of_a_receipt_made_in_two_cells_is_voided_by_its_own_cell() {
         ("azure", keyed("pallet-7", &azure)),
     ];
     let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
-    assert_eq!(
-        d.events,
-        vec![DomainEvent::DuplicateWriteVoided {
-            version: 1,
-            winner: cell("aws"),
-            shortage: 0,
-        }]
-    );
+    assert_eq!(d.events, vec![voided(1, "aws", 0)]);
     let v = view_of(&d.outcome);
     assert_eq!((v.on_hand, v.shortage), (3, 0), "counted once");
     // The winner owes nothing.
@@ -1139,14 +1134,7 @@ fn a_voided_receipt_whose_units_were_reserved_leaves_a_shortage_the_winner_cover
         ("azure", reserved("o1", 2)),
     ];
     let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
-    assert_eq!(
-        d.events,
-        vec![DomainEvent::DuplicateWriteVoided {
-            version: 1,
-            winner: cell("aws"),
-            shortage: 2,
-        }]
-    );
+    assert_eq!(d.events, vec![voided(1, "aws", 2)]);
     let v = view_of(&d.outcome);
     assert_eq!(v.cells[&cell("azure")].shortage, 2);
     assert_eq!(v.cells[&cell("azure")].available, 0);
@@ -1246,14 +1234,7 @@ fn a_write_off_made_in_two_cells_gives_the_later_copys_units_back() {
         ("azure", keyed("broken-1", &answer)),
     ];
     let d = when("azure", &history, InventoryCommand::Reconcile).unwrap();
-    assert_eq!(
-        d.events,
-        vec![DomainEvent::DuplicateWriteVoided {
-            version: 2,
-            winner: cell("aws"),
-            shortage: 0,
-        }]
-    );
+    assert_eq!(d.events, vec![voided(2, "aws", 0)]);
     assert_eq!(view_of(&d.outcome).on_hand, 8);
 }
 
@@ -1292,14 +1273,7 @@ fn a_transfer_made_twice_from_two_cells_is_given_back_and_taken_back_out() {
         1_000,
     )
     .unwrap();
-    assert_eq!(
-        d.events,
-        vec![DomainEvent::DuplicateWriteVoided {
-            version: 2,
-            winner: cell("aws"),
-            shortage: 0,
-        }]
-    );
+    assert_eq!(d.events, vec![voided(2, "aws", 0)]);
     assert_eq!(view_of(&d.outcome).cells[&cell("gcp")].on_hand, 10);
     history.extend(d.events.into_iter().map(|e| ("gcp", e)));
     // azure gives back what it can: 3 of 4 are available, 1 is short.
@@ -1337,14 +1311,7 @@ fn a_transfer_made_twice_from_two_cells_is_given_back_and_taken_back_out() {
     );
     assert!(d.unwrap().events.is_empty());
     history.truncate(6);
-    history.push((
-        "gcp",
-        DomainEvent::DuplicateWriteVoided {
-            version: 2,
-            winner: cell("aws"),
-            shortage: 0,
-        },
-    ));
+    history.push(("gcp", voided(2, "aws", 0)));
     let d = decide_at(
         &three_cells("azure"),
         &history,

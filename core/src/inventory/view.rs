@@ -65,6 +65,10 @@ impl InventoryView {
     /// The view of `sku` with each cell's `figures`.
     #[must_use]
     pub fn of_figures(sku: Sku, figures: &BTreeMap<CellId, StockFigures>) -> Self {
+        Self::of(sku, figures.iter().map(|(cell, f)| (cell, *f)))
+    }
+
+    fn of<'a>(sku: Sku, figures: impl Iterator<Item = (&'a CellId, StockFigures)>) -> Self {
         let mut view = Self {
             sku,
             on_hand: 0,
@@ -94,24 +98,27 @@ impl Inventory {
     /// The API view.
     #[must_use]
     pub fn view(&self) -> InventoryView {
-        InventoryView::of_figures(self.sku.clone(), &self.figures())
+        InventoryView::of(self.sku.clone(), self.each_figures())
     }
 
     /// Every cell's stock figures: what an answer to a keyed write records.
     #[must_use]
     pub fn figures(&self) -> BTreeMap<CellId, StockFigures> {
-        self.ledgers
-            .iter()
-            .map(|(cell, l)| {
-                (
-                    cell.clone(),
-                    StockFigures {
-                        on_hand: l.on_hand,
-                        reserved: l.reserved,
-                        shortage: l.shortage,
-                    },
-                )
-            })
+        self.each_figures()
+            .map(|(cell, f)| (cell.clone(), f))
             .collect()
+    }
+
+    fn each_figures(&self) -> impl Iterator<Item = (&CellId, StockFigures)> {
+        self.ledgers.iter().map(|(cell, l)| {
+            (
+                cell,
+                StockFigures {
+                    on_hand: l.on_hand,
+                    reserved: l.reserved,
+                    shortage: l.shortage,
+                },
+            )
+        })
     }
 }
