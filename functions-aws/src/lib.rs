@@ -8,6 +8,7 @@
 //! Gateway stage in front of the path, and [`strip_stage`] takes it off
 //! again, so a stage never changes routing.
 
+pub mod api;
 pub mod replicator;
 pub mod secrets;
 

@@ -34,10 +34,18 @@
 //!   does after the topic exists). Bodies name a subscription
 //!   (`{"subscription": "<name>"}`) or none for all.
 //!
+//! - **Durable** when given a spool directory: what a publish was answered
+//!   200 for is kept on disk until delivered or dead-lettered, so a
+//!   stand-in started again delivers it (see `spool`).
+//! - **Lag**: `GET /control/stats` shows, per subscription, the time from
+//!   each delivered event's `time` (when its cell recorded it) to its
+//!   delivery, p50 and p99 of the last 1 000.
+//!
 //! It listens on 127.0.0.1 only (the control API has no key), takes at
 //! most 1 MiB per request and answers within 30 s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,6 +62,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 use crate::rng::Rng;
+use crate::spool::Spool;
 
 /// Event Grid's retry schedule, before `time_divisor`.
 pub const RETRY_SCHEDULE: [Duration; 9] = [
@@ -136,6 +145,9 @@ pub struct Config {
     pub max_pending: usize,
     /// The seed of the fault generator.
     pub seed: u64,
+    /// Where each subscription's undelivered events are kept (`None`: in
+    /// memory only).
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -149,6 +161,7 @@ impl Default for Config {
             time_to_live: Duration::from_secs(24 * 3_600),
             max_pending: 100_000,
             seed: 1,
+            spool_dir: None,
         }
     }
 }
@@ -186,6 +199,58 @@ struct Subscription {
     validated: AtomicBool,
     cut: AtomicBool,
     wake: Notify,
+    spool: Option<Spool>,
+    /// Milliseconds from the `time` of each of the last delivered events to
+    /// its delivery.
+    lags: std::sync::Mutex<VecDeque<u64>>,
+}
+
+/// Delivered events whose lag `GET /control/stats` summarises.
+const LAG_SAMPLES: usize = 1_000;
+
+impl Subscription {
+    fn record_lags(&self, batch: &[Pending]) {
+        let now = time::OffsetDateTime::now_utc();
+        let mut lags = self
+            .lags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in batch {
+            let Some(at) = p.event.get("time").and_then(Value::as_str).and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            }) else {
+                continue;
+            };
+            let ms = u64::try_from((now - at).whole_milliseconds()).unwrap_or(0);
+            if lags.len() == LAG_SAMPLES {
+                lags.pop_front();
+            }
+            lags.push_back(ms);
+        }
+    }
+
+    /// p50 and p99 of the recorded lags, in milliseconds.
+    fn lag_percentiles(&self) -> Value {
+        let mut lags: Vec<u64> = self
+            .lags
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        lags.sort_unstable();
+        let at = |q: usize| {
+            let i = (lags.len() * q).div_ceil(100).saturating_sub(1);
+            lags.get(i).copied()
+        };
+        json!({"p50": at(50), "p99": at(99), "samples": lags.len()})
+    }
+
+    fn done<'a>(&self, events: impl Iterator<Item = &'a Pending>) {
+        if let Some(spool) = &self.spool {
+            spool.done(events.map(|p| &p.event));
+        }
+    }
 }
 
 struct Shared {
@@ -363,22 +428,36 @@ async fn publish(
     for s in subscriptions {
         let mut pending = s.pending.lock().await;
         let mut stats = s.stats.lock().await;
+        let mut accepted = Vec::with_capacity(events.len());
         for event in &events {
-            stats.published += 1;
             let copies = if shared.rng.chance(shared.config.faults.duplicate_per_mille) {
-                stats.duplicated += 1;
                 2
             } else {
                 1
             };
             for _ in 0..copies {
-                pending.push(Pending {
-                    event: event.clone(),
-                    attempts: 0,
-                    due: now + shared.random_delay(),
-                    published_at: now,
-                });
+                accepted.push(event.clone());
             }
+        }
+        // Kept on disk before the publish is answered 200.
+        if let Some(spool) = &s.spool
+            && let Err(e) = spool.accepted(&accepted)
+        {
+            tracing::error!(subscription = %s.config.name, error = %e, "the spool refused a publish");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the topic could not store the events",
+            );
+        }
+        stats.published += u64::try_from(events.len()).unwrap_or(u64::MAX);
+        stats.duplicated += u64::try_from(accepted.len() - events.len()).unwrap_or(u64::MAX);
+        for event in accepted {
+            pending.push(Pending {
+                event,
+                attempts: 0,
+                due: now + shared.random_delay(),
+                published_at: now,
+            });
         }
         drop(pending);
         s.wake.notify_one();
@@ -429,7 +508,13 @@ async fn deliver_forever(shared: Arc<Shared>, s: Arc<Subscription>) {
                 }
                 keep
             });
+            if let Some(spool) = &s.spool {
+                // Between two deliveries nothing is in flight: what is
+                // pending is all there is.
+                spool.compact_if_large(&pending.iter().map(|p| &p.event).collect::<Vec<_>>());
+            }
             if !expired.is_empty() {
+                s.done(expired.iter());
                 let mut dead = s.dead.lock().await;
                 for p in expired {
                     dead.push(DeadLetter {
@@ -473,9 +558,15 @@ async fn deliver_forever(shared: Arc<Shared>, s: Arc<Subscription>) {
                 drop(stats);
                 retry(&shared, &s, batch).await;
             }
-            Ok(()) => stats.delivered += u64::try_from(batch.len()).unwrap_or(u64::MAX),
+            Ok(()) => {
+                stats.delivered += u64::try_from(batch.len()).unwrap_or(u64::MAX);
+                drop(stats);
+                s.record_lags(&batch);
+                s.done(batch.iter());
+            }
             Err(reason) if reason.starts_with("final") => {
                 drop(stats);
+                s.done(batch.iter());
                 let mut dead = s.dead.lock().await;
                 for p in batch {
                     dead.push(DeadLetter {
@@ -557,14 +648,63 @@ fn subscribe(shared: &Arc<Shared>, config: SubscriptionConfig) -> Result<(), (St
     if !shared.topics.contains_key(&config.topic) {
         return Err((StatusCode::NOT_FOUND, format!("no topic {}", config.topic)));
     }
+    let exists = |shared: &Shared, name: &str| {
+        shared
+            .subscriptions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|s| s.config.name == name)
+    };
+    if exists(shared, &config.name) {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("subscription {} exists", config.name),
+        ));
+    }
+    let (spool, kept) = match &shared.config.spool_dir {
+        None => (None, Vec::new()),
+        Some(dir) => {
+            // The name becomes a file name.
+            if config.name.is_empty()
+                || !config
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "a subscription name is letters, digits, '-' and '_'".to_owned(),
+                ));
+            }
+            let (spool, kept) = Spool::open(&dir.join(format!("{}.jsonl", config.name)))
+                .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+            (Some(spool), kept)
+        }
+    };
+    let now = Instant::now();
+    if !kept.is_empty() {
+        tracing::info!(subscription = %config.name, events = kept.len(), "delivering what the spool kept");
+    }
     let subscription = Arc::new(Subscription {
         config,
-        pending: Mutex::new(Vec::new()),
+        pending: Mutex::new(
+            kept.into_iter()
+                .map(|event| Pending {
+                    event,
+                    attempts: 0,
+                    due: now,
+                    published_at: now,
+                })
+                .collect(),
+        ),
         stats: Mutex::new(Stats::default()),
         dead: Mutex::new(Vec::new()),
         validated: AtomicBool::new(false),
         cut: AtomicBool::new(false),
         wake: Notify::new(),
+        spool,
+        lags: std::sync::Mutex::new(VecDeque::new()),
     });
     {
         let mut all = shared
@@ -634,6 +774,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
             s.validated.load(Ordering::SeqCst).into(),
         );
         v.insert("cut".into(), s.cut.load(Ordering::SeqCst).into());
+        v.insert("lag_ms".into(), s.lag_percentiles());
         out.insert(s.config.name.clone(), Value::Object(v));
     }
     Json(json!({"subscriptions": out})).into_response()
@@ -684,6 +825,7 @@ async fn expire(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     for s in shared.select(name.as_deref()) {
         let drained: Vec<Pending> = s.pending.lock().await.drain(..).collect();
         expired += drained.len();
+        s.done(drained.iter());
         let mut dead = s.dead.lock().await;
         for p in drained {
             dead.push(DeadLetter {

@@ -33,6 +33,7 @@ pub mod frontdoor;
 pub mod gateway;
 pub mod matrix;
 pub mod rng;
+mod spool;
 pub mod stream_mapping;
 pub mod traffic_manager;
 

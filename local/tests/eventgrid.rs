@@ -75,6 +75,15 @@ async fn setup(
     script: Vec<u16>,
     batch: usize,
 ) -> (String, Arc<Mutex<Subscriber>>, reqwest::Client) {
+    setup_with(validates, script, batch, None).await
+}
+
+async fn setup_with(
+    validates: bool,
+    script: Vec<u16>,
+    batch: usize,
+    spool_dir: Option<std::path::PathBuf>,
+) -> (String, Arc<Mutex<Subscriber>>, reqwest::Client) {
     twincell_local::install_crypto();
     let subscriber = Arc::new(Mutex::new(Subscriber {
         validates,
@@ -100,6 +109,7 @@ async fn setup(
             max_events_per_batch: batch,
         }],
         time_divisor: 100,
+        spool_dir,
         ..Config::default()
     };
     let url = listen(twincell_local::eventgrid::start(config).unwrap()).await;
@@ -354,4 +364,54 @@ async fn a_cut_link_is_retried_until_healed_or_expired() {
         ),
         (Some(3), Some(2), Some(0))
     );
+}
+
+#[tokio::test]
+async fn a_stand_in_started_again_on_its_spool_delivers_what_it_had_accepted() {
+    let dir = std::env::temp_dir().join(format!(
+        "twincell-eventgrid-spool-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The first stand-in's subscriber never passes the handshake: nothing
+    // it accepted is delivered before it "stops".
+    let (first, never, client) = setup_with(false, vec![], 10, Some(dir.clone())).await;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let events: Vec<Value> = (0..5)
+        .map(|i| {
+            let mut e = event(i);
+            e["time"] = json!(now);
+            e
+        })
+        .collect();
+    let body = Value::Array(events).to_string();
+    assert_eq!(publish(&client, &first, KEY, BATCH, body).await, 200);
+    assert_eq!(stats(&client, &first).await["pending"], 5);
+
+    // Started again on the same spool, with a subscriber that answers.
+    let (second, subscriber, _) = setup_with(true, vec![], 10, Some(dir.clone())).await;
+    until("the kept events delivered", async || {
+        subscriber.lock().unwrap().deliveries.len() == 1
+    })
+    .await;
+    let delivered: Vec<String> = subscriber.lock().unwrap().deliveries[0]
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(delivered, ["e0", "e1", "e2", "e3", "e4"]);
+    until("the delivery recorded", async || {
+        stats(&client, &second).await["lag_ms"]["samples"] == 5
+    })
+    .await;
+    assert!(never.lock().unwrap().deliveries.is_empty());
+
+    // What was delivered is not kept: a third start has nothing to send.
+    let (third, _, _) = setup_with(false, vec![], 10, Some(dir.clone())).await;
+    assert_eq!(stats(&client, &third).await["pending"], 0);
 }

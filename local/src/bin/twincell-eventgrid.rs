@@ -7,7 +7,7 @@
 //!                                                in x-twincell-replication-key
 //!   [--max-events-per-batch 1] [--time-divisor 1] [--max-attempts 30]
 //!   [--duplicate-per-mille 0] [--lost-answer-per-mille 0] [--max-delay-ms 0]
-//!   [--seed 1]
+//!   [--seed 1] [--spool-dir DIR]
 //! ```
 //!
 //! Keys are read from environment variables, never taken on the command
@@ -58,6 +58,10 @@ struct Args {
     /// The seed of every fault.
     #[arg(long, default_value_t = Config::default().seed)]
     seed: u64,
+    /// Keep what is accepted and not yet delivered in this directory, so
+    /// that a stand-in started again on it delivers it.
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<std::path::PathBuf>,
 }
 
 /// A subscription as given on the command line, its key read.
@@ -112,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         time_divisor: args.time_divisor,
         max_delivery_attempts: args.max_attempts,
         seed: args.seed,
+        spool_dir: args.spool_dir,
         ..Config::default()
     };
     config.faults.duplicate_per_mille = args.duplicate_per_mille;
