@@ -86,11 +86,27 @@ struct Door {
     client: reqwest::Client,
     routed: Mutex<BTreeMap<String, u64>>,
     retried: Mutex<u64>,
+    /// Latency added before every request to a cell, probes included (a
+    /// fault a person switches on).
+    latency: Mutex<BTreeMap<String, Duration>>,
 }
 
 impl Door {
     fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Waits the latency added to `cell`, if any.
+    async fn added_latency(&self, cell: &str) {
+        let wait = self
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(cell)
+            .copied();
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -128,7 +144,40 @@ impl FrontDoor {
             client,
             routed: Mutex::new(BTreeMap::new()),
             retried: Mutex::new(0),
+            latency: Mutex::new(BTreeMap::new()),
         })))
+    }
+
+    /// Adds `latency` before every request to `cell` and every probe of it
+    /// (zero takes it away), as a slow network to that cell would.
+    ///
+    /// # Errors
+    /// When there is no such cell.
+    pub fn set_latency(&self, cell: &str, latency: Duration) -> Result<(), String> {
+        if !self.0.cells.contains_key(cell) {
+            return Err(format!("no cell {cell}"));
+        }
+        let mut all = self
+            .0
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if latency.is_zero() {
+            all.remove(cell);
+        } else {
+            all.insert(cell.to_owned(), latency);
+        }
+        Ok(())
+    }
+
+    /// The latency added to each cell.
+    #[must_use]
+    pub fn latencies(&self) -> BTreeMap<String, Duration> {
+        self.0
+            .latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The monitor, to read or to change (weights, enabled endpoints).
@@ -145,12 +194,16 @@ impl FrontDoor {
         let settings: ProbeSettings = self.manager().settings();
         let mut probes = tokio::task::JoinSet::new();
         for (name, url) in &self.0.cells {
-            let client = self.0.client.clone();
+            let door = Arc::clone(&self.0);
             let url = format!("{url}/health");
             let name = name.clone();
             probes.spawn(async move {
                 let start = Instant::now();
-                let answer = tokio::time::timeout(settings.timeout, client.get(url).send()).await;
+                let probe = async {
+                    door.added_latency(&name).await;
+                    door.client.get(url).send().await
+                };
+                let answer = tokio::time::timeout(settings.timeout, probe).await;
                 let ok = matches!(&answer, Ok(Ok(r)) if r.status().is_success());
                 (name, ok.then(|| start.elapsed()))
             });
@@ -216,16 +269,25 @@ impl FrontDoor {
     /// The front door's router: `/_matrix/status`, and everything else
     /// forwarded. Serve it with `into_make_service_with_connect_info`.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route(
+        self.router_with(
+            Router::new().route(
                 "/_matrix/status",
                 axum::routing::get(|State(door): State<FrontDoor>| async move {
                     axum::Json(door.status())
-                }),
-            )
+                })
+                .with_state(self.clone()),
+            ),
+        )
+    }
+
+    /// The front door's router with `control`'s routes (`/_matrix/…`)
+    /// served by the front door itself, and everything else forwarded.
+    pub fn router_with(&self, control: Router) -> Router {
+        Router::new()
             .fallback(forward)
             .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
             .with_state(self.clone())
+            .merge(control)
     }
 
     fn choose(&self, client: &str, except: Option<&str>) -> Option<String> {
@@ -357,6 +419,7 @@ async fn attempt(
         .cells
         .get(cell)
         .ok_or_else(|| format!("no cell {cell}"))?;
+    door.0.added_latency(cell).await;
     let mut outgoing = door
         .0
         .client

@@ -26,6 +26,31 @@ pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
 /// How long an integration may take.
 pub const INTEGRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Starts `command` as a Lambda function polling `emulator`, with the
+/// variables Lambda sets; stdin closed, output inherited, killed when the
+/// handle is dropped.
+///
+/// # Errors
+/// When the process does not start.
+pub fn function_process(
+    mut command: tokio::process::Command,
+    name: &str,
+    emulator: &Emulator,
+) -> std::io::Result<tokio::process::Child> {
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+}
+
 struct Gateway {
     function: Mutex<Emulator>,
 }

@@ -35,6 +35,7 @@ pub mod matrix;
 pub mod rng;
 mod spool;
 pub mod stream_mapping;
+pub mod supervisor;
 pub mod traffic_manager;
 
 /// A `--listen` address of a local tool: a loopback one only (their

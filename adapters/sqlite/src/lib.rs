@@ -221,6 +221,17 @@ impl SqliteEventStore {
         tokio::spawn(feed.run(publisher::FEED_POLL, std::future::pending()))
     }
 
+    /// How many of `origin`'s events follow `reader`'s checkpoint: the
+    /// publisher's backlog, for `reader` [`PUBLISHER_READER`] and this
+    /// cell's own origin.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the file can't be read.
+    pub async fn backlog(&self, reader: &str, origin: &CellId) -> Result<u64, StoreError> {
+        let (reader, origin) = (reader.to_owned(), origin.as_str().to_owned());
+        self.call(move |c| ops::backlog(c, &reader, &origin)).await
+    }
+
     /// The feed position `reader` has committed (0 before its first).
     ///
     /// # Errors

@@ -392,6 +392,17 @@ pub(crate) fn checkpoint(c: &Connection, reader: &str) -> Result<u64, StoreError
     seq.map_or(Ok(0), uint)
 }
 
+/// How many of `origin`'s events follow `reader`'s checkpoint: what a
+/// publisher reading for that origin has still to send.
+pub(crate) fn backlog(c: &Connection, reader: &str, origin: &str) -> Result<u64, StoreError> {
+    let after = int(checkpoint(c, reader)?, "position")?;
+    let count: i64 = c
+        .prepare_cached("SELECT count(*) FROM events WHERE origin = ?1 AND seq > ?2")
+        .and_then(|mut s| s.query_row(params![origin, after], |r| r.get(0)))
+        .map_err(|e| unavailable(&e))?;
+    uint(count)
+}
+
 /// Moves a reader's checkpoint forward to `seq` (never back).
 pub(crate) fn set_checkpoint(c: &Connection, reader: &str, seq: u64) -> Result<(), StoreError> {
     let seq = int(seq, "position")?;

@@ -95,12 +95,25 @@ async fn own_events_go_out_in_commit_order_and_received_ones_never() {
         .unwrap();
     let recorder = Arc::new(Recorder::default());
     let publisher = publisher(&store, &recorder);
+    // The backlog counts own events only.
+    assert_eq!(
+        store.backlog(PUBLISHER_READER, &own.origin).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.backlog(PUBLISHER_READER, &peer.origin).await.unwrap(),
+        1
+    );
     assert_eq!(
         publisher.pass().await.unwrap(),
         Pass {
             published: 3,
             caught_up: true
         }
+    );
+    assert_eq!(
+        store.backlog(PUBLISHER_READER, &own.origin).await.unwrap(),
+        0
     );
     let own_name = own.to_string();
     assert_eq!(

@@ -16,7 +16,6 @@
 //! function process exits, so does this one.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,18 +26,7 @@ use twincell_contract::emulator::Emulator;
 use twincell_local::stream_mapping::{MappingConfig, MappingStats};
 
 fn lambda(path: &str, name: &str, emulator: &Emulator) -> anyhow::Result<Child> {
-    Command::new(path)
-        .env("AWS_LAMBDA_RUNTIME_API", emulator.runtime_api())
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
-        .stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
+    twincell_local::gateway::function_process(Command::new(path), name, emulator)
         .with_context(|| format!("starting {path}"))
 }
 
