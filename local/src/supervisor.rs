@@ -90,6 +90,9 @@ pub struct Options {
     pub log: String,
     /// How often the status line is printed (`None`: never).
     pub status_every: Option<Duration>,
+    /// Divides the Event Grid stand-in's retry intervals (1: Event
+    /// Grid's own 10 s, 30 s, 1 min, 5 min …).
+    pub retry_divisor: u32,
     /// This program, started again for each cell.
     pub exe: PathBuf,
 }
@@ -333,6 +336,8 @@ pub struct Matrix {
     data_dir: PathBuf,
     client: reqwest::Client,
     stores: tokio::sync::Mutex<BTreeMap<String, twincell_sqlite::SqliteEventStore>>,
+    /// The cells whose file this process holds locked.
+    locks: std::sync::Mutex<BTreeMap<String, twincell_sqlite::WriteLock>>,
     /// The front door's URL.
     pub url: String,
 }
@@ -383,6 +388,7 @@ impl Matrix {
         let key_of = |cell: &str| keys.get(cell).cloned().context("a cell without keys");
         let mut config = eventgrid::Config {
             spool_dir: Some(data_dir.join("eventgrid")),
+            time_divisor: options.retry_divisor.max(1),
             ..eventgrid::Config::default()
         };
         for cell in CELLS {
@@ -509,6 +515,7 @@ impl Matrix {
             data_dir,
             client,
             stores: tokio::sync::Mutex::new(BTreeMap::new()),
+            locks: std::sync::Mutex::new(BTreeMap::new()),
             url,
         });
         tokio::spawn(serve(listener, door.router_with(control(&matrix))));
@@ -550,8 +557,38 @@ impl Matrix {
         })
     }
 
+    fn locks(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, twincell_sqlite::WriteLock>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `cell`'s store unavailable (its file's write lock held here)
+    /// or available again.
+    async fn set_store(&self, cell: &str, available: bool) -> Result<(), String> {
+        if available {
+            return match self.locks().remove(cell) {
+                Some(_) => Ok(()),
+                None => Err(format!("the store of cell {cell} is not down")),
+            };
+        }
+        if self.locks().contains_key(cell) {
+            return Err(format!("the store of cell {cell} is down already"));
+        }
+        let path = self.data_dir.join(format!("{cell}.sqlite"));
+        let lock = tokio::task::spawn_blocking(move || twincell_sqlite::WriteLock::take(path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.locks().insert(cell.to_owned(), lock);
+        Ok(())
+    }
+
     /// The publisher's backlog in `cell`'s file (`None` when unreadable).
     async fn unpublished(&self, cell: &str) -> Option<u64> {
+        if self.locks().contains_key(cell) {
+            return None;
+        }
         let mut stores = self.stores.lock().await;
         if !stores.contains_key(cell) {
             let store = twincell_sqlite::SqliteEventStore::open(
@@ -592,6 +629,7 @@ impl Matrix {
                     "process": process,
                     "pid": pid,
                     "starts": cell.starts.load(Ordering::Relaxed),
+                    "store": if self.locks().contains_key(name) { "down" } else { "up" },
                     "added_latency_ms": latencies.get(name).map(Duration::as_millis),
                 }),
             );
@@ -647,8 +685,13 @@ pub fn line(status: &Value) -> String {
         .unwrap_or_default();
     for e in &endpoints {
         let name = at(e, "/cell", "?");
+        let store = if at(status, &format!("/cells/{name}/store"), "up") == "down" {
+            " STORE DOWN"
+        } else {
+            ""
+        };
         parts.push(format!(
-            "{name} {} {}, {} req",
+            "{name} {}{store} {}, {} req",
             at(status, &format!("/cells/{name}/process"), "?"),
             at(e, "/status", "?"),
             at(e, "/routed", "0"),
@@ -727,6 +770,7 @@ struct Direction {
 /// | `GET /_matrix/status` | the status as JSON |
 /// | `POST /_matrix/cells/{cell}/kill` | SIGKILL to every process of the cell |
 /// | `POST /_matrix/cells/{cell}/start` | starts a killed cell again |
+/// | `POST /_matrix/cells/{cell}/store-down`, `…/store-up` | holds the cell's file's write lock (every store operation waits 5 s and answers unavailable, `/health` 503), or lets go |
 /// | `POST /_matrix/cells/{cell}/latency` `{"ms": 300}` | latency before each request and probe (0 removes it) |
 /// | `POST /_matrix/cells/{cell}/disable`, `…/enable` | the endpoint's Traffic Manager status |
 /// | `POST /_matrix/weights` `{"aws": 900, "azure": 100}` | weights, 1–1000 |
@@ -761,6 +805,7 @@ async fn cell_action(
     let outcome = match action.as_str() {
         "kill" => cell.kill().await.map_err(|e| e.to_string()),
         "start" => cell.start(&m.client).await.map_err(|e| format!("{e:#}")),
+        "store-down" | "store-up" => m.set_store(&name, action == "store-up").await,
         "latency" => match body::<Latency>(&bytes) {
             Ok(l) => m.door.set_latency(&name, Duration::from_millis(l.ms)),
             Err((status, why)) => return refuse(status, &why),
@@ -773,7 +818,7 @@ async fn cell_action(
         _ => {
             return refuse(
                 StatusCode::NOT_FOUND,
-                "a cell's actions are kill, start, latency, disable and enable",
+                "a cell's actions are kill, start, store-down, store-up, latency, disable and enable",
             );
         }
     };

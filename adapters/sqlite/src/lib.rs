@@ -377,3 +377,33 @@ impl EventStore for SqliteEventStore {
         self.call(ops::check).await
     }
 }
+
+/// The write lock of a file, held by another connection than the cell's,
+/// as a backup tool or an operator's shell holding a write transaction
+/// would: while it is held, every operation of the cell's store (each
+/// group of them begins by taking the write lock) waits SQLite's busy
+/// timeout and then answers unavailable, `/health` included. Dropping it
+/// lets go.
+#[derive(Debug)]
+pub struct WriteLock {
+    // Held for its open transaction; closing the connection rolls it back.
+    _connection: Connection,
+}
+
+impl WriteLock {
+    /// Takes the write lock of the file at `path` (`BEGIN IMMEDIATE`).
+    ///
+    /// # Errors
+    /// When the file can't be opened or another connection writes to it
+    /// for longer than the busy timeout.
+    pub fn take(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let connection = Connection::open(path.as_ref()).map_err(|e| ops::unavailable(&e))?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .and_then(|()| connection.execute_batch("BEGIN IMMEDIATE"))
+            .map_err(|e| ops::unavailable(&e))?;
+        Ok(Self {
+            _connection: connection,
+        })
+    }
+}

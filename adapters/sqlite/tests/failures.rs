@@ -229,3 +229,23 @@ async fn a_corrupt_file_answers_unavailable_and_serves_again_once_it_is_repaired
     store.check().await.unwrap();
     assert_eq!(store.load(&s.aggregate).await.unwrap(), [receipt(&s, 1, 3)]);
 }
+
+#[tokio::test]
+async fn a_file_locked_by_another_process_is_unavailable_until_let_go_and_loses_nothing() {
+    let store = twincell_sqlite::testing::fresh_store("locked").await;
+    let s = stream("sku-1");
+    store.append(&s, 0, &[receipt(&s, 1, 3)]).await.unwrap();
+    let lock = twincell_sqlite::WriteLock::take(store.path()).unwrap();
+    assert!(matches!(
+        store.check().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.append(&s, 1, &[receipt(&s, 2, 1)]).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    drop(lock);
+    store.check().await.unwrap();
+    assert_eq!(store.load(&s.aggregate).await.unwrap(), [receipt(&s, 1, 3)]);
+    store.append(&s, 1, &[receipt(&s, 2, 1)]).await.unwrap();
+}

@@ -6,7 +6,7 @@
 //! twincell-local [--data-dir .twincell] [--port 8080] [--routing priority|weighted|performance]
 //!                [--priority aws,azure] [--weights aws=900,azure=100] [--ttl 0]
 //!                [--probe-interval-ms 1000] [--probe-timeout-ms 500] [--tolerated-failures 2]
-//! twincell-local status|kill CELL|start CELL|latency CELL MS|disable CELL|enable CELL
+//! twincell-local status|kill CELL|start CELL|store CELL down|up|latency CELL MS|disable CELL|enable CELL
 //!                |weights aws=900,azure=100|cut [DIRECTION]|heal [DIRECTION]   [--port 8080]
 //! ```
 
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use twincell_local::supervisor::{self, CELLS, Options};
 use twincell_local::traffic_manager::{ProbeSettings, RoutingMethod};
@@ -64,7 +65,13 @@ struct Up {
     /// Consecutive failed probes tolerated before a cell is Degraded.
     #[arg(long, default_value_t = ProbeSettings::LOCAL.tolerated)]
     tolerated_failures: u32,
-    /// The cells' log filter (their logs go to DATA_DIR/logs/).
+    /// Divides the Event Grid stand-in's retry intervals (1: Event Grid's
+    /// own schedule, 10 s, 30 s, 1 min, 5 min …; 10 makes a restarted
+    /// cell's backlog drain ten times sooner).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    retry_divisor: u32,
+    /// The log filter of the cells and of this process (logs go to
+    /// DATA_DIR/logs/).
     #[arg(long, default_value = "info", value_name = "RUST_LOG")]
     log: String,
     /// No status line.
@@ -137,6 +144,17 @@ enum Action {
     Kill {
         #[arg(value_parser = cell)]
         cell: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Makes a cell's store unavailable (`down`: its file's write lock is
+    /// held, so every operation waits 5 s and answers 503) or available
+    /// again (`up`).
+    Store {
+        #[arg(value_parser = cell)]
+        cell: String,
+        #[arg(value_parser = ["down", "up"])]
+        state: String,
         #[command(flatten)]
         target: Target,
     },
@@ -230,8 +248,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// This process's logs (the Event Grid stand-in's, the front door's) go to
+/// `<data-dir>/logs/matrix.log`, leaving the terminal to the status line.
+fn log_to_file(dir: &std::path::Path, filter: &str) -> anyhow::Result<()> {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join("matrix.log"))?;
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter)?)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}
+
 async fn up(up: Up) -> anyhow::Result<()> {
-    twincell_http::init_logs(twincell_http::LogTo::Stderr);
+    log_to_file(&up.data_dir, &up.log)?;
     let next = |n: u16| {
         if up.port == 0 {
             0
@@ -261,6 +296,7 @@ async fn up(up: Up) -> anyhow::Result<()> {
         probes,
         log: up.log,
         status_every: (!up.quiet).then_some(Duration::from_secs(1)),
+        retry_divisor: up.retry_divisor,
         exe: std::env::current_exe()?,
     };
     supervisor::run(options, shutdown()).await
@@ -302,6 +338,16 @@ async fn act(action: Action) -> anyhow::Result<()> {
         Action::Start { cell, target } => {
             (target.port, "POST", format!("cells/{cell}/start"), None)
         }
+        Action::Store {
+            cell,
+            state,
+            target,
+        } => (
+            target.port,
+            "POST",
+            format!("cells/{cell}/store-{state}"),
+            None,
+        ),
         Action::Latency { cell, ms, target } => (
             target.port,
             "POST",

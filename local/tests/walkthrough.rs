@@ -1,0 +1,391 @@
+//! The README's walk-through on the real `twincell-local` binary: both
+//! cells as processes on their SQLite files, the Event Grid stand-in, the
+//! front door. A payment and a reservation through the front door; the
+//! cell that served them killed with SIGKILL (by `twincell-local kill`);
+//! the same requests again, answered by the other cell with the same
+//! transaction and reservation and no error; the cell started again; both
+//! cells' answers identical once the backlog drains; no process left after
+//! SIGINT. Then: a matrix killed with SIGKILL takes its cells with it, and
+//! one started again on the same directory has everything.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    // The matrix's process is waited for by `Running`'s drop.
+    clippy::zombie_processes
+)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twincell-local");
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "twincell-walkthrough-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A running matrix: the process and its front door.
+struct Running {
+    child: Child,
+    url: String,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A failed test leaves nothing: SIGKILL, the children follow.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Running {
+    let out = dir.join("stdout.txt");
+    let child = Command::new(BIN)
+        .args(["--port", "0", "--retry-divisor", "10", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(url) = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("front door"))
+            .map(|u| u.trim().to_owned())
+        {
+            let port = url.rsplit(':').next().unwrap().parse().unwrap();
+            return Running {
+                child,
+                url,
+                port,
+                out,
+            };
+        }
+        let stderr = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the matrix printed no front door: {text}\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `twincell-local <args> --port <port>`: its JSON answer.
+fn command(running: &Running, args: &[&str]) -> Value {
+    let output = Command::new(BIN)
+        .args(args)
+        .args(["--port", &running.port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "twincell-local {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (u16, String, Value) {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let cell = answer
+        .headers()
+        .get("x-twincell-cell")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, cell, answer.json().await.unwrap())
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let answer = client.get(url).send().await.unwrap();
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// Every process whose parent is in `roots`, and theirs, from /proc.
+fn descendants(roots: &[u32]) -> BTreeSet<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, so read after ')'.
+        let after = stat.rsplit(')').next().unwrap_or_default();
+        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found: BTreeSet<u32> = roots.iter().copied().collect();
+    loop {
+        let before = found.len();
+        for (pid, ppid) in &parents {
+            if found.contains(ppid) {
+                found.insert(*pid);
+            }
+        }
+        if found.len() == before {
+            break;
+        }
+    }
+    for root in roots {
+        found.remove(root);
+    }
+    found
+}
+
+/// Whether `pid` still runs (a zombie waiting for a reaper does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .next();
+        !matches!(state, Some("Z" | "X"))
+    })
+}
+
+fn until_gone(pids: &BTreeSet<u32>) {
+    let started = Instant::now();
+    while pids.iter().any(|p| alive(*p)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still running: {:?}",
+            pids.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn until_both_agree(client: &reqwest::Client, status: &Value, path: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let aws = get(
+            client,
+            &format!("{}{path}", status["cells"]["aws"]["url"].as_str().unwrap()),
+        )
+        .await;
+        let azure = get(
+            client,
+            &format!(
+                "{}{path}",
+                status["cells"]["azure"]["url"].as_str().unwrap()
+            ),
+        )
+        .await;
+        if aws.0 == 200 && aws == azure {
+            return aws.1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the cells did not agree on {path}: {aws:?} {azure:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_after() {
+    twincell_local::install_crypto();
+    let dir = fresh_dir("failover");
+    let running = start(&dir);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let door = running.url.clone();
+    let payment = json!({"account_id": "acct-1", "amount": "19.90", "currency": "USD"});
+    let (status, served, first) = post(
+        &client,
+        &format!("{door}/transactions"),
+        Some("checkout-1"),
+        payment.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let receipt = post(
+        &client,
+        &format!("{door}/inventory/sku-1/receipts"),
+        Some("delivery-1"),
+        json!({"quantity": 10}),
+    )
+    .await;
+    assert_eq!(receipt.0, 200, "{receipt:?}");
+    let reserve = json!({"order_id": "order-1", "quantity": 3});
+    let (status, reserved_by, reservation) = post(
+        &client,
+        &format!("{door}/inventory/sku-1/reservations"),
+        None,
+        reserve.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{reservation}");
+    assert_eq!(reserved_by, served, "priority routing keeps one cell");
+
+    // Its events reach the other cell (the status shows the backlog).
+    let status = command(&running, &["status"]);
+    until_both_agree(&client, &status, "/inventory/sku-1").await;
+
+    // The cell that served the client dies.
+    let killed = command(&running, &["kill", &served]);
+    assert_eq!(killed["cells"][&served]["process"], "killed");
+    let other = if served == "aws" { "azure" } else { "aws" };
+
+    // The same requests again: the other cell answers, with the same
+    // transaction and reservation, and the client sees no error.
+    let (status, cell, again) = post(
+        &client,
+        &format!("{door}/transactions"),
+        Some("checkout-1"),
+        payment,
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {again}");
+    assert_eq!(cell, other);
+    assert_eq!(again["transaction_id"], first["transaction_id"]);
+    let (status, cell, again) = post(
+        &client,
+        &format!("{door}/inventory/sku-1/reservations"),
+        None,
+        reserve,
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {again}");
+    assert_eq!(cell, other);
+    assert_eq!(again, reservation);
+
+    // Started again: its backlog drains and both cells agree.
+    let started = command(&running, &["start", &served]);
+    assert_eq!(started["cells"][&served]["process"], "running");
+    assert_eq!(started["cells"][&served]["starts"], 2);
+    let id = first["transaction_id"].as_str().unwrap();
+    let transaction = until_both_agree(&client, &started, &format!("/transactions/{id}")).await;
+    assert!(transaction.contains(id));
+    until_both_agree(&client, &started, "/inventory/sku-1").await;
+    let status = command(&running, &["status"]);
+    assert!(
+        status["front_door"]["retried_on_the_other_cell"].as_u64() >= Some(2),
+        "{status}"
+    );
+    let printed = std::fs::read_to_string(&running.out).unwrap();
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("aws ") && l.contains("azure→aws backlog")),
+        "no status line: {printed}"
+    );
+
+    // Ctrl-C: every process of the matrix ends.
+    let mut running = running;
+    let pid = running.child.id();
+    let children = descendants(&[pid]);
+    assert!(
+        children.len() >= 3,
+        "both cells and the api function: {children:?}"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit}");
+    until_gone(&children);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_killed_with_sigkill_takes_its_cells_and_resumes_on_its_directory() {
+    twincell_local::install_crypto();
+    let dir = fresh_dir("resume");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut running = start(&dir);
+    let door = running.url.clone();
+    // Replication cut: the receipt waits at the Event Grid stand-in when
+    // the matrix dies.
+    let cut = command(&running, &["cut"]);
+    assert_eq!(cut["replication"]["aws-to-azure"]["cut"], true);
+    let (status, _, receipt) = post(
+        &client,
+        &format!("{door}/inventory/sku-9/receipts"),
+        Some("delivery-9"),
+        json!({"quantity": 7}),
+    )
+    .await;
+    assert_eq!(status, 200, "{receipt}");
+    let started = Instant::now();
+    loop {
+        let status = command(&running, &["status"]);
+        // The receipt and its key's record, published, not delivered.
+        let way = &status["replication"]["aws-to-azure"];
+        if way["unpublished"] == 0 && way["undelivered"] == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let children = descendants(&[running.child.id()]);
+    assert!(children.len() >= 3, "{children:?}");
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    until_gone(&children);
+    drop(running);
+
+    // Started again on the same directory: the keys, both files and the
+    // stand-in's spool are where they were, and the receipt reaches the
+    // other cell.
+    let running = start(&dir);
+    let status = command(&running, &["status"]);
+    let stock = until_both_agree(&client, &status, "/inventory/sku-9").await;
+    let stock: Value = serde_json::from_str(&stock).unwrap();
+    assert_eq!(stock["on_hand"], 7, "{stock}");
+    assert_eq!(stock["cells"]["aws"]["on_hand"], 7, "{stock}");
+}
