@@ -19,11 +19,17 @@
 //!   (moto locally) and invokes the real `replicator` binary with real
 //!   stream event shapes, honouring `ReportBatchItemFailures`.
 //!
-//! The binaries: `twincell-eventgrid` (the topic stand-in) and
+//! `twincell-local`, the package's main binary, is the matrix as one
+//! program ([`supervisor`]): both cells on SQLite, replicating through the
+//! Event Grid stand-in, behind the [`frontdoor`], with commands that break
+//! them while they run.
+//!
+//! The other binaries: `twincell-eventgrid` (the topic stand-in) and
 //! `twincell-aws-local` (the AWS cell: the gateway with `api`, the mapping
 //! with `replicator`). The Azure cell is the `handler` binary itself, with
 //! its host's Cosmos DB trigger stood in by the handler in contract mode.
-//! [`matrix`] starts all of them wired together; `twincell-resync` is the
+//! [`matrix`] starts all of them wired together on the clouds' stores (for
+//! tests); `twincell-resync` is the
 //! operator's resync tool. [`traffic_manager`] is Azure Traffic Manager's
 //! monitoring and routing as a state machine, and [`frontdoor`] the HTTP
 //! front door that follows it and retries what is safe to retry.

@@ -293,7 +293,7 @@ impl CellProcess {
         Ok(())
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    /// Stops it: SIGTERM, then SIGKILL after 5 s.
     pub async fn stop(&self) {
         let mut proc = self.proc.lock().await;
         if let Proc::Running(child) = &mut *proc {
@@ -309,10 +309,13 @@ impl CellProcess {
         }
     }
 
-    /// `running`, `killed`, `stopped` or `exited (…)`, with its pid when
-    /// running; notices a process that ended by itself.
-    async fn state(&self) -> (String, Option<u32>) {
-        let mut proc = self.proc.lock().await;
+    /// `running`, `starting`, `killed`, `stopped` or `exited (…)`, with
+    /// its pid when running; notices a process that ended by itself.
+    fn state(&self) -> (String, Option<u32>) {
+        // A start holds the lock until the cell answers.
+        let Ok(mut proc) = self.proc.try_lock() else {
+            return ("starting".to_owned(), None);
+        };
         if let Proc::Running(child) = &mut *proc {
             match child.try_wait() {
                 Ok(None) => return ("running".to_owned(), child.id()),
@@ -621,7 +624,7 @@ impl Matrix {
         let mut cells = serde_json::Map::new();
         let mut replication = serde_json::Map::new();
         for (name, cell) in &self.cells {
-            let (process, pid) = cell.state().await;
+            let (process, pid) = cell.state();
             cells.insert(
                 name.clone(),
                 json!({
@@ -749,6 +752,10 @@ fn body<T: serde::de::DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, Ref
     serde_json::from_slice(bytes).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))
 }
 
+/// The most latency a cell may be given (the front door's attempts time
+/// out after 30 s anyway).
+const MAX_ADDED_LATENCY_MS: u64 = 60_000;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Latency {
@@ -807,6 +814,12 @@ async fn cell_action(
         "start" => cell.start(&m.client).await.map_err(|e| format!("{e:#}")),
         "store-down" | "store-up" => m.set_store(&name, action == "store-up").await,
         "latency" => match body::<Latency>(&bytes) {
+            Ok(l) if l.ms > MAX_ADDED_LATENCY_MS => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("at most {MAX_ADDED_LATENCY_MS} ms"),
+                );
+            }
             Ok(l) => m.door.set_latency(&name, Duration::from_millis(l.ms)),
             Err((status, why)) => return refuse(status, &why),
         },

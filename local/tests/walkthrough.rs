@@ -389,3 +389,101 @@ async fn a_matrix_killed_with_sigkill_takes_its_cells_and_resumes_on_its_directo
     assert_eq!(stock["on_hand"], 7, "{stock}");
     assert_eq!(stock["cells"]["aws"]["on_hand"], 7, "{stock}");
 }
+
+async fn control(client: &reqwest::Client, running: &Running, path: &str, body: &str) -> u16 {
+    client
+        .post(format!("{}/_matrix/{path}", running.url))
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn until_state(running: &Running, cell: &str, state: &str) {
+    let started = Instant::now();
+    loop {
+        let status = command(running, &["status"]);
+        let endpoint = status["front_door"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["cell"] == cell)
+            .cloned()
+            .unwrap();
+        if endpoint["status"] == state {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{cell} never {state}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_taken_down_moves_traffic_and_the_controls_refuse_what_they_cannot_do() {
+    twincell_local::install_crypto();
+    let dir = fresh_dir("controls");
+    let running = start(&dir);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let receive = async |client: &reqwest::Client| {
+        post(
+            client,
+            &format!("{}/inventory/sku-5/receipts", running.url),
+            None,
+            json!({"quantity": 1}),
+        )
+        .await
+    };
+    assert_eq!(receive(&client).await.1, "aws");
+
+    // aws's file write-locked: its /health fails, Traffic Manager degrades
+    // it, and new requests go to azure.
+    let down = command(&running, &["store", "aws", "down"]);
+    assert_eq!(down["cells"]["aws"]["store"], "down");
+    until_state(&running, "aws", "Degraded").await;
+    let (status, cell, _) = receive(&client).await;
+    assert_eq!((status, cell.as_str()), (200, "azure"));
+    command(&running, &["store", "aws", "up"]);
+    until_state(&running, "aws", "Online").await;
+    assert_eq!(receive(&client).await.1, "aws");
+
+    // A disabled endpoint gets nothing.
+    command(&running, &["disable", "aws"]);
+    assert_eq!(receive(&client).await.1, "azure");
+    command(&running, &["enable", "aws"]);
+
+    // What the controls refuse.
+    for (path, body, expected) in [
+        ("cells/gcp/kill", "", 404),
+        ("cells/aws/reboot", "", 404),
+        ("cells/aws/latency", r#"{"ms": 600000}"#, 400),
+        ("cells/aws/latency", r#"{"seconds": 1}"#, 400),
+        ("weights", r#"{"aws": 0}"#, 400),
+        ("weights", r#"{"gcp": 5}"#, 400),
+        ("replication/cut", r#"{"direction": "up"}"#, 400),
+        ("replication/sever", "", 404),
+        ("cells/aws/store-up", "", 409),
+        ("cells/aws/start", "", 409),
+    ] {
+        assert_eq!(
+            control(&client, &running, path, body).await,
+            expected,
+            "{path} {body}"
+        );
+    }
+    assert_eq!(
+        control(&client, &running, "cells/azure/kill", "").await,
+        200
+    );
+    assert_eq!(
+        control(&client, &running, "cells/azure/kill", "").await,
+        409
+    );
+}
