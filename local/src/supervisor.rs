@@ -64,6 +64,8 @@ pub const PARENT_VARIABLE: &str = "TWINCELL_LOCAL_PARENT";
 
 /// How long a cell may take to answer its first request.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the front door's port answers any request within.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a stopping cell gets before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -521,7 +523,15 @@ impl Matrix {
             locks: std::sync::Mutex::new(BTreeMap::new()),
             url,
         });
-        tokio::spawn(serve(listener, door.router_with(control(&matrix))));
+        // Every request answered within a bound: a forward is two
+        // attempts of 30 s at most, a cell's start 60 s.
+        let app = door.router_with(control(&matrix)).layer(
+            tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT,
+            ),
+        );
+        tokio::spawn(serve(listener, app));
         Ok(matrix)
     }
 
@@ -944,7 +954,9 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> anyhow
 
 /// What a child process does first: asks the kernel for SIGKILL when its
 /// parent dies, then checks that the parent is still the one that started
-/// it (it may have died before the request was made).
+/// it (it may have died before the request was made). Where the kernel
+/// has no such request (not Linux), a thread ends the process once its
+/// parent is gone.
 ///
 /// # Errors
 /// When the parent is gone already.
@@ -961,6 +973,20 @@ pub fn die_with_parent() -> anyhow::Result<()> {
         {
             bail!("the matrix that started this cell is gone");
         }
+    }
+    // Elsewhere no such request exists: a thread watches for the parent
+    // to change (an orphan is adopted by another process) once a second.
+    #[cfg(not(target_os = "linux"))]
+    {
+        let parent = rustix::process::getppid();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if rustix::process::getppid() != parent {
+                    std::process::exit(1);
+                }
+            }
+        });
     }
     Ok(())
 }
