@@ -254,6 +254,12 @@ impl FrontDoor {
             })
             .collect();
         let settings = manager.settings();
+        let ttl = self
+            .0
+            .dns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ttl();
         json!({
             "routing": format!("{:?}", manager.method()).to_lowercase(),
             "probe": {
@@ -261,6 +267,10 @@ impl FrontDoor {
                 "timeout_ms": settings.timeout.as_millis(),
                 "tolerated_failures": settings.tolerated,
             },
+            "dns_ttl_ms": ttl.as_millis(),
+            // The longest a client may be sent to a dead cell:
+            // (interval + timeout) × (tolerated + 1) + TTL.
+            "failover_bound_ms": (settings.detection_bound() + ttl).as_millis(),
             "endpoints": endpoints,
             "retried_on_the_other_cell": *self.0.retried.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         })

@@ -369,6 +369,12 @@ impl DnsCache {
         }
     }
 
+    /// How long a client keeps an answer.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The endpoint `client` uses at `now` (time since any fixed start):
     /// the one it was given while that answer's TTL lasts, else a new
     /// answer from `manager`.
