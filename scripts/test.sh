@@ -78,7 +78,11 @@ done
 echo "moto at $TWINCELL_MOTO_ENDPOINT (pid $moto_pid)"
 
 step "tests (store contract on memory and moto, parity suite included)"
-cargo nextest run --workspace --locked --no-fail-fast
+cargo nextest run --workspace --locked --no-fail-fast -E 'not binary(chaos)'
+
+step "chaos on the real matrix (one scenario at a time; each prints its figures)"
+cargo nextest run --workspace -E 'binary(chaos)' --locked --no-fail-fast \
+  --test-threads 1 --no-capture
 
 step "docs/openapi.json against both cells (schemathesis, every check)"
 "$tools/bin/python" scripts/tools/api_conformance.py --bin-dir "$TWINCELL_CONTRACT_BIN_DIR" \

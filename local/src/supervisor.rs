@@ -95,6 +95,9 @@ pub struct Options {
     /// Divides the Event Grid stand-in's retry intervals (1: Event
     /// Grid's own 10 s, 30 s, 1 min, 5 min …).
     pub retry_divisor: u32,
+    /// Faults of the Event Grid stand-in: duplicated deliveries and random
+    /// delays (which reorder events).
+    pub eventgrid_faults: eventgrid::Faults,
     /// This program, started again for each cell.
     pub exe: PathBuf,
 }
@@ -394,6 +397,7 @@ impl Matrix {
         let mut config = eventgrid::Config {
             spool_dir: Some(data_dir.join("eventgrid")),
             time_divisor: options.retry_divisor.max(1),
+            faults: options.eventgrid_faults.clone(),
             ..eventgrid::Config::default()
         };
         for cell in CELLS {

@@ -70,6 +70,13 @@ struct Up {
     /// cell's backlog drain ten times sooner).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
     retry_divisor: u32,
+    /// Per thousand events published, how many Event Grid delivers twice.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    duplicate_per_mille: u32,
+    /// The longest random delay before Event Grid first delivers an event,
+    /// in milliseconds (events then arrive out of order).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    max_delay_ms: u64,
     /// The log filter of the cells and of this process (logs go to
     /// DATA_DIR/logs/).
     #[arg(long, default_value = "info", value_name = "RUST_LOG")]
@@ -297,6 +304,11 @@ async fn up(up: Up) -> anyhow::Result<()> {
         log: up.log,
         status_every: (!up.quiet).then_some(Duration::from_secs(1)),
         retry_divisor: up.retry_divisor,
+        eventgrid_faults: twincell_local::eventgrid::Faults {
+            duplicate_per_mille: up.duplicate_per_mille,
+            lost_answer_per_mille: 0,
+            max_delay: Duration::from_millis(up.max_delay_ms),
+        },
         exe: std::env::current_exe()?,
     };
     supervisor::run(options, shutdown()).await
