@@ -84,6 +84,10 @@ step "chaos on the real matrix (one scenario at a time; each prints its figures)
 cargo nextest run --workspace -E 'binary(chaos)' --locked --no-fail-fast \
   --test-threads 1 --no-capture
 
+step "the deterministic simulation: 10 000 seeds on the release binary"
+cargo build --release --locked -p twincell-local --bin twincell-local
+"$target_dir/release/twincell-local" simulate --first 1 --seeds 10000 --threads 2
+
 step "docs/openapi.json against both cells (schemathesis, every check)"
 "$tools/bin/python" scripts/tools/api_conformance.py --bin-dir "$TWINCELL_CONTRACT_BIN_DIR" \
   --examples 40 --max-time 90

@@ -39,6 +39,7 @@ pub mod frontdoor;
 pub mod gateway;
 pub mod matrix;
 pub mod rng;
+pub mod simulation;
 mod spool;
 pub mod stream_mapping;
 pub mod supervisor;

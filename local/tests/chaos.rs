@@ -416,7 +416,13 @@ async fn scenario(name: &str, flags: &[&str], faults: &[(u64, Fault)]) {
             ("on_hand", &told.received, &told.unanswered_receipts),
             ("reserved", &told.reserved, &told.unanswered_reservations),
         ] {
-            let held = number(view, field);
+            // On hand less a reported shortage is what received stock
+            // backs (docs/domain.md).
+            let held = if field == "on_hand" {
+                number(view, field) - number(view, "shortage")
+            } else {
+                number(view, field)
+            };
             let acknowledged = acknowledged.get(sku).copied().unwrap_or(0);
             let maybe = unanswered.get(sku).copied().unwrap_or(0);
             lost += (acknowledged - held).max(0);

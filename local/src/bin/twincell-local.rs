@@ -219,6 +219,26 @@ enum Action {
         #[command(flatten)]
         target: Target,
     },
+    /// Runs the deterministic simulation of both cells (no process, no
+    /// socket): seeds from --first, --seeds of them or for --seconds,
+    /// printing seeds per second and every seed that is not clean.
+    Simulate {
+        /// The first seed.
+        #[arg(long, default_value_t = 1)]
+        first: u64,
+        /// How many seeds.
+        #[arg(long, default_value_t = 1_000)]
+        seeds: u64,
+        /// Run for this long instead (seeds from --first on).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// One seed, with what it found.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// A process of the matrix (started by the matrix itself).
     #[command(hide = true)]
     Child {
@@ -229,6 +249,23 @@ enum Action {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulation runs its own runtime per seed, outside any other.
+    if let Some(Action::Simulate {
+        first,
+        seeds,
+        seconds,
+        threads,
+        seed,
+    }) = cli.command
+    {
+        return match simulate(first, seeds, seconds, threads, seed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("twincell-local: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -342,6 +379,73 @@ async fn child(role: &str) -> anyhow::Result<()> {
     }
 }
 
+fn simulate(
+    first: u64,
+    seeds: u64,
+    seconds: Option<u64>,
+    threads: usize,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    use twincell_local::simulation::{self, Config};
+    twincell_local::install_crypto();
+    if let Some(seed) = seed {
+        let report = simulation::run(&Config::new(seed))?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{report:#?}");
+        }
+        anyhow::ensure!(report.clean(), "seed {seed} is not clean");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut totals = simulation::Totals::default();
+    let mut next = first;
+    loop {
+        // In slices, so that --seconds can stop between them.
+        let slice = match seconds {
+            Some(_) => 200,
+            None => seeds.saturating_sub(totals.seeds).min(10_000),
+        };
+        if slice == 0 {
+            break;
+        }
+        totals.merge(simulation::many(next, slice, threads, Config::new)?);
+        next += slice;
+        if seconds.is_some_and(|s| started.elapsed().as_secs() >= s) {
+            break;
+        }
+    }
+    let ms = started.elapsed().as_millis().max(1);
+    #[allow(clippy::print_stdout)]
+    {
+        for report in &totals.not_clean {
+            println!("seed {} is not clean: {:?}", report.seed, report.problems);
+        }
+        println!(
+            "simulation: seeds {first}..{next}: {} in {}.{} s, {} seeds/s, {} operations, {} events delivered; lost {}, doubled {}, oversold {}, unanswered {}; apart: {} given up while both cells were down, {} units of reported shortage; {} seeds not clean",
+            totals.seeds,
+            ms / 1_000,
+            ms % 1_000 / 100,
+            u128::from(totals.seeds) * 1_000 / ms,
+            totals.operations,
+            totals.delivered,
+            totals.lost,
+            totals.doubled,
+            totals.oversold,
+            totals.unanswered,
+            totals.gave_up_both_down,
+            totals.shortage,
+            totals.not_clean.len()
+        );
+    }
+    anyhow::ensure!(
+        totals.not_clean.is_empty(),
+        "{} seeds are not clean",
+        totals.not_clean.len()
+    );
+    Ok(())
+}
+
 async fn act(action: Action) -> anyhow::Result<()> {
     use serde_json::json;
     let (port, method, path, body) = match action {
@@ -390,7 +494,7 @@ async fn act(action: Action) -> anyhow::Result<()> {
             "replication/heal".to_owned(),
             direction.map(|d| json!({"direction": d})),
         ),
-        Action::Child { .. } => anyhow::bail!("not a command"),
+        Action::Child { .. } | Action::Simulate { .. } => anyhow::bail!("not a command"),
     };
     twincell_local::install_crypto();
     let client = reqwest::Client::builder()
