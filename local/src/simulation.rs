@@ -499,6 +499,9 @@ struct Told {
     maybe_more: BTreeMap<usize, i64>,
     maybe_less: BTreeMap<usize, i64>,
     maybe_reserved: BTreeMap<usize, i64>,
+    /// Per client: payments acknowledged, and payments never answered.
+    paid: BTreeMap<usize, i64>,
+    maybe_paid: BTreeMap<usize, i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -766,7 +769,7 @@ impl Sim {
                     self.now()
                 ));
             }
-            self.unanswered(&op);
+            self.unanswered(n, &op);
             let Some(client) = self.clients.get_mut(n) else {
                 return;
             };
@@ -783,9 +786,10 @@ impl Sim {
         self.check_views(&op);
     }
 
-    fn acknowledge(&mut self, _client: usize, op: &Op, body: &str) {
+    fn acknowledge(&mut self, client: usize, op: &Op, body: &str) {
         match op {
             Op::Pay { key, .. } => {
+                *self.told.paid.entry(client).or_default() += 1;
                 let value: Value = serde_json::from_str(body).unwrap_or(Value::Null);
                 self.told.payments.insert(key.clone(), value);
             }
@@ -801,9 +805,9 @@ impl Sim {
         }
     }
 
-    fn unanswered(&mut self, op: &Op) {
+    fn unanswered(&mut self, client: usize, op: &Op) {
         match op {
-            Op::Pay { .. } => {}
+            Op::Pay { .. } => *self.told.maybe_paid.entry(client).or_default() += 1,
             Op::Receive { sku, quantity, .. } => {
                 *self.told.maybe_more.entry(*sku).or_default() += quantity;
             }
@@ -1346,6 +1350,42 @@ fn check(mut sim: Sim) -> Report {
             }
         }
     }
+    // One transaction per payment: every transaction either cell created,
+    // by account, against the payments each client was told of (and those
+    // it never heard back about).
+    let mut created: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for cell in &sim.cells {
+        for e in lock(&cell.durable.feed).iter() {
+            if let twincell_core::DomainEvent::TransactionCreated {
+                transaction_id,
+                account_id,
+                ..
+            } = e.event()
+            {
+                created
+                    .entry(account_id.as_str().to_owned())
+                    .or_default()
+                    .insert(transaction_id.to_string());
+            }
+        }
+    }
+    for n in 0..sim.clients.len() {
+        let made = i64::try_from(
+            created
+                .get(&format!("acct-{n}"))
+                .map_or(0, std::collections::BTreeSet::len),
+        )
+        .unwrap_or(i64::MAX);
+        let paid = sim.told.paid.get(&n).copied().unwrap_or(0);
+        let maybe = sim.told.maybe_paid.get(&n).copied().unwrap_or(0);
+        if made > paid + maybe {
+            sim.report.doubled += made - paid - maybe;
+            sim.report.problems.push(format!(
+                "acct-{n}: {made} transactions for {paid} payments told ({maybe} never answered)"
+            ));
+        }
+        sim.report.lost += (paid - made).max(0);
+    }
     for (i, sku) in SKUS.iter().enumerate() {
         let Some(view) = views.get(&format!("/inventory/{sku}")) else {
             continue;
@@ -1358,17 +1398,19 @@ fn check(mut sim: Sim) -> Report {
         let on_hand = n("on_hand");
         let backed = on_hand - n("shortage");
         let told_on_hand = get(&sim.told.on_hand);
-        sim.report.lost += (told_on_hand - get(&sim.told.maybe_less) - backed).max(0);
-        sim.report.doubled += (backed - told_on_hand - get(&sim.told.maybe_more)).max(0);
         let reserved = n("reserved");
         let told_reserved = get(&sim.told.reserved);
-        sim.report.lost += (told_reserved - reserved).max(0);
-        sim.report.doubled += (reserved - told_reserved - get(&sim.told.maybe_reserved)).max(0);
+        let lost = (told_on_hand - get(&sim.told.maybe_less) - backed).max(0)
+            + (told_reserved - reserved).max(0);
+        let doubled = (backed - told_on_hand - get(&sim.told.maybe_more)).max(0)
+            + (reserved - told_reserved - get(&sim.told.maybe_reserved)).max(0);
+        sim.report.lost += lost;
+        sim.report.doubled += doubled;
         sim.report.shortage += n("shortage");
         if oversold(view).is_some() {
             sim.report.oversold += 1;
         }
-        if sim.report.lost > 0 || sim.report.doubled > 0 {
+        if lost > 0 || doubled > 0 {
             sim.report.problems.push(format!(
                 "{sku}: on hand {on_hand} (told {told_on_hand}), reserved {reserved} (told {told_reserved})"
             ));
