@@ -12,7 +12,13 @@
 //!   out: what a dead cell looks like) is sent once to another candidate
 //!   if it is safe to retry ([`retry_safe`], the table of `docs/api.md`),
 //!   and answered `502` naming the cell otherwise: a write that is not
-//!   safe to retry is never sent twice by the front door.
+//!   safe to retry is never sent twice by the front door. A reservation,
+//!   write-off or transfer that its cell may have received before it died
+//!   (reset or timed out, not refused) is answered `502` too
+//!   ([`retry_elsewhere`]): the other cell decides it on its own stock,
+//!   which cannot see what the first cell did, so its refusal would not be
+//!   the answer; the client retries knowing that an attempt went
+//!   unanswered (`docs/domain.md`).
 //! - Answers pass through as the cell gave them, `x-twincell-cell`
 //!   included; the front door adds `x-twincell-front-door-attempts` when
 //!   it retried.
@@ -66,6 +72,35 @@ pub fn retry_safe(method: &Method, path: &str, headers: &HeaderMap) -> bool {
         Method::DELETE => matches!(segments.as_slice(), ["inventory", _, "reservations", _]),
         _ => false,
     }
+}
+
+/// Whether a request is decided on the serving cell's own stock — a
+/// reservation, a write-off or a transfer — so that another cell may
+/// refuse what the first one took.
+#[must_use]
+pub fn decided_on_own_stock(method: &Method, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    *method == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["inventory", _, "reservations" | "write-offs" | "transfers"]
+        )
+}
+
+/// Whether the front door sends a request that got no answer from its
+/// cell to another cell at once: it is safe to retry, and, when the first
+/// cell may have received it (`maybe_delivered`: the connection was lost
+/// or timed out after it was sent), the other cell's answer cannot differ
+/// for want of seeing what the first did.
+#[must_use]
+pub fn retry_elsewhere(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    maybe_delivered: bool,
+) -> bool {
+    retry_safe(method, path, headers) && !(maybe_delivered && decided_on_own_stock(method, path))
 }
 
 /// One cell behind the front door.
@@ -370,7 +405,6 @@ async fn forward(State(door): State<FrontDoor>, request: Request) -> Response {
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let safe = retry_safe(&parts.method, &path, &parts.headers);
     let Some(first) = door.choose(&client, None) else {
         return problem(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -379,15 +413,25 @@ async fn forward(State(door): State<FrontDoor>, request: Request) -> Response {
     };
     match attempt(&door, &first, &parts.method, &path, &parts.headers, &body).await {
         Ok(answer) => answer,
-        Err(why) if !safe => problem(
-            StatusCode::BAD_GATEWAY,
-            format!(
-                "cell {first} did not answer ({why}); {} {} is not safe to retry, so it was not sent again: it may or may not have been applied",
-                parts.method,
-                path.split('?').next().unwrap_or_default()
-            ),
-        ),
-        Err(why) => {
+        Err(Lost {
+            why,
+            maybe_delivered,
+        }) if !retry_elsewhere(&parts.method, &path, &parts.headers, maybe_delivered) => {
+            let reason = if retry_safe(&parts.method, &path, &parts.headers) {
+                "the other cell would decide it on its own stock, which cannot see what this one did"
+            } else {
+                "it is not safe to retry"
+            };
+            problem(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "cell {first} did not answer ({why}); {} {} was not sent again, as {reason}: it may or may not have been applied",
+                    parts.method,
+                    path.split('?').next().unwrap_or_default()
+                ),
+            )
+        }
+        Err(Lost { why, .. }) => {
             let Some(second) = door.choose(&client, Some(&first)) else {
                 return problem(
                     StatusCode::BAD_GATEWAY,
@@ -406,13 +450,20 @@ async fn forward(State(door): State<FrontDoor>, request: Request) -> Response {
                         .insert(ATTEMPTS_HEADER, HeaderValue::from_static("2"));
                     answer
                 }
-                Err(again) => problem(
+                Err(Lost { why: again, .. }) => problem(
                     StatusCode::BAD_GATEWAY,
                     format!("cell {first} did not answer ({why}), nor cell {second} ({again})"),
                 ),
             }
         }
     }
+}
+
+/// Why an attempt got no answer.
+struct Lost {
+    why: String,
+    /// Whether the cell may have received the request.
+    maybe_delivered: bool,
 }
 
 /// One attempt on `cell`: its answer, or why there was none.
@@ -423,12 +474,11 @@ async fn attempt(
     path: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Response, String> {
-    let base = door
-        .0
-        .cells
-        .get(cell)
-        .ok_or_else(|| format!("no cell {cell}"))?;
+) -> Result<Response, Lost> {
+    let base = door.0.cells.get(cell).ok_or_else(|| Lost {
+        why: format!("no cell {cell}"),
+        maybe_delivered: false,
+    })?;
     door.0.added_latency(cell).await;
     let mut outgoing = door
         .0
@@ -445,12 +495,16 @@ async fn attempt(
         outgoing = outgoing.header(name, value);
     }
     let answer = outgoing.send().await.map_err(|e| {
-        if e.is_timeout() {
-            "timed out".to_owned()
-        } else if e.is_connect() {
-            "connection refused".to_owned()
+        let (why, maybe_delivered) = if e.is_connect() {
+            ("connection refused", false)
+        } else if e.is_timeout() {
+            ("timed out", true)
         } else {
-            "connection lost".to_owned()
+            ("connection lost", true)
+        };
+        Lost {
+            why: why.to_owned(),
+            maybe_delivered,
         }
     })?;
     *door
@@ -467,10 +521,10 @@ async fn attempt(
             out_headers.append(HeaderName::clone(name), value.clone());
         }
     }
-    let bytes = answer
-        .bytes()
-        .await
-        .map_err(|_| "connection lost while answering".to_owned())?;
+    let bytes = answer.bytes().await.map_err(|_| Lost {
+        why: "connection lost while answering".to_owned(),
+        maybe_delivered: true,
+    })?;
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     *response.headers_mut() = out_headers;
@@ -531,7 +585,49 @@ mod tests {
                 safe_with,
                 "{method} {path} keyed"
             );
+            // Lost after it was sent: what the other cell decides on its
+            // own stock is not sent there.
+            let own_stock = matches!(
+                path,
+                "/inventory/sku-1/write-offs"
+                    | "/inventory/sku-1/transfers"
+                    | "/inventory/sku-1/reservations"
+            ) && method == Method::POST;
+            assert_eq!(
+                decided_on_own_stock(&method, path),
+                own_stock,
+                "{method} {path}"
+            );
+            assert_eq!(
+                retry_elsewhere(&method, path, &keyed, false),
+                safe_with,
+                "{method} {path} never sent"
+            );
+            assert_eq!(
+                retry_elsewhere(&method, path, &keyed, true),
+                safe_with && !own_stock,
+                "{method} {path} maybe sent"
+            );
         }
+    }
+
+    /// A stand-in cell that dies mid-request: it reads each request, then
+    /// closes the connection without answering.
+    async fn dying_cell() -> (String, Arc<Mutex<u64>>) {
+        use tokio::io::AsyncReadExt;
+        let hits = Arc::new(Mutex::new(0u64));
+        let counter = Arc::clone(&hits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                *counter.lock().unwrap() += 1;
+                drop(socket);
+            }
+        });
+        (url, hits)
     }
 
     /// A stand-in cell: answers every request with its name in
@@ -665,5 +761,45 @@ mod tests {
             "routed there first"
         );
         assert_eq!(door.status()["retried_on_the_other_cell"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_after_it_was_sent_is_retried_only_where_the_other_cell_cannot_answer_otherwise()
+     {
+        crate::install_crypto();
+        let (aws, aws_hits) = dying_cell().await;
+        let (azure, azure_hits, _azure_server) = cell("azure").await;
+        let (url, _door) = door([&aws, &azure], Duration::ZERO).await;
+        let http = reqwest::Client::new();
+        // A keyed payment: the other cell gives the same answer.
+        let payment = http
+            .post(format!("{url}/transactions"))
+            .header("idempotency-key", "checkout-1")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(payment.status(), 200);
+        assert_eq!(payment.headers()["x-twincell-cell"], "azure");
+        assert_eq!(*aws_hits.lock().unwrap(), 1);
+        // A reservation: aws may hold it, azure would decide on its own
+        // stock. Not sent there; the client is told it may have applied.
+        let before = *azure_hits.lock().unwrap();
+        let reservation = http
+            .post(format!("{url}/inventory/sku-1/reservations"))
+            .body("{\"order_id\":\"o-1\",\"quantity\":1}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reservation.status(), 502);
+        let problem: Value = reservation.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("own stock"), "{problem}");
+        assert!(
+            detail.contains("may or may not have been applied"),
+            "{problem}"
+        );
+        assert_eq!(*aws_hits.lock().unwrap(), 2, "it reached aws");
+        assert_eq!(*azure_hits.lock().unwrap(), before, "never sent to azure");
     }
 }

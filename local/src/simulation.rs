@@ -21,7 +21,8 @@
 //!   schedule (10 s, 30 s, 1 min, 5 min …), dead-lettered on 400/401/403/413
 //!   and after 24 h;
 //! - **the front door**: Traffic Manager's probes every second (Degraded
-//!   after three failures), a client's preferred cell, and one retry on the
+//!   after three failures), a client's preferred cell (one for everyone in a
+//!   third of the seeds, as priority routing does), and one retry on the
 //!   other cell of what is safe to retry when its cell does not answer;
 //! - **clients**: each runs a script of payments, receipts, write-offs and
 //!   reservations, retrying a request (the same key, the same order) after
@@ -128,6 +129,14 @@ pub struct Report {
     pub gave_up_both_down: u64,
     /// Shortage the cells reported at the end (documented, counted apart).
     pub shortage: i64,
+    /// Reservations and write-offs refused for stock after an attempt that
+    /// went unanswered (documented: that attempt may have been applied in
+    /// the cell that did not answer, and is counted as a write never
+    /// answered).
+    pub uncertain_refusals: u64,
+    /// Units held at the end that only such refusals account for
+    /// (documented, counted apart).
+    pub held_though_refused: i64,
     /// Operations the clients ran.
     pub operations: u64,
     /// Events delivered by the simulated Event Grid.
@@ -499,6 +508,9 @@ struct Told {
     maybe_more: BTreeMap<usize, i64>,
     maybe_less: BTreeMap<usize, i64>,
     maybe_reserved: BTreeMap<usize, i64>,
+    /// Units of reservations refused for stock after an attempt that went
+    /// unanswered, which that attempt may hold (docs/domain.md).
+    refused_uncertain: BTreeMap<usize, i64>,
     /// Per client: payments acknowledged, and payments never answered.
     paid: BTreeMap<usize, i64>,
     maybe_paid: BTreeMap<usize, i64>,
@@ -515,6 +527,9 @@ enum Action {
     StoreDown(usize, bool),
     LambdaErrors(usize, bool),
     Cut(usize, bool),
+    /// From now on, the cell's next request dies after its write; the
+    /// cell is down for the given time.
+    DieMidRequest(usize, i64),
 }
 
 struct Sim {
@@ -644,16 +659,20 @@ impl Sim {
                 headers.insert("idempotency-key", v);
             }
         }
-        let safe = crate::frontdoor::retry_safe(&method, &path, &headers);
-        let mut answer = self.attempt(first, &method, &path, &pairs, &body);
-        if answer.is_none() && safe {
-            answer = self.attempt(1 - first, &method, &path, &pairs, &body);
-        } else if answer.is_none() {
-            answer = Some((502, "front door: not safe to retry".to_owned()));
+        match self.attempt(first, &method, &path, &pairs, &body) {
+            Ok(answer) => Some(answer),
+            Err(maybe_delivered)
+                if crate::frontdoor::retry_elsewhere(&method, &path, &headers, maybe_delivered) =>
+            {
+                self.attempt(1 - first, &method, &path, &pairs, &body).ok()
+            }
+            Err(_) => Some((502, "front door: not sent again".to_owned())),
         }
-        answer
     }
 
+    /// One attempt on a cell: its answer, or no answer and whether the
+    /// cell may have received the request (the front door's
+    /// [`crate::frontdoor::retry_elsewhere`] decides on it).
     fn attempt(
         &mut self,
         cell: usize,
@@ -661,13 +680,14 @@ impl Sim {
         path: &str,
         headers: &[(&str, String)],
         body: &Value,
-    ) -> Option<(u16, String)> {
+    ) -> Result<(u16, String), bool> {
         if self.cells.get(cell).is_none_or(|c| c.router.is_none()) {
-            return None;
+            // Connection refused: nothing was sent.
+            return Err(false);
         }
         if self.lambda_errors.get(cell).copied().unwrap_or(false) {
             // API Gateway's answer to a failed invocation; nothing ran.
-            return Some((502, "invocation error".to_owned()));
+            return Ok((502, "invocation error".to_owned()));
         }
         let answer = self.call(cell, method, path, headers, body.to_string());
         if let Some((dying, down_for)) = self.dies_mid_request
@@ -677,9 +697,9 @@ impl Sim {
             self.dies_mid_request = None;
             self.stop(cell);
             self.at(down_for, Action::Start(cell));
-            return None;
+            return Err(true);
         }
-        answer
+        answer.ok_or(true)
     }
 
     /// Whether a cell cannot take a request now: stopped, its store down,
@@ -723,6 +743,7 @@ impl Sim {
         let Some(op) = client.script.get(client.next).cloned() else {
             return;
         };
+        let earlier_attempts = client.attempt > 0;
         let answer = self.through_front_door(n, &op);
         let (status, body) = answer.clone().unwrap_or((0, String::new()));
         self.record(&format!("{n} {op:?} {status} {body}"));
@@ -731,7 +752,23 @@ impl Sim {
                 self.acknowledge(n, &op, &body);
                 true
             }
-            409 if body.contains("insufficient-stock") => true,
+            409 if body.contains("insufficient-stock") => {
+                // An earlier attempt went unanswered: it may hold.
+                if earlier_attempts {
+                    match &op {
+                        Op::Reserve { sku, quantity, .. } => {
+                            self.report.uncertain_refusals += 1;
+                            *self.told.refused_uncertain.entry(*sku).or_default() += quantity;
+                        }
+                        Op::WriteOff { sku, quantity, .. } => {
+                            self.report.uncertain_refusals += 1;
+                            *self.told.maybe_less.entry(*sku).or_default() += quantity;
+                        }
+                        _ => {}
+                    }
+                }
+                true
+            }
             0 | 408 | 429 | 500..=599 => false,
             _ => {
                 self.report
@@ -1037,6 +1074,7 @@ impl Sim {
             Action::Publish(c) => self.publish(c),
             Action::Deliver(c) => self.deliver(c),
             Action::Stop(c) => self.stop(c),
+            Action::DieMidRequest(c, down_for) => self.dies_mid_request = Some((c, down_for)),
             Action::Start(c) => {
                 let keys = self.origin_keys.get(c).cloned().unwrap_or_default();
                 let now = Arc::clone(&self.now);
@@ -1168,6 +1206,13 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
     }
     sim.at(0, Action::Probe);
 
+    // Routing: in a third of the seeds every client prefers one cell, as
+    // Traffic Manager's priority routing (the matrix's default) sends
+    // everyone to the first endpoint, so the other cell holds little stock
+    // of its own when clients fail over to it; else each its own.
+    let everyone_to =
+        (sim.rng.below(3) == 0).then(|| usize::try_from(sim.rng.below(2)).unwrap_or(0));
+
     // The clients' scripts.
     for n in 0..config.clients {
         let mut script = Vec::new();
@@ -1196,7 +1241,8 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
             };
             script.push(op);
         }
-        let preferred = usize::try_from(sim.rng.below(2)).unwrap_or(0);
+        let own = usize::try_from(sim.rng.below(2)).unwrap_or(0);
+        let preferred = everyone_to.unwrap_or(own);
         sim.clients.push(Client {
             script,
             next: 0,
@@ -1210,36 +1256,34 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
 
     // The faults: a few, each in a window of the first 20 s.
     let faults = sim.rng.below(4);
-    let mut partition_past_retention = false;
     for _ in 0..faults {
         let cell = usize::try_from(sim.rng.below(2)).unwrap_or(0);
         let start = i64::try_from(sim.rng.below(15_000)).unwrap_or(0);
         let length = 500 + i64::try_from(sim.rng.below(8_000)).unwrap_or(0);
-        let (on, off) = match sim.rng.below(6) {
-            0 => (Action::Stop(cell), Action::Start(cell)),
+        let (on, off, length) = match sim.rng.below(6) {
+            0 => (Action::Stop(cell), Action::Start(cell), length),
             1 => {
-                // On the cell's next request, whenever it comes.
-                sim.dies_mid_request = Some((cell, length));
+                // On the cell's next request after `start`.
+                sim.at(start, Action::DieMidRequest(cell, length));
                 continue;
             }
             2 => (
                 Action::StoreDown(cell, true),
                 Action::StoreDown(cell, false),
+                length,
             ),
             3 => (
                 Action::LambdaErrors(cell, true),
                 Action::LambdaErrors(cell, false),
+                length,
             ),
-            4 => (Action::Cut(cell, true), Action::Cut(cell, false)),
-            _ => {
-                partition_past_retention = true;
-                (Action::Cut(cell, true), Action::Cut(cell, false))
-            }
-        };
-        let length = if partition_past_retention && matches!(on, Action::Cut(..)) {
-            RETENTION_MS + 3_600_000
-        } else {
-            length
+            4 => (Action::Cut(cell, true), Action::Cut(cell, false), length),
+            // A partition that outlasts the retention: resynced after.
+            _ => (
+                Action::Cut(cell, true),
+                Action::Cut(cell, false),
+                RETENTION_MS + 3_600_000,
+            ),
         };
         sim.at(start, on);
         sim.at(start + length, off);
@@ -1297,7 +1341,6 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
             .problems
             .push(format!("events left undelivered: {}", left.join("; ")));
     }
-    let _ = partition_past_retention;
     Ok(check(sim))
 }
 
@@ -1402,8 +1445,11 @@ fn check(mut sim: Sim) -> Report {
         let told_reserved = get(&sim.told.reserved);
         let lost = (told_on_hand - get(&sim.told.maybe_less) - backed).max(0)
             + (told_reserved - reserved).max(0);
-        let doubled = (backed - told_on_hand - get(&sim.told.maybe_more)).max(0)
-            + (reserved - told_reserved - get(&sim.told.maybe_reserved)).max(0);
+        let beyond = reserved - told_reserved - get(&sim.told.maybe_reserved);
+        let refused = get(&sim.told.refused_uncertain);
+        let doubled =
+            (backed - told_on_hand - get(&sim.told.maybe_more)).max(0) + (beyond - refused).max(0);
+        sim.report.held_though_refused += beyond.clamp(0, refused);
         sim.report.lost += lost;
         sim.report.doubled += doubled;
         sim.report.shortage += n("shortage");
@@ -1436,6 +1482,10 @@ pub struct Totals {
     pub gave_up_both_down: u64,
     /// Summed over the seeds (documented, counted apart).
     pub shortage: i64,
+    /// Summed over the seeds (documented, counted apart).
+    pub uncertain_refusals: u64,
+    /// Summed over the seeds (documented, counted apart).
+    pub held_though_refused: i64,
     /// Operations the clients ran.
     pub operations: u64,
     /// Events delivered.
@@ -1446,15 +1496,21 @@ pub struct Totals {
 
 impl Totals {
     fn add(&mut self, r: Report) {
-        self.seeds += 1;
-        self.lost += r.lost;
-        self.doubled += r.doubled;
-        self.oversold += r.oversold;
-        self.unanswered += r.unanswered;
-        self.gave_up_both_down += r.gave_up_both_down;
-        self.shortage += r.shortage;
-        self.operations += r.operations;
-        self.delivered += r.delivered;
+        let one = Self {
+            seeds: 1,
+            lost: r.lost,
+            doubled: r.doubled,
+            oversold: r.oversold,
+            unanswered: r.unanswered,
+            gave_up_both_down: r.gave_up_both_down,
+            shortage: r.shortage,
+            uncertain_refusals: r.uncertain_refusals,
+            held_though_refused: r.held_though_refused,
+            operations: r.operations,
+            delivered: r.delivered,
+            not_clean: Vec::new(),
+        };
+        self.merge(one);
         if !r.clean() {
             self.not_clean.push(r);
         }
@@ -1469,6 +1525,8 @@ impl Totals {
         self.unanswered += other.unanswered;
         self.gave_up_both_down += other.gave_up_both_down;
         self.shortage += other.shortage;
+        self.uncertain_refusals += other.uncertain_refusals;
+        self.held_though_refused += other.held_though_refused;
         self.operations += other.operations;
         self.delivered += other.delivered;
         self.not_clean.extend(other.not_clean);

@@ -422,7 +422,7 @@ fn simulate(
             println!("seed {} is not clean: {:?}", report.seed, report.problems);
         }
         println!(
-            "simulation: seeds {first}..{next}: {} in {}.{} s, {} seeds/s, {} operations, {} events delivered; lost {}, doubled {}, oversold {}, unanswered {}; apart: {} given up while both cells were down, {} units of reported shortage; {} seeds not clean",
+            "simulation: seeds {first}..{next}: {} in {}.{} s, {} seeds/s, {} operations, {} events delivered; lost {}, doubled {}, oversold {}, unanswered {}; apart: {} given up while both cells were down, {} units of reported shortage, {} units held for orders refused after an unanswered attempt (of {} reservations and write-offs refused after one); {} seeds not clean",
             totals.seeds,
             ms / 1_000,
             ms % 1_000 / 100,
@@ -435,6 +435,8 @@ fn simulate(
             totals.unanswered,
             totals.gave_up_both_down,
             totals.shortage,
+            totals.held_though_refused,
+            totals.uncertain_refusals,
             totals.not_clean.len()
         );
     }
