@@ -32,7 +32,9 @@
 //! `docs/reliability.md`): a cell stopped (its memory lost, in-flight
 //! answers lost after the write, its store kept) and started again
 //! (App Service `Stop`); Lambda invocation errors
-//! (`aws:lambda:invocation-error`); a store refusing every call
+//! (`aws:lambda:invocation-error`); invocations started 12 s late
+//! (`aws:lambda:invocation-add-delay`), after the client stopped waiting,
+//! so the request runs after its client moved on; a store refusing every call
 //! (`aws:fis:inject-api-internal-error`, Cosmos DB failover); replication
 //! paused one way (`aws:dynamodb:global-table-pause-replication`, an Event
 //! Grid subscription failing); duplicated and delayed deliveries; a
@@ -69,6 +71,12 @@ const RETRIES_MS: [i64; 9] = [
 ];
 /// Event Grid's time to live.
 const RETENTION_MS: i64 = 24 * 3_600_000;
+/// How long a client waits for an answer.
+const CLIENT_WAIT_MS: i64 = 10_000;
+/// The delay a delayed cell's invocations start after
+/// (`aws:lambda:invocation-add-delay`): longer than a client waits, so the
+/// client sees no answer and the request runs after it moved on.
+const ADDED_DELAY_MS: i64 = 12_000;
 const CELLS: [&str; 2] = ["aws", "azure"];
 const SKUS: [&str; 3] = ["sku-a", "sku-b", "sku-c"];
 const KEY: &str = "simulation-replication-key-0123456789abcdef";
@@ -137,6 +145,8 @@ pub struct Report {
     /// Units held at the end that only such refusals account for
     /// (documented, counted apart).
     pub held_though_refused: i64,
+    /// Requests a delayed cell ran after their client stopped waiting.
+    pub ran_late: u64,
     /// Operations the clients ran.
     pub operations: u64,
     /// Events delivered by the simulated Event Grid.
@@ -530,6 +540,19 @@ enum Action {
     /// From now on, the cell's next request dies after its write; the
     /// cell is down for the given time.
     DieMidRequest(usize, i64),
+    /// The cell's invocations start [`ADDED_DELAY_MS`] late (or not).
+    AddedDelay(usize, bool),
+    /// A delayed request runs now.
+    Late(u64),
+}
+
+/// A request a delayed cell runs late.
+struct Late {
+    cell: usize,
+    method: Method,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+    body: String,
 }
 
 struct Sim {
@@ -548,6 +571,11 @@ struct Sim {
     /// The cell whose next request dies after its write, and how long it
     /// then stays down.
     dies_mid_request: Option<(usize, i64)>,
+    /// Cells whose invocations start late, and the requests waiting.
+    delayed: [bool; 2],
+    late: BTreeMap<u64, Late>,
+    /// Whether the client's current attempt waited out its time.
+    timed_out: bool,
     duplicate_per_mille: u64,
     max_delay_ms: i64,
     told: Told,
@@ -659,8 +687,11 @@ impl Sim {
                 headers.insert("idempotency-key", v);
             }
         }
+        self.timed_out = false;
         match self.attempt(first, &method, &path, &pairs, &body) {
             Ok(answer) => Some(answer),
+            // The client hung up while the front door still waited.
+            Err(_) if self.timed_out => None,
             Err(maybe_delivered)
                 if crate::frontdoor::retry_elsewhere(&method, &path, &headers, maybe_delivered) =>
             {
@@ -678,7 +709,7 @@ impl Sim {
         cell: usize,
         method: &Method,
         path: &str,
-        headers: &[(&str, String)],
+        headers: &[(&'static str, String)],
         body: &Value,
     ) -> Result<(u16, String), bool> {
         if self.cells.get(cell).is_none_or(|c| c.router.is_none()) {
@@ -688,6 +719,25 @@ impl Sim {
         if self.lambda_errors.get(cell).copied().unwrap_or(false) {
             // API Gateway's answer to a failed invocation; nothing ran.
             return Ok((502, "invocation error".to_owned()));
+        }
+        if get(&self.delayed, cell) {
+            // The invocation starts after the client stopped waiting: no
+            // answer now, the request runs later all the same.
+            self.seq += 1;
+            let id = self.seq;
+            self.late.insert(
+                id,
+                Late {
+                    cell,
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    headers: headers.iter().map(|(k, v)| (*k, v.clone())).collect(),
+                    body: body.to_string(),
+                },
+            );
+            self.at(ADDED_DELAY_MS, Action::Late(id));
+            self.timed_out = true;
+            return Err(true);
         }
         let answer = self.call(cell, method, path, headers, body.to_string());
         if let Some((dying, down_for)) = self.dies_mid_request
@@ -709,6 +759,7 @@ impl Sim {
             .get(cell)
             .is_none_or(|c| c.router.is_none() || c.durable.down.load(Ordering::SeqCst))
             || get(&self.lambda_errors, cell)
+            || get(&self.delayed, cell)
     }
 
     /// Which faults each cell has now, for a report.
@@ -717,11 +768,12 @@ impl Sim {
             .map(|c| {
                 let cell = self.cells.get(c);
                 format!(
-                    "{} running {} store down {} lambda errors {} monitor failures {}",
+                    "{} running {} store down {} lambda errors {} delayed {} monitor failures {}",
                     cell_name(c),
                     cell.is_some_and(|x| x.router.is_some()),
                     cell.is_some_and(|x| x.durable.down.load(Ordering::SeqCst)),
                     get(&self.lambda_errors, c),
+                    get(&self.delayed, c),
                     get(&self.probe_failures, c)
                 )
             })
@@ -813,12 +865,14 @@ impl Sim {
             client.next += 1;
             client.attempt = 0;
             self.report.operations += 1;
-            self.at(100, Action::Client(n));
+            let waited = if self.timed_out { CLIENT_WAIT_MS } else { 0 };
+            self.at(waited + 100, Action::Client(n));
         } else {
             client.attempt += 1;
             let backoff = (100i64 << client.attempt.min(4)).min(2_000);
             let jitter = i64::try_from(self.rng.below(100)).unwrap_or(0);
-            self.at(backoff + jitter, Action::Client(n));
+            let waited = if self.timed_out { CLIENT_WAIT_MS } else { 0 };
+            self.at(waited + backoff + jitter, Action::Client(n));
         }
         self.check_views(&op);
     }
@@ -886,7 +940,9 @@ impl Sim {
 
     fn probe(&mut self) {
         for cell in 0..CELLS.len() {
+            // A delayed cell's probe times out.
             let up = !get(&self.lambda_errors, cell)
+                && !get(&self.delayed, cell)
                 && matches!(
                     self.call(cell, &Method::GET, "/health", &[], String::new()),
                     Some((200, _))
@@ -1092,6 +1148,23 @@ impl Sim {
                 }
             }
             Action::LambdaErrors(c, on) => set(&mut self.lambda_errors, c, on),
+            Action::AddedDelay(c, on) => set(&mut self.delayed, c, on),
+            Action::Late(id) => {
+                if let Some(late) = self.late.remove(&id) {
+                    // A cell stopped meanwhile lost it.
+                    let answer = self.call(
+                        late.cell,
+                        &late.method,
+                        &late.path,
+                        &late.headers,
+                        late.body,
+                    );
+                    if answer.is_some() {
+                        self.report.ran_late += 1;
+                    }
+                    self.record(&format!("late {} {} {answer:?}", late.cell, late.path));
+                }
+            }
             Action::Cut(from, on) => {
                 set(&mut self.cut, from, on);
                 if !on {
@@ -1190,6 +1263,9 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
         lambda_errors: [false; 2],
         cut: [false; 2],
         dies_mid_request: None,
+        delayed: [false; 2],
+        late: BTreeMap::new(),
+        timed_out: false,
         told: Told::default(),
         report: Report {
             seed: config.seed,
@@ -1260,7 +1336,7 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
         let cell = usize::try_from(sim.rng.below(2)).unwrap_or(0);
         let start = i64::try_from(sim.rng.below(15_000)).unwrap_or(0);
         let length = 500 + i64::try_from(sim.rng.below(8_000)).unwrap_or(0);
-        let (on, off, length) = match sim.rng.below(6) {
+        let (on, off, length) = match sim.rng.below(7) {
             0 => (Action::Stop(cell), Action::Start(cell), length),
             1 => {
                 // On the cell's next request after `start`.
@@ -1278,6 +1354,11 @@ pub fn run(config: &Config) -> anyhow::Result<Report> {
                 length,
             ),
             4 => (Action::Cut(cell, true), Action::Cut(cell, false), length),
+            5 => (
+                Action::AddedDelay(cell, true),
+                Action::AddedDelay(cell, false),
+                length,
+            ),
             // A partition that outlasts the retention: resynced after.
             _ => (
                 Action::Cut(cell, true),
@@ -1486,6 +1567,8 @@ pub struct Totals {
     pub uncertain_refusals: u64,
     /// Summed over the seeds (documented, counted apart).
     pub held_though_refused: i64,
+    /// Summed over the seeds.
+    pub ran_late: u64,
     /// Operations the clients ran.
     pub operations: u64,
     /// Events delivered.
@@ -1506,6 +1589,7 @@ impl Totals {
             shortage: r.shortage,
             uncertain_refusals: r.uncertain_refusals,
             held_though_refused: r.held_though_refused,
+            ran_late: r.ran_late,
             operations: r.operations,
             delivered: r.delivered,
             not_clean: Vec::new(),
@@ -1527,6 +1611,7 @@ impl Totals {
         self.shortage += other.shortage;
         self.uncertain_refusals += other.uncertain_refusals;
         self.held_though_refused += other.held_though_refused;
+        self.ran_late += other.ran_late;
         self.operations += other.operations;
         self.delivered += other.delivered;
         self.not_clean.extend(other.not_clean);

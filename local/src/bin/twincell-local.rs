@@ -422,12 +422,13 @@ fn simulate(
             println!("seed {} is not clean: {:?}", report.seed, report.problems);
         }
         println!(
-            "simulation: seeds {first}..{next}: {} in {}.{} s, {} seeds/s, {} operations, {} events delivered; lost {}, doubled {}, oversold {}, unanswered {}; apart: {} given up while both cells were down, {} units of reported shortage, {} units held for orders refused after an unanswered attempt (of {} reservations and write-offs refused after one); {} seeds not clean",
+            "simulation: seeds {first}..{next}: {} in {}.{} s, {} seeds/s, {} operations ({} run late by a delayed cell), {} events delivered; lost {}, doubled {}, oversold {}, unanswered {}; apart: {} given up while both cells were down, {} units of reported shortage, {} units held for orders refused after an unanswered attempt (of {} reservations and write-offs refused after one); {} seeds not clean",
             totals.seeds,
             ms / 1_000,
             ms % 1_000 / 100,
             u128::from(totals.seeds) * 1_000 / ms,
             totals.operations,
+            totals.ran_late,
             totals.delivered,
             totals.lost,
             totals.doubled,
