@@ -309,6 +309,17 @@ fn backlogs(status: &Value) -> BTreeMap<String, i64> {
         .collect()
 }
 
+/// The matrix's status, as `twincell-local status` prints it.
+async fn matrix_status(http: &reqwest::Client, running: &Running) -> Value {
+    http.get(format!("{}/_matrix/status", running.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn percentile(sorted: &[u128], q: usize) -> u128 {
     if sorted.is_empty() {
         return 0;
@@ -324,7 +335,7 @@ async fn scenario(name: &str, flags: &[&str], faults: &[(u64, Fault)]) {
         .timeout(Duration::from_secs(90))
         .build()
         .unwrap();
-    let status = command(&running, &["status"]);
+    let status = matrix_status(&http, &running).await;
     let cells: Vec<String> = ["aws", "azure"]
         .iter()
         .map(|c| status["cells"][c]["url"].as_str().unwrap().to_owned())
@@ -351,7 +362,7 @@ async fn scenario(name: &str, flags: &[&str], faults: &[(u64, Fault)]) {
         // The backlog at the moment of the fault, read just before it (a
         // store taken down can't be read after).
         let backlog = if fault.breaks() && broke.is_none() {
-            Some(backlogs(&command(&running, &["status"])))
+            Some(backlogs(&matrix_status(&http, &running).await))
         } else {
             None
         };
@@ -391,7 +402,7 @@ async fn scenario(name: &str, flags: &[&str], faults: &[(u64, Fault)]) {
     let mut quiet_checks = 0;
     let mut previous: BTreeMap<String, Value> = BTreeMap::new();
     loop {
-        let status = command(&running, &["status"]);
+        let status = matrix_status(&http, &running).await;
         let drained = backlogs(&status).values().all(|b| *b == 0);
         if drained && drained_after.is_none() {
             drained_after = mended.map(|m| m.elapsed());
