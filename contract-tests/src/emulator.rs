@@ -29,6 +29,8 @@ pub enum Outcome {
 struct Pending {
     id: String,
     event: Value,
+    /// `Lambda-Runtime-Trace-Id`: the X-Ray trace the invocation is in.
+    trace: String,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -101,11 +103,34 @@ impl Emulator {
     /// # Errors
     /// When the function does not answer in time or reported an init error.
     pub async fn invoke(&mut self, event: Value, timeout: Duration) -> Result<Outcome, String> {
+        self.invoke_traced(event, timeout, None).await
+    }
+
+    /// [`Self::invoke`] in a trace: `trace` is the X-Ray trace header
+    /// Lambda hands the function as `Lambda-Runtime-Trace-Id`
+    /// (`Root=1-…;Parent=…;Sampled=…`, the caller's — API Gateway's — when
+    /// it started one); without it, a new root as Lambda makes for an
+    /// invocation outside any trace.
+    ///
+    /// # Errors
+    /// As [`Self::invoke`].
+    pub async fn invoke_traced(
+        &mut self,
+        event: Value,
+        timeout: Duration,
+        trace: Option<String>,
+    ) -> Result<Outcome, String> {
         self.next_id += 1;
         let id = format!("00000000-0000-4000-8000-{:012}", self.next_id);
+        let trace = trace.unwrap_or_else(|| new_trace_header(self.next_id));
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Pending { id, event, reply })
+            .send(Pending {
+                id,
+                event,
+                trace,
+                reply,
+            })
             .await
             .map_err(|_| "emulator stopped".to_owned())?;
         match tokio::time::timeout(timeout, answer).await {
@@ -117,6 +142,31 @@ impl Emulator {
             },
         }
     }
+}
+
+/// A new X-Ray trace header (`Root=1-{epoch seconds}-{96 bits};Parent=…;
+/// Sampled=0`), unique per process and invocation: the bits mix the
+/// process id, the time and the invocation's number (SplitMix64); nothing
+/// here needs them unpredictable.
+fn new_trace_header(invocation: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let seed = u64::from(std::process::id()) << 32 ^ u64::from(now.subsec_nanos()) ^ invocation;
+    let (a, b, c) = (mix(seed), mix(seed ^ 1), mix(seed ^ 2));
+    format!(
+        "Root=1-{:08x}-{:08x}{:016x};Parent={:016x};Sampled=0",
+        now.as_secs() & 0xffff_ffff,
+        a >> 32,
+        b,
+        c | 1
+    )
 }
 
 async fn next(State(shared): State<Shared>) -> Response {
@@ -152,7 +202,7 @@ async fn next(State(shared): State<Shared>) -> Response {
     put(
         &mut headers,
         "lambda-runtime-trace-id",
-        "Root=1-00000000-000000000000000000000000;Sampled=0".to_owned(),
+        pending.trace.clone(),
     );
     put(&mut headers, "content-type", "application/json".to_owned());
     shared

@@ -147,41 +147,9 @@ impl Replicator {
     }
 }
 
-/// The W3C `traceparent` of a Lambda invocation's X-Ray trace header
-/// (`Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=<0|1>`): X-Ray trace
-/// ids are W3C trace ids written in two parts.
-#[must_use]
-pub fn traceparent_from_xray(header: &str) -> Option<String> {
-    let mut root = None;
-    let mut parent = None;
-    let mut sampled = false;
-    for part in header.split(';') {
-        match part.trim().split_once('=') {
-            Some(("Root", v)) => root = Some(v),
-            Some(("Parent", v)) => parent = Some(v),
-            Some(("Sampled", v)) => sampled = v == "1",
-            _ => {}
-        }
-    }
-    let mut pieces = root?.split('-');
-    let (Some("1"), Some(time), Some(random), None) =
-        (pieces.next(), pieces.next(), pieces.next(), pieces.next())
-    else {
-        return None;
-    };
-    let trace = format!("{time}{random}");
-    let parent = parent?;
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex(&trace, 32) || !hex(parent, 16) {
-        return None;
-    }
-    Some(format!(
-        "00-{}-{}-{}",
-        trace.to_ascii_lowercase(),
-        parent.to_ascii_lowercase(),
-        if sampled { "01" } else { "00" }
-    ))
-}
+/// The W3C `traceparent` of a Lambda invocation's X-Ray trace header: the
+/// router's own conversion ([`twincell_http::trace`]).
+pub use twincell_http::trace::traceparent_from_xray;
 
 #[cfg(test)]
 mod tests {

@@ -90,15 +90,30 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         .uri
         .path_and_query()
         .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let headers = parts
+    // API Gateway's X-Ray header: the caller's root continued, or a new
+    // one; the function sees it in the event and as its invocation's trace.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let xray = twincell_http::trace::xray_header_for(
+        parts
+            .headers
+            .get(twincell_http::trace::XRAY_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        now,
+    );
+    let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
+        .filter(|(k, _)| k.as_str() != twincell_http::trace::XRAY_HEADER)
         .filter_map(|(k, v)| {
             v.to_str()
                 .ok()
                 .map(|v| (k.as_str().to_owned(), v.to_owned()))
         })
         .collect();
+    headers.push((twincell_http::trace::XRAY_HEADER.to_owned(), xray.clone()));
     let http_request = HttpRequest {
         method: parts.method.as_str().to_owned(),
         path,
@@ -110,7 +125,7 @@ async fn forward(State(gateway): State<Arc<Gateway>>, request: Request) -> Respo
         .function
         .lock()
         .await
-        .invoke(event, INTEGRATION_TIMEOUT)
+        .invoke_traced(event, INTEGRATION_TIMEOUT, Some(xray))
         .await;
     let answer = match outcome {
         Ok(Outcome::Response(v)) => lambda_events::answer(&v),

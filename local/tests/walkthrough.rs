@@ -65,6 +65,53 @@ async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_
     let status = command(&running, &["status"]);
     until_both_agree(&client, &status, "/inventory/sku-1").await;
 
+    // Traces: the AWS cell behind its API Gateway stand-in and Lambda
+    // emulator continues an X-Ray root a caller sends, a W3C traceparent
+    // wins over it, and either cell starts a trace for a request without.
+    let aws = status["cells"]["aws"]["url"].as_str().unwrap().to_owned();
+    let azure = status["cells"]["azure"]["url"].as_str().unwrap().to_owned();
+    let traced = |url: String, header: Option<(&'static str, &'static str)>| {
+        let client = client.clone();
+        async move {
+            let mut request = client.get(format!("{url}/inventory/sku-1"));
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.headers()["traceparent"].to_str().unwrap().to_owned()
+        }
+    };
+    let xray = traced(
+        aws.clone(),
+        Some((
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1",
+        )),
+    )
+    .await;
+    assert!(
+        xray.starts_with("00-5759e988bd862e3fe1be46a994272793-"),
+        "{xray}"
+    );
+    for url in [aws.clone(), azure.clone()] {
+        let w3c = traced(
+            url.clone(),
+            Some((
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )),
+        )
+        .await;
+        assert!(
+            w3c.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{url}: {w3c}"
+        );
+        let (a, b) = (traced(url.clone(), None).await, traced(url, None).await);
+        assert_eq!((a.len(), b.len()), (55, 55));
+        assert_ne!(a.get(3..35), b.get(3..35), "a new trace each time");
+    }
+
     // The cell that served the client dies.
     let killed = command(&running, &["kill", &served]);
     assert_eq!(killed["cells"][&served]["process"], "killed");

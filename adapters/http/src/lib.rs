@@ -6,7 +6,8 @@
 //!
 //! Every failure is `application/problem+json` ([`problem`]); bodies follow
 //! one set of rules ([`body`]); every response carries `x-request-id` (the
-//! caller's when valid, else a new UUIDv7) and `x-twincell-cell`. A panic is
+//! caller's when valid, else a new UUIDv7), `x-twincell-cell` and
+//! `traceparent` (the request's span in the caller's trace, [`trace`]). A panic is
 //! a bug, never a design: the catch-panic layer is a backstop that answers a
 //! problem+json 500.
 
@@ -20,6 +21,7 @@ pub mod normalize;
 pub mod problem;
 pub mod replication;
 mod routes;
+pub mod trace;
 pub mod tuning;
 
 use std::any::Any;
@@ -142,24 +144,17 @@ fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 /// A new request id: a UUID in version 7 layout (time-ordered) made of the
-/// current millisecond, a random value drawn once per process and a counter,
-/// so it is unique without asking the kernel for randomness per request.
+/// current millisecond and the bits [`trace`] draws its ids from (a random
+/// value drawn once per process, mixed with a counter), so it is unique
+/// without asking the kernel for randomness per request.
 fn new_request_id() -> HeaderValue {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        let random = uuid::Uuid::now_v7().as_u128();
-        u64::try_from(random & u128::from(u64::MAX)).unwrap_or_default()
-    });
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default();
-    let high = (millis << 16) | 0x7000 | (count >> 52 & 0x0fff);
-    let low = (0x8000_0000_0000_0000 | (seed ^ count)) & 0xbfff_ffff_ffff_ffff;
+    let bits = trace::next_random();
+    let high = (millis << 16) | 0x7000 | (bits >> 52 & 0x0fff);
+    let low = (0x8000_0000_0000_0000 | bits) & 0xbfff_ffff_ffff_ffff;
     let id = uuid::Uuid::from_u64_pair(high, low);
     HeaderValue::from_str(&id.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
@@ -180,11 +175,16 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         .unwrap_or_else(new_request_id);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let trace = trace::TraceContext::of(request.headers());
     // The request's span: every line logged while serving it carries the
-    // request id, and the caller once a token names one (auth::guard).
+    // request id and the trace, and the caller once a token names one
+    // (auth::guard).
     let span = tracing::info_span!(
         "request",
         request_id = request_id.to_str().unwrap_or_default(),
+        trace_id = trace.trace_id_hex(),
+        span_id = trace.span_id_hex(),
+        xray_trace_id = trace.xray_trace_id.map(|x| x.to_string()),
         %method,
         path,
         caller.sub = tracing::field::Empty,
@@ -192,10 +192,13 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         caller.tid = tracing::field::Empty,
         caller.client_id = tracing::field::Empty,
     );
+    let mut request = request;
+    request.extensions_mut().insert(trace);
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
         tracing::error!(
             request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = trace.trace_id_hex(),
             %method,
             path,
             status = response.status().as_u16(),
@@ -206,6 +209,9 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(CELL_HEADER, cell);
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+        headers.insert(trace::TRACEPARENT_HEADER, value);
+    }
     response
 }
 

@@ -544,6 +544,61 @@ async fn request_id_is_echoed_when_valid_and_generated_otherwise() {
     assert_eq!(a.headers["x-twincell-cell"], "aws");
 }
 
+#[tokio::test]
+async fn every_answer_carries_the_callers_trace_under_a_span_of_the_cells_own() {
+    let svc = service();
+    let traced = Request::get("/nope")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&svc, traced).await;
+    let out = a.headers["traceparent"].to_str().unwrap().to_owned();
+    let fields: Vec<&str> = out.split('-').collect();
+    assert_eq!(fields.len(), 4, "{out}");
+    assert_eq!(
+        (fields[0], fields[1], fields[3]),
+        ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01")
+    );
+    assert_eq!(fields[2].len(), 16);
+    assert_ne!(fields[2], "00f067aa0ba902b7", "a span of its own");
+    // X-Ray's root, as API Gateway and Lambda send it.
+    let xray = Request::get("/health")
+        .header(
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let a = send(&svc, xray).await;
+    assert!(
+        a.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with("00-5759e988bd862e3fe1be46a994272793-"),
+        "{:?}",
+        a.headers["traceparent"]
+    );
+    // None, or one that does not parse: a new trace, never refused.
+    let mut seen = std::collections::BTreeSet::new();
+    for header in [None, Some("00-zz-yy-01")] {
+        let mut request = Request::get("/health");
+        if let Some(h) = header {
+            request = request.header("traceparent", h);
+        }
+        let a = send(&svc, request.body(Body::empty()).unwrap()).await;
+        assert_eq!(a.status, 200);
+        let out = a.headers["traceparent"].to_str().unwrap().to_owned();
+        assert_eq!(out.len(), 55, "{out}");
+        assert!(
+            seen.insert(out.get(3..35).unwrap().to_owned()),
+            "a new trace each time"
+        );
+    }
+}
+
 #[test]
 fn docs_list_every_problem_type_with_its_status_and_every_route() {
     let docs =
