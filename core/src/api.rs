@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::error::ServiceError;
-use crate::event::{RecordedEvent, StreamId};
+use crate::event::{EventMetadata, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, Sku, TransactionId};
 use crate::inventory::{InventoryCommand, InventoryOutcome, InventoryView};
 use crate::ports::{EventPage, Listing};
@@ -46,11 +46,13 @@ pub trait CellApi: Send + Sync {
     fn health(&self) -> Reply<'_, Result<(), ServiceError>>;
 
     /// Creates a transaction, or replays it when `key` was seen before
-    /// with the same payload in any cell.
+    /// with the same payload in any cell; the events it appends keep
+    /// `metadata`.
     fn create_transaction<'a>(
         &'a self,
         cmd: &'a CreateTransaction,
         key: Option<&'a IdempotencyKey>,
+        metadata: &'a EventMetadata,
     ) -> Reply<'a, Result<CreatedTransaction, ServiceError>>;
 
     /// The merged transaction.
@@ -59,11 +61,12 @@ pub trait CellApi: Send + Sync {
     /// The SKU's stock as this cell sees it.
     fn inventory<'a>(&'a self, sku: &'a Sku) -> Reply<'a, Result<InventoryView, ServiceError>>;
 
-    /// Runs one inventory command.
+    /// Runs one inventory command; the events it appends keep `metadata`.
     fn execute<'a>(
         &'a self,
         sku: &'a Sku,
         command: &'a InventoryCommand,
+        metadata: &'a EventMetadata,
     ) -> Reply<'a, Result<InventoryOutcome, ServiceError>>;
 
     /// Stores a batch of events other cells wrote and reconciles what

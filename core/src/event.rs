@@ -18,6 +18,7 @@ use crate::ids::{AccountId, CellId, IdempotencyKey, OrderId, Sku, TransactionId}
 use crate::money::Money;
 use crate::quantity::Quantity;
 use crate::timestamp::Timestamp;
+use crate::trace::TraceParent;
 use crate::write_off_reason::WriteOffReason;
 
 /// The kinds of aggregate.
@@ -393,7 +394,40 @@ pub enum EventError {
 /// redelivered event look new.
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x2f8c_1b7e_93d4_5a60_b1c2_7d8e_4f90_a3b5);
 
-/// An event as stored: where it lives, its version, when, and what.
+/// What is kept with an event besides the fact itself, as EventStoreDB
+/// and cqrs-es keep correlation metadata: the trace context of the request
+/// that committed it. It travels with the event to every cell (the stores,
+/// the DynamoDB stream and the change feed carry the whole event; the wire
+/// format carries it as the CloudEvents `traceparent` extension) and is
+/// logged where the event is applied. It never takes part in whether two
+/// events are the same ([`RecordedEvent::same_fact`]), nor in a signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMetadata {
+    /// The committing request's trace and span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
+}
+
+impl EventMetadata {
+    /// Metadata with this trace context.
+    #[must_use]
+    pub fn traced(traceparent: TraceParent) -> Self {
+        Self {
+            traceparent: Some(traceparent),
+        }
+    }
+
+    /// Whether it holds nothing (it is then not written at all).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.traceparent.is_none()
+    }
+}
+
+/// An event as stored: where it lives, its version, when, and what; and
+/// its [`EventMetadata`], which `==` compares but
+/// [`RecordedEvent::same_fact`] does not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RecordedEventRepr")]
 pub struct RecordedEvent {
@@ -401,6 +435,8 @@ pub struct RecordedEvent {
     version: u64,
     recorded_at: Timestamp,
     event: DomainEvent,
+    #[serde(default, skip_serializing_if = "EventMetadata::is_empty")]
+    metadata: EventMetadata,
 }
 
 #[derive(Deserialize)]
@@ -410,12 +446,14 @@ struct RecordedEventRepr {
     version: u64,
     recorded_at: Timestamp,
     event: DomainEvent,
+    #[serde(default)]
+    metadata: EventMetadata,
 }
 
 impl TryFrom<RecordedEventRepr> for RecordedEvent {
     type Error = EventError;
     fn try_from(r: RecordedEventRepr) -> Result<Self, Self::Error> {
-        Self::new(r.stream, r.version, r.recorded_at, r.event)
+        Ok(Self::new(r.stream, r.version, r.recorded_at, r.event)?.with_metadata(r.metadata))
     }
 }
 
@@ -444,7 +482,32 @@ impl RecordedEvent {
             version,
             recorded_at,
             event,
+            metadata: EventMetadata::default(),
         })
+    }
+
+    /// The same event with `metadata` instead of its own.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: EventMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Its metadata.
+    #[must_use]
+    pub fn metadata(&self) -> &EventMetadata {
+        &self.metadata
+    }
+
+    /// Whether `other` records the same fact: the same stream, version,
+    /// time and event, whatever the metadata. This, not `==`, decides
+    /// whether a replayed event is already present or diverged.
+    #[must_use]
+    pub fn same_fact(&self, other: &Self) -> bool {
+        self.stream == other.stream
+            && self.version == other.version
+            && self.recorded_at == other.recorded_at
+            && self.event == other.event
     }
 
     /// The stream.

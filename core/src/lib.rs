@@ -84,13 +84,14 @@ pub mod system;
 pub mod testing;
 pub mod timestamp;
 pub mod topology;
+pub mod trace;
 pub mod transaction;
 pub mod validation;
 pub mod write_off_reason;
 
 pub use api::{CellApi, CreatedTransaction, Reply};
 pub use error::ServiceError;
-pub use event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
+pub use event::{AggregateId, AggregateType, DomainEvent, EventMetadata, RecordedEvent, StreamId};
 pub use ids::{AccountId, CellId, IdempotencyKey, IdentifierError, OrderId, Sku, TransactionId};
 pub use inventory::{
     Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView, ReservationView,
@@ -112,6 +113,7 @@ pub use store_support::{
 pub use system::{RandomIds, SystemClock, ThreadSleep};
 pub use timestamp::Timestamp;
 pub use topology::{Topology, TopologyError};
+pub use trace::TraceParent;
 pub use transaction::{Transaction, TransactionView};
 pub use validation::{
     CreateTransaction, InventoryRequest, ReceiveStock, ReserveStock, TransferStock, Violation,

@@ -175,7 +175,13 @@ impl InMemoryEventStore {
         let mut streams = self.lock();
         let aggregate = streams.entry(event.stream().aggregate.clone()).or_default();
         match aggregate.binary_search_by(|e| key(e).cmp(&key(event))) {
-            Ok(i) if aggregate.get(i) == Some(event) => Ok(ReplicatedApply::AlreadyPresent),
+            Ok(i)
+                if aggregate
+                    .get(i)
+                    .is_some_and(|stored| stored.same_fact(event)) =>
+            {
+                Ok(ReplicatedApply::AlreadyPresent)
+            }
             Ok(_) => Err(StoreError::Diverged {
                 stream: event.stream().clone(),
                 version: event.version(),

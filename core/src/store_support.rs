@@ -247,7 +247,7 @@ where
     match create.await {
         Ok(()) => Ok(ReplicatedApply::Stored),
         Err(WriteFailure::Taken) => match read_back().await? {
-            Some(stored) if &stored == event => Ok(ReplicatedApply::AlreadyPresent),
+            Some(stored) if stored.same_fact(event) => Ok(ReplicatedApply::AlreadyPresent),
             Some(_) => Err(StoreError::Diverged {
                 stream: event.stream().clone(),
                 version: event.version(),

@@ -325,18 +325,13 @@ impl Publish for TopicPublisher {
         events: &'a [RecordedEvent],
     ) -> BoxFuture<'a, Result<usize, PublishError>> {
         Box::pin(async move {
-            let batches = twincell_replication::wire::batches(
-                events,
-                None,
-                Some(&self.signer),
-                1024 * 1024,
-                5_000,
-            )
-            .map_err(|e| PublishError {
-                published: 0,
-                retryable: false,
-                reason: e.to_string(),
-            })?;
+            let batches =
+                twincell_replication::wire::batches(events, Some(&self.signer), 1024 * 1024, 5_000)
+                    .map_err(|e| PublishError {
+                        published: 0,
+                        retryable: false,
+                        reason: e.to_string(),
+                    })?;
             let now = self.now.load(Ordering::SeqCst);
             let mut topic = lock(&self.topic);
             for batch in batches {

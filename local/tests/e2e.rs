@@ -803,7 +803,7 @@ async fn forged_events_are_refused(world: &World) {
         )
         .unwrap();
         for signer in [None, Some(&mallory)] {
-            let ce = to_signed_cloud_event(&event, None, signer).unwrap();
+            let ce = to_signed_cloud_event(&event, signer).unwrap();
             let r = world
                 .client
                 .post(format!("{}/replication/events", world.cells[to].url))

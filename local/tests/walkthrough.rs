@@ -112,6 +112,51 @@ async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_
         assert_ne!(a.get(3..35), b.get(3..35), "a new trace each time");
     }
 
+    // A payment taken in one cell is followed to its apply in the other:
+    // the trace of the request that committed it travels with its event
+    // (stored with it, carried by the change feed, published as the
+    // CloudEvents `traceparent`), and the other cell's apply line names it.
+    for (origin, url, peer) in [("aws", &aws, "azure"), ("azure", &azure, "aws")] {
+        let trace_id = if origin == "aws" {
+            "0af7651916cd43dd8448eb211c80319c"
+        } else {
+            "5a0c4e5e0d3b4a2f8c1d2e3f4a5b6c7d"
+        };
+        let answer = client
+            .post(format!("{url}/transactions"))
+            .header("content-type", "application/json")
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .body(json!({"account_id": "acct-t", "amount": "1.00", "currency": "USD"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201);
+        let answered = answer.headers()["traceparent"].to_str().unwrap().to_owned();
+        let created: Value = answer.json().await.unwrap();
+        let path = format!(
+            "/transactions/{}",
+            created["transaction_id"].as_str().unwrap()
+        );
+        until_both_agree(&client, &status, &path).await;
+        let line = until_logged(&dir.join("data/logs").join(format!("{peer}.log")), |line| {
+            line["fields"]["message"] == "replicated event applied"
+                && line["fields"]["trace_id"] == trace_id
+        })
+        .await;
+        assert_eq!(line["fields"]["origin_cell"], origin, "{line}");
+        assert_eq!(line["fields"]["outcome"], "stored", "{line}");
+        assert_eq!(
+            line["fields"]["event_type"], "twincell.transaction.created.v1",
+            "{line}"
+        );
+        // The span that committed it is the one the response named.
+        assert_eq!(
+            Some(line["fields"]["parent_span_id"].as_str().unwrap()),
+            answered.get(36..52),
+            "{line} {answered}"
+        );
+    }
+
     // The cell that served the client dies.
     let killed = command(&running, &["kill", &served]);
     assert_eq!(killed["cells"][&served]["process"], "killed");

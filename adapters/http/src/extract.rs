@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 
 use axum::extract::{FromRequestParts, Path};
 use http::request::Parts;
-use twincell_core::{IdempotencyKey, InventoryRequest, OrderId, Sku, TransactionId};
+use twincell_core::{EventMetadata, IdempotencyKey, InventoryRequest, OrderId, Sku, TransactionId};
 
 use crate::problem::{Problem, ProblemKind};
 
@@ -34,6 +34,25 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
         .iter()
         .find(|(k, _)| k == name)
         .map_or("", |(_, v)| v.as_str())
+}
+
+/// What the events a command commits keep: the trace context the
+/// outermost layer gave the request (none when the router is served
+/// without it, as no cell is).
+#[derive(Debug)]
+pub struct Committing(pub EventMetadata);
+
+impl<S: Send + Sync> FromRequestParts<S> for Committing {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<crate::trace::TraceContext>()
+                .map(crate::trace::TraceContext::event_metadata)
+                .unwrap_or_default(),
+        ))
+    }
 }
 
 /// `{sku}` of an inventory route.

@@ -374,10 +374,30 @@ impl<'a> Tally<'a> {
         match outcome {
             Ok(applied) => {
                 *self.by_peer.entry(event.origin()).or_default() += 1;
-                match applied {
-                    ReplicatedApply::Stored => self.stored += 1,
-                    ReplicatedApply::AlreadyPresent => self.present += 1,
-                }
+                let outcome = match applied {
+                    ReplicatedApply::Stored => {
+                        self.stored += 1;
+                        "stored"
+                    }
+                    ReplicatedApply::AlreadyPresent => {
+                        self.present += 1;
+                        "already_present"
+                    }
+                };
+                // The trace of the request that committed the event in its
+                // origin cell, so that one query finds both ends.
+                let trace = event.metadata().traceparent;
+                tracing::info!(
+                    origin_cell = %event.origin(),
+                    event_id = %event.event_id(),
+                    event_type = event.event().type_name(),
+                    stream = %event.stream(),
+                    version = event.version(),
+                    outcome,
+                    trace_id = trace.map(|t| t.trace_id_hex()),
+                    parent_span_id = trace.map(|t| t.span_id_hex()),
+                    "replicated event applied"
+                );
             }
             Err(ServiceError::ReplicaDiverged { stream, version }) => {
                 tracing::error!(event = id_text, %stream, version, "a replicated event differs from the stored one; it is not applied");
@@ -509,9 +529,6 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
                     tracing::error!(event = %event.event_id(), origin = %event.origin(), stream = %event.stream(), version = event.version(), reason = %why, "a delivered event was refused: not shown to come from its origin");
                     tally.refuse(Refused::Untrusted, item.id.as_deref(), why.to_string());
                     continue;
-                }
-                if let Some(trace) = &item.traceparent {
-                    tracing::debug!(event = %event.event_id(), traceparent = %trace, "replicated event");
                 }
                 events.push(event);
                 ids.push(item.id);

@@ -16,7 +16,9 @@ use twincell_core::{
 };
 
 use crate::body::JsonBody;
-use crate::extract::{CommandKey, IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath};
+use crate::extract::{
+    CommandKey, Committing, IdempotencyKeyHeader, ReservationPath, SkuPath, TransactionPath,
+};
 use crate::problem::{Problem, ProblemKind};
 use crate::replication;
 
@@ -252,10 +254,13 @@ pub(crate) async fn health(State(api): State<Api>) -> Result<Response, Problem> 
 pub(crate) async fn create_transaction(
     State(api): State<Api>,
     IdempotencyKeyHeader(key): IdempotencyKeyHeader,
+    Committing(metadata): Committing,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let cmd = CreateTransaction::from_json(&body).map_err(Problem::validation)?;
-    let created = api.create_transaction(&cmd, key.as_ref()).await?;
+    let created = api
+        .create_transaction(&cmd, key.as_ref(), &metadata)
+        .await?;
     let view = created.transaction.view();
     let location = format!("/transactions/{}", view.transaction_id);
     Ok(with_location(
@@ -289,21 +294,24 @@ pub(crate) async fn inventory_command<R: InventoryRequest>(
     State(api): State<Api>,
     SkuPath(sku): SkuPath,
     CommandKey(key, _): CommandKey<R>,
+    Committing(metadata): Committing,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let command = R::parse(&body, api.topology())
         .map_err(Problem::validation)?
         .into_command(key);
-    Ok(outcome(api.execute(&sku, &command).await?))
+    Ok(outcome(api.execute(&sku, &command, &metadata).await?))
 }
 
 /// `DELETE /inventory/{sku}/reservations/{order_id}`.
 pub(crate) async fn release(
     State(api): State<Api>,
     ReservationPath(sku, order): ReservationPath,
+    Committing(metadata): Committing,
 ) -> Result<Response, Problem> {
     Ok(outcome(
-        api.execute(&sku, &InventoryCommand::Release(order)).await?,
+        api.execute(&sku, &InventoryCommand::Release(order), &metadata)
+            .await?,
     ))
 }
 
@@ -311,9 +319,11 @@ pub(crate) async fn release(
 pub(crate) async fn fulfil(
     State(api): State<Api>,
     ReservationPath(sku, order): ReservationPath,
+    Committing(metadata): Committing,
 ) -> Result<Response, Problem> {
     Ok(outcome(
-        api.execute(&sku, &InventoryCommand::Fulfil(order)).await?,
+        api.execute(&sku, &InventoryCommand::Fulfil(order), &metadata)
+            .await?,
     ))
 }
 

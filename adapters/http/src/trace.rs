@@ -9,15 +9,17 @@
 //!   there is one) is its parent;
 //! - the response carries `traceparent` with the trace id and this span.
 //!
-//! The header grammar is small and exact, so it is parsed here rather than
-//! by pulling in an OpenTelemetry SDK for two header formats: the cells
-//! keep no exporter, the trace id is a log field.
+//! The header grammars are small and exact, so they are parsed here (the
+//! W3C one by the core's [`TraceParent`], which events keep) rather than by
+//! pulling in an OpenTelemetry SDK for two header formats: the cells keep
+//! no exporter, the trace id is a log field.
 
-use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::HeaderMap;
+use twincell_core::EventMetadata;
+use twincell_core::trace::{TraceParent, from_hex as unhex, to_hex as hex};
 
 /// The W3C header.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -63,7 +65,8 @@ impl TraceContext {
             .and_then(parse_xray);
         let w3c = crate::headers::last_item(headers, TRACEPARENT_HEADER)
             .and_then(Result::ok)
-            .and_then(parse_traceparent);
+            .and_then(TraceParent::parse)
+            .map(|t| (t.trace_id(), Some(t.span_id()), t.sampled()));
         let (trace_id, parent_id, sampled) = match (w3c, xray) {
             (Some(w3c), _) => w3c,
             (None, Some((root, parent, sampled))) => (root.0, parent, sampled),
@@ -93,66 +96,25 @@ impl TraceContext {
     /// The `traceparent` naming this request's span.
     #[must_use]
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            if self.sampled { "01" } else { "00" }
-        )
+        self.as_traceparent()
+            .map(|t| t.to_string())
+            .unwrap_or_default()
     }
-}
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
+    /// This request's span as a [`TraceParent`] (`None` only for a
+    /// context built by hand with an all-zero id).
+    #[must_use]
+    pub fn as_traceparent(&self) -> Option<TraceParent> {
+        TraceParent::new(self.trace_id, self.span_id, self.sampled)
     }
-    out
-}
 
-/// `n` bytes from `n * 2` lowercase hex digits (uppercase is invalid in
-/// W3C Trace Context).
-fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    if text.len() != N * 2 {
-        return None;
+    /// What the events this request commits keep: its trace and span.
+    #[must_use]
+    pub fn event_metadata(&self) -> EventMetadata {
+        self.as_traceparent()
+            .map(EventMetadata::traced)
+            .unwrap_or_default()
     }
-    let mut out = [0u8; N];
-    for (slot, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let (high, low) = match pair {
-            [h, l] => (digit(*h)?, digit(*l)?),
-            _ => return None,
-        };
-        *slot = high << 4 | low;
-    }
-    Some(out)
-}
-
-/// `version-traceid-parentid-flags`. Version `00` exactly as specified; a
-/// later version is read by its first four fields (the specification's
-/// rule for versions it does not know), `ff` is invalid.
-fn parse_traceparent(value: &str) -> Option<([u8; 16], Option<[u8; 8]>, bool)> {
-    let mut fields = value.trim().split('-');
-    let version = fields.next()?;
-    let trace = fields.next()?;
-    let parent = fields.next()?;
-    let flags = fields.next()?;
-    let [version] = unhex::<1>(version)?;
-    if version == 0xff || (version == 0 && fields.next().is_some()) {
-        return None;
-    }
-    let trace: [u8; 16] = unhex(trace)?;
-    let parent: [u8; 8] = unhex(parent)?;
-    let flags = flags.get(..2).and_then(unhex::<1>)?;
-    if trace == [0; 16] || parent == [0; 8] {
-        return None;
-    }
-    let [flags] = flags;
-    Some((trace, Some(parent), flags & 1 == 1))
 }
 
 /// `Root=1-{8 hex}-{24 hex};Parent={16 hex};Sampled={0|1}`, fields in any
@@ -199,12 +161,7 @@ fn parse_xray(value: &str) -> Option<(XrayRoot, Option<[u8; 8]>, bool)> {
 pub fn traceparent_from_xray(header: &str) -> Option<String> {
     let (root, parent, sampled) = parse_xray(header)?;
     let parent = parent?;
-    Some(format!(
-        "00-{}-{}-{}",
-        hex(&root.0),
-        hex(&parent),
-        if sampled { "01" } else { "00" }
-    ))
+    TraceParent::new(root.0, parent, sampled).map(|t| t.to_string())
 }
 
 /// The X-Ray trace header API Gateway hands on with a request (in the

@@ -111,7 +111,7 @@ fn batch(events: &[RecordedEvent]) -> Value {
     Value::Array(
         events
             .iter()
-            .map(|e| serde_json::to_value(to_cloud_event(e, None).unwrap()).unwrap())
+            .map(|e| serde_json::to_value(to_cloud_event(e).unwrap()).unwrap())
             .collect(),
     )
 }
@@ -270,7 +270,7 @@ async fn a_batch_is_stored_once_whatever_the_order_and_repeats() {
         json!({"received": 3, "stored": 0, "already_present": 3})
     );
     // One structured event alone is a delivery too.
-    let single = serde_json::to_value(to_cloud_event(&events[0], None).unwrap()).unwrap();
+    let single = serde_json::to_value(to_cloud_event(&events[0]).unwrap()).unwrap();
     let r = Request::post("/replication/events")
         .header("content-type", "application/cloudevents+json")
         .header("x-twincell-replication-key", KEY)
@@ -687,8 +687,7 @@ fn signed_batch(events: &[RecordedEvent], signer: &twincell_replication::signing
             .iter()
             .map(|e| {
                 serde_json::to_value(
-                    twincell_replication::wire::to_signed_cloud_event(e, None, Some(signer))
-                        .unwrap(),
+                    twincell_replication::wire::to_signed_cloud_event(e, Some(signer)).unwrap(),
                 )
                 .unwrap()
             })

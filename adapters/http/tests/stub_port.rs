@@ -17,9 +17,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use twincell_core::{
-    BatchReport, CellApi, CellId, CreateTransaction, CreatedTransaction, EventPage, IdempotencyKey,
-    InventoryCommand, InventoryOutcome, InventoryView, Listing, Quantity, RecordedEvent, Reply,
-    ServiceError, Sku, StreamId, StreamProgress, Timestamp, Topology, Transaction, TransactionId,
+    BatchReport, CellApi, CellId, CreateTransaction, CreatedTransaction, EventMetadata, EventPage,
+    IdempotencyKey, InventoryCommand, InventoryOutcome, InventoryView, Listing, Quantity,
+    RecordedEvent, Reply, ServiceError, Sku, StreamId, StreamProgress, Timestamp, Topology,
+    Transaction, TransactionId,
 };
 
 /// Records every command it is asked to run; answers with what it is set
@@ -28,6 +29,8 @@ struct Stub {
     topology: Topology,
     healthy: bool,
     commands: Mutex<Vec<(Sku, InventoryCommand)>>,
+    /// The metadata each command was asked to keep with its events.
+    metadata: Mutex<Vec<EventMetadata>>,
 }
 
 impl Stub {
@@ -36,6 +39,7 @@ impl Stub {
             topology: Topology::new(CellId::new("aws").unwrap(), [CellId::new("azure").unwrap()]),
             healthy,
             commands: Mutex::new(Vec::new()),
+            metadata: Mutex::new(Vec::new()),
         })
     }
 
@@ -81,6 +85,7 @@ impl CellApi for Stub {
         &'a self,
         _: &'a CreateTransaction,
         _: Option<&'a IdempotencyKey>,
+        _: &'a EventMetadata,
     ) -> Reply<'a, Result<CreatedTransaction, ServiceError>> {
         unused()
     }
@@ -97,11 +102,13 @@ impl CellApi for Stub {
         &'a self,
         sku: &'a Sku,
         command: &'a InventoryCommand,
+        metadata: &'a EventMetadata,
     ) -> Reply<'a, Result<InventoryOutcome, ServiceError>> {
         self.commands
             .lock()
             .unwrap()
             .push((sku.clone(), command.clone()));
+        self.metadata.lock().unwrap().push(metadata.clone());
         Box::pin(async move { Ok(InventoryOutcome::Applied(Self::view(sku, 7))) })
     }
 
@@ -147,12 +154,26 @@ async fn a_receipt_reaches_the_port_as_one_command_and_its_answer_is_rendered() 
     let stub = Stub::new(true);
     let request = Request::post("/inventory/sku-1/receipts")
         .header("content-type", "application/json")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .body(Body::from(json!({"quantity": 5}).to_string()))
         .unwrap();
     let (status, headers, body) = send(&stub, request).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-twincell-cell"], "aws");
     assert_eq!(body["on_hand"], 7, "the stub's answer, not a store's");
+    // The events keep the request's own span, the one its response names.
+    let kept = stub.metadata.lock().unwrap().clone();
+    let answered = headers["traceparent"].to_str().unwrap();
+    assert!(answered.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert_eq!(
+        kept.iter()
+            .map(|m| m.traceparent.map(|t| t.to_string()))
+            .collect::<Vec<_>>(),
+        [Some(answered.to_owned())]
+    );
     let commands = stub.commands.lock().unwrap().clone();
     assert_eq!(
         commands,

@@ -95,8 +95,10 @@ impl Publisher {
         &self.target
     }
 
-    /// Publishes `events` in order, batch by batch, each CloudEvent carrying
-    /// `traceparent` when given; stops at the first batch that fails.
+    /// Publishes `events` in order, batch by batch, each CloudEvent with
+    /// the trace context its event keeps, each request with `traceparent`
+    /// (the publishing invocation's) when given; stops at the first batch
+    /// that fails.
     ///
     /// # Errors
     /// [`PublishError`] with how many events went out before.
@@ -107,7 +109,6 @@ impl Publisher {
     ) -> Result<usize, PublishError> {
         let batches = wire::batches(
             events,
-            traceparent,
             self.signer.as_ref(),
             self.max_bytes,
             self.max_events,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
-use twincell_core::{CellId, RecordedEvent};
+use twincell_core::{CellId, EventMetadata, RecordedEvent};
 
 use crate::config::SettingsError;
 
@@ -65,7 +65,15 @@ fn message(kid: &str, event: &RecordedEvent) -> Result<Vec<u8>, String> {
     bytes.extend_from_slice(CONTEXT);
     bytes.extend_from_slice(kid.as_bytes());
     bytes.push(b'\n');
-    serde_json::to_writer(&mut bytes, event).map_err(|e| e.to_string())?;
+    // The fact only: metadata (the trace context) is not signed, so a
+    // signature stays what it was before events kept any, and a
+    // transport's trace header never breaks one. Metadata decides nothing.
+    if event.metadata().is_empty() {
+        serde_json::to_writer(&mut bytes, event).map_err(|e| e.to_string())?;
+    } else {
+        let fact = event.clone().with_metadata(EventMetadata::default());
+        serde_json::to_writer(&mut bytes, &fact).map_err(|e| e.to_string())?;
+    }
     Ok(bytes)
 }
 
@@ -367,6 +375,24 @@ mod tests {
             keys.verify(&e, Some("aws-1"), Some(&mallory.sign(&e).unwrap())),
             Err(Untrusted::BadSignature)
         );
+    }
+
+    #[test]
+    fn the_signature_covers_the_fact_and_not_its_trace_context() {
+        let (signer, _) = Signer::generate("aws-1").unwrap();
+        let keys = OriginKeys::default().with(&aws(), &signer);
+        let plain = event("aws", 5);
+        let trace = |span: u8| {
+            EventMetadata::traced(
+                twincell_core::TraceParent::new([9; 16], [span; 8], true).unwrap(),
+            )
+        };
+        let traced = plain.clone().with_metadata(trace(1));
+        let sig = signer.sign(&traced).unwrap();
+        assert_eq!(sig, signer.sign(&plain).unwrap());
+        for received in [&plain, &traced, &plain.clone().with_metadata(trace(2))] {
+            assert_eq!(keys.verify(received, Some("aws-1"), Some(&sig)), Ok(()));
+        }
     }
 
     #[test]

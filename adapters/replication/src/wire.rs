@@ -33,7 +33,7 @@ use cloudevents::event::{ExtensionValue, SpecVersion};
 use cloudevents::{AttributesReader, Data, Event, EventBuilder, EventBuilderV10};
 use serde_json::Value;
 use twincell_core::event::{AggregateId, AggregateType, DomainEvent, RecordedEvent, StreamId};
-use twincell_core::{CellId, Timestamp};
+use twincell_core::{CellId, EventMetadata, Timestamp, TraceParent};
 
 use crate::signing::{KEY_ID_ATTRIBUTE, SIGNATURE_ATTRIBUTE, Signer};
 
@@ -56,15 +56,13 @@ pub const MAX_BATCH_EVENTS: usize = 5_000;
 #[error("cannot encode event {0}")]
 pub struct EncodeError(pub String);
 
-/// The CloudEvent of `event`, with `traceparent` when there is one.
+/// The CloudEvent of `event`, with the `traceparent` the event keeps
+/// (the request that committed it) when it keeps one.
 ///
 /// # Errors
 /// [`EncodeError`] when the event does not serialize (never for the
 /// core's events).
-pub fn to_cloud_event(
-    event: &RecordedEvent,
-    traceparent: Option<&str>,
-) -> Result<Event, EncodeError> {
+pub fn to_cloud_event(event: &RecordedEvent) -> Result<Event, EncodeError> {
     let fail = |e: &dyn std::fmt::Display| {
         EncodeError(format!("{} v{}: {e}", event.stream(), event.version()))
     };
@@ -83,8 +81,8 @@ pub fn to_cloud_event(
         .time(time)
         .data("application/json", data)
         .extension(VERSION_ATTRIBUTE, version);
-    if let Some(trace) = traceparent {
-        builder = builder.extension(TRACEPARENT_ATTRIBUTE, trace);
+    if let Some(trace) = event.metadata().traceparent {
+        builder = builder.extension(TRACEPARENT_ATTRIBUTE, trace.to_string());
     }
     builder.build().map_err(|e| fail(&e))
 }
@@ -96,10 +94,9 @@ pub fn to_cloud_event(
 /// core's events).
 pub fn to_signed_cloud_event(
     event: &RecordedEvent,
-    traceparent: Option<&str>,
     signer: Option<&Signer>,
 ) -> Result<Event, EncodeError> {
-    let mut ce = to_cloud_event(event, traceparent)?;
+    let mut ce = to_cloud_event(event)?;
     if let Some(signer) = signer {
         let signature = signer.sign(event).map_err(EncodeError)?;
         ce.set_extension(KEY_ID_ATTRIBUTE, signer.key_id());
@@ -127,7 +124,8 @@ pub struct Incoming {
     pub id: Option<String>,
     /// The event, or why it was refused.
     pub event: Result<RecordedEvent, Refusal>,
-    /// Its `traceparent`, when it had one.
+    /// Its `traceparent`, when it had one (also kept in the event's
+    /// metadata when it is a valid one).
     pub traceparent: Option<String>,
     /// The signing key id and signature it carried (each when it was a
     /// string).
@@ -193,9 +191,16 @@ fn decode_value(value: Value) -> Incoming {
     };
     let traceparent = text(TRACEPARENT_ATTRIBUTE);
     let signature = (text(KEY_ID_ATTRIBUTE), text(SIGNATURE_ATTRIBUTE));
+    // The trace context is kept with the event when it parses; one that
+    // does not is dropped, as W3C Trace Context asks, never a refusal.
+    let metadata = traceparent
+        .as_deref()
+        .and_then(TraceParent::parse)
+        .map(EventMetadata::traced)
+        .unwrap_or_default();
     Incoming {
         id: Some(event.id().to_owned()),
-        event: from_cloud_event(&event),
+        event: from_cloud_event(&event).map(|e| e.with_metadata(metadata)),
         traceparent,
         signature,
     }
@@ -372,7 +377,6 @@ pub struct Batch {
 /// [`EncodeError`] when an event does not encode.
 pub fn batches(
     events: &[RecordedEvent],
-    traceparent: Option<&str>,
     signer: Option<&Signer>,
     max_bytes: usize,
     max_events: usize,
@@ -383,7 +387,7 @@ pub fn batches(
         events: 0,
     };
     for event in events {
-        let ce = to_signed_cloud_event(event, traceparent, signer)?;
+        let ce = to_signed_cloud_event(event, signer)?;
         let json = serde_json::to_vec(&ce).map_err(|e| EncodeError(e.to_string()))?;
         let full = current.events >= max_events.max(1)
             || (current.events > 0 && current.body.len() + json.len() + 2 > max_bytes);
@@ -497,7 +501,7 @@ mod tests {
     }
 
     fn round_trip(event: &RecordedEvent) -> Incoming {
-        let json = serde_json::to_value(to_cloud_event(event, None).unwrap()).unwrap();
+        let json = serde_json::to_value(to_cloud_event(event).unwrap()).unwrap();
         decode_body(json).unwrap().remove(0)
     }
 
@@ -515,15 +519,12 @@ mod tests {
 
     #[test]
     fn the_envelope_says_what_the_issue_of_the_format_says() {
-        let e = &every_kind()[2];
-        let json = serde_json::to_value(
-            to_cloud_event(
-                e,
-                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        let trace =
+            TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        let e = &every_kind()[2]
+            .clone()
+            .with_metadata(EventMetadata::traced(trace));
+        let json = serde_json::to_value(to_cloud_event(e).unwrap()).unwrap();
         assert_eq!(json["specversion"], "1.0");
         assert_eq!(json["id"], e.event_id().to_string());
         assert_eq!(json["source"], "urn:twincell:cell:aws");
@@ -540,16 +541,24 @@ mod tests {
             json["traceparent"],
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         );
-        let incoming = decode_body(json).unwrap().remove(0);
+        let incoming = decode_body(json.clone()).unwrap().remove(0);
         assert_eq!(
             incoming.traceparent.as_deref(),
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
+        assert_eq!(incoming.event.as_ref(), Ok(e), "the trace is kept with it");
+        // Without one, no `traceparent`; an invalid one is dropped, the
+        // event is not refused for it.
+        let plain = serde_json::to_value(to_cloud_event(&every_kind()[2]).unwrap()).unwrap();
+        assert!(plain.get("traceparent").is_none());
+        let mut bad = json;
+        bad["traceparent"] = "00-nope".into();
+        let incoming = decode_body(bad).unwrap().remove(0);
+        assert_eq!(incoming.event, Ok(every_kind()[2].clone()));
     }
 
     fn tampered(edit: impl FnOnce(&mut Value)) -> Result<RecordedEvent, Refusal> {
-        let mut json =
-            serde_json::to_value(to_cloud_event(&every_kind()[2], None).unwrap()).unwrap();
+        let mut json = serde_json::to_value(to_cloud_event(&every_kind()[2]).unwrap()).unwrap();
         edit(&mut json);
         decode_body(json).unwrap().remove(0).event
     }
@@ -650,7 +659,7 @@ mod tests {
     #[test]
     fn a_body_is_a_batch_or_one_event() {
         let events = every_kind();
-        let batch = batches(&events, None, None, MAX_BATCH_BYTES, MAX_BATCH_EVENTS).unwrap();
+        let batch = batches(&events, None, MAX_BATCH_BYTES, MAX_BATCH_EVENTS).unwrap();
         assert_eq!(batch.len(), 1);
         let body: Value = serde_json::from_slice(&batch[0].body).unwrap();
         let decoded: Vec<_> = decode_body(body)
@@ -687,11 +696,11 @@ mod tests {
                 )
             })
             .collect();
-        let one = batches(&events[..1], None, None, usize::MAX, 1).unwrap()[0]
+        let one = batches(&events[..1], None, usize::MAX, 1).unwrap()[0]
             .body
             .len();
         for (max_bytes, max_events) in [(one * 3, 100), (usize::MAX, 7), (one, 100), (1, 100)] {
-            let out = batches(&events, None, None, max_bytes, max_events).unwrap();
+            let out = batches(&events, None, max_bytes, max_events).unwrap();
             let mut decoded = Vec::new();
             for b in &out {
                 assert!(b.events <= max_events);

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use twincell_core::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
-use twincell_core::{CellId, Quantity, Sku, Timestamp};
+use twincell_core::{CellId, EventMetadata, Quantity, Sku, Timestamp, TraceParent};
 use twincell_replication::publish::Publisher;
 use twincell_replication::wire::decode_body;
 use twincell_replication::{Secret, Target, TargetKind};
@@ -99,7 +99,22 @@ async fn a_webhook_gets_every_event_in_order_in_bounded_batches_with_the_key() {
     let publisher = Publisher::new(target)
         .unwrap()
         .with_batch_limits(usize::MAX, 7);
-    let sent = events(30);
+    // Each event keeps the trace of the request that committed it; the
+    // publish requests carry the publishing invocation's own.
+    let committed = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .map(EventMetadata::traced)
+        .unwrap();
+    let sent: Vec<RecordedEvent> = events(30)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if i % 2 == 0 {
+                e.with_metadata(committed.clone())
+            } else {
+                e
+            }
+        })
+        .collect();
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     assert_eq!(
         publisher.publish_traced(&sent, Some(traceparent)).await,

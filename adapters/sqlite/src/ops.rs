@@ -201,7 +201,7 @@ pub(crate) fn apply_replicated(
     row: &Row,
 ) -> Result<ReplicatedApply, StoreError> {
     if let Some(stored) = stored_at(c, &row.stream, row.version)? {
-        return if &decode(&stored)? == event {
+        return if decode(&stored)?.same_fact(event) {
             Ok(ReplicatedApply::AlreadyPresent)
         } else {
             Err(StoreError::Diverged {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::Service;
 use crate::error::ServiceError;
-use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
+use crate::event::{AggregateId, DomainEvent, EventMetadata, RecordedEvent, StreamId};
 use crate::ids::CellId;
 use crate::ports::{Clock, EventStore, IdGenerator, StoreError};
 use crate::timestamp::Timestamp;
@@ -156,6 +156,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         mut kept: Option<F::State>,
         fold: &F,
         mut decider: D,
+        metadata: &EventMetadata,
     ) -> (Result<D::Answer, ServiceError>, Option<F::State>)
     where
         F: Fold,
@@ -180,7 +181,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
                     then,
                 }) => (expected, now, events, then),
             };
-            let records = match self.records(&stream, expected, now, events) {
+            let records = match self.records(&stream, expected, now, events, metadata) {
                 Ok(records) => records,
                 Err(e) => return (Err(e), None),
             };
@@ -230,10 +231,14 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         after: u64,
         now: Timestamp,
         events: Vec<DomainEvent>,
+        metadata: &EventMetadata,
     ) -> Result<Vec<RecordedEvent>, ServiceError> {
         (after.saturating_add(1)..)
             .zip(events)
-            .map(|(version, event)| Ok(RecordedEvent::new(stream.clone(), version, now, event)?))
+            .map(|(version, event)| {
+                Ok(RecordedEvent::new(stream.clone(), version, now, event)?
+                    .with_metadata(metadata.clone()))
+            })
             .collect()
     }
 }

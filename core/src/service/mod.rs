@@ -23,7 +23,7 @@ mod stock;
 mod tests;
 
 use crate::api::{CellApi, CreatedTransaction, Reply};
-use crate::event::{AggregateId, RecordedEvent, StreamId};
+use crate::event::{AggregateId, EventMetadata, RecordedEvent, StreamId};
 use crate::ids::{IdempotencyKey, OrderId, Sku, TransactionId};
 use crate::inventory::{InventoryCommand, InventoryOutcome, InventoryView};
 use crate::ports::{Clock, EventPage, EventStore, IdGenerator, Listing};
@@ -138,6 +138,21 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         cmd: &CreateTransaction,
         key: Option<&IdempotencyKey>,
     ) -> Result<CreatedTransaction, ServiceError> {
+        self.create_transaction_with(cmd, key, &EventMetadata::default())
+            .await
+    }
+
+    /// [`Service::create_transaction`], keeping `metadata` (the request's
+    /// trace context) with the events it appends.
+    ///
+    /// # Errors
+    /// As [`Service::create_transaction`].
+    pub async fn create_transaction_with(
+        &self,
+        cmd: &CreateTransaction,
+        key: Option<&IdempotencyKey>,
+        metadata: &EventMetadata,
+    ) -> Result<CreatedTransaction, ServiceError> {
         let id = match key {
             Some(key) => TransactionId::for_idempotency_key(&cmd.account_id, key),
             None => TransactionId::from_uuid(self.ids.new_id()),
@@ -149,7 +164,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             cmd,
             clock: &self.clock,
         };
-        self.run(&aggregate, None, &TransactionFold, decider)
+        self.run(&aggregate, None, &TransactionFold, decider, metadata)
             .await
             .0
     }
@@ -196,6 +211,21 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
         sku: &Sku,
         command: &InventoryCommand,
     ) -> Result<InventoryOutcome, ServiceError> {
+        self.execute_with(sku, command, &EventMetadata::default())
+            .await
+    }
+
+    /// [`Service::execute`], keeping `metadata` (the request's trace
+    /// context) with the events it appends, reconciles included.
+    ///
+    /// # Errors
+    /// As [`Service::execute`].
+    pub async fn execute_with(
+        &self,
+        sku: &Sku,
+        command: &InventoryCommand,
+        metadata: &EventMetadata,
+    ) -> Result<InventoryOutcome, ServiceError> {
         let aggregate = AggregateId::inventory(sku);
         let _turn = self.gate.enter(&aggregate).await;
         let fold = InventoryFold {
@@ -207,7 +237,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
             clock: &self.clock,
         };
         let kept = self.inventories.take(sku);
-        let (answer, kept) = self.run(&aggregate, kept, &fold, decider).await;
+        let (answer, kept) = self.run(&aggregate, kept, &fold, decider, metadata).await;
         if let Some(kept) = kept {
             self.keep(sku, &aggregate, kept).await;
         }
@@ -307,8 +337,9 @@ impl<S: EventStore, C: Clock, I: IdGenerator> CellApi for Service<S, C, I> {
         &'a self,
         cmd: &'a CreateTransaction,
         key: Option<&'a IdempotencyKey>,
+        metadata: &'a EventMetadata,
     ) -> Reply<'a, Result<CreatedTransaction, ServiceError>> {
-        Box::pin(Service::create_transaction(self, cmd, key))
+        Box::pin(Service::create_transaction_with(self, cmd, key, metadata))
     }
 
     fn transaction(&self, id: TransactionId) -> Reply<'_, Result<Transaction, ServiceError>> {
@@ -323,8 +354,9 @@ impl<S: EventStore, C: Clock, I: IdGenerator> CellApi for Service<S, C, I> {
         &'a self,
         sku: &'a Sku,
         command: &'a InventoryCommand,
+        metadata: &'a EventMetadata,
     ) -> Reply<'a, Result<InventoryOutcome, ServiceError>> {
-        Box::pin(Service::execute(self, sku, command))
+        Box::pin(Service::execute_with(self, sku, command, metadata))
     }
 
     fn apply_replicated_batch<'a>(&'a self, events: &'a [RecordedEvent]) -> Reply<'a, BatchReport> {

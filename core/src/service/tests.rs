@@ -70,6 +70,44 @@ fn retry_with_the_same_key_replays_and_another_payload_is_refused() {
 }
 
 #[test]
+fn the_events_a_command_appends_keep_the_requests_trace_and_a_replay_appends_none() {
+    let s = service("aws");
+    let trace =
+        crate::trace::TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
+    let metadata = EventMetadata::traced(trace);
+    let key = IdempotencyKey::new("k").unwrap();
+    let created =
+        block_on(s.create_transaction_with(&payment("1"), Some(&key), &metadata)).unwrap();
+    block_on(s.execute_with(
+        &sku(),
+        &InventoryCommand::Receive(Quantity::new(3).unwrap(), None),
+        &metadata,
+    ))
+    .unwrap();
+    let other =
+        EventMetadata::traced(crate::trace::TraceParent::new([7; 16], [7; 8], false).unwrap());
+    let replayed = block_on(s.create_transaction_with(&payment("1"), Some(&key), &other)).unwrap();
+    assert!(replayed.replayed);
+    block_on(s.receive(&sku(), Quantity::new(1).unwrap())).unwrap();
+    let payment_events = block_on(
+        s.store()
+            .load(&AggregateId::transaction(created.transaction.id())),
+    )
+    .unwrap();
+    let stock_events = block_on(s.store().load(&AggregateId::inventory(&sku()))).unwrap();
+    let traces = |events: &[RecordedEvent]| -> Vec<Option<String>> {
+        events
+            .iter()
+            .map(|e| e.metadata().traceparent.map(|t| t.to_string()))
+            .collect()
+    };
+    let ours = Some(trace.to_string());
+    assert_eq!(traces(&payment_events), vec![ours.clone()]);
+    assert_eq!(traces(&stock_events), vec![ours, None]);
+}
+
+#[test]
 fn unknown_transaction_is_not_found() {
     let id = TransactionId::from_uuid(uuid::Uuid::nil());
     assert_eq!(

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::event::{AggregateId, DomainEvent, RecordedEvent, StreamId};
+use crate::event::{AggregateId, DomainEvent, EventMetadata, RecordedEvent, StreamId};
 use crate::ids::{CellId, Sku};
 use crate::ports::{
     EventStore, ListCursor, Listing, MAX_EVENTS_PER_APPEND, MAX_SNAPSHOT_BYTES, ReplicatedApply,
@@ -19,6 +19,7 @@ use crate::ports::{
 use crate::quantity::Quantity;
 use crate::store_support::snapshot_parts;
 use crate::timestamp::Timestamp;
+use crate::trace::TraceParent;
 
 type Check = Result<(), String>;
 
@@ -619,6 +620,74 @@ pub async fn a_stored_event_reads_back_by_stream_and_version<S: EventStore>(stor
     Ok(())
 }
 
+/// The trace context kept with an event ([`EventMetadata`]) comes back
+/// from `load`, `read` and a listing, for appended and replicated events;
+/// a replay that differs only in its metadata is already present and
+/// changes nothing.
+pub async fn event_metadata_is_kept_and_never_makes_a_replay_diverge<S: EventStore>(
+    store: &S,
+) -> Check {
+    let trace = |span: u8| {
+        TraceParent::new([0x4b; 16], [span; 8], true)
+            .map(EventMetadata::traced)
+            .ok_or_else(|| "no trace".to_owned())
+    };
+    let own = stream("meta-sku", "aws")?;
+    let appended: Vec<RecordedEvent> = received(&own, 1, 2)?
+        .into_iter()
+        .map(|e| trace(1).map(|m| e.with_metadata(m)))
+        .collect::<Result<_, _>>()?;
+    store
+        .append(&own, 0, &appended)
+        .await
+        .map_err(|e| e.to_string())?;
+    let other = stream("meta-sku", "azure")?;
+    let replicated: Vec<RecordedEvent> = received(&other, 1, 1)?
+        .into_iter()
+        .map(|e| trace(2).map(|m| e.with_metadata(m)))
+        .collect::<Result<_, _>>()?;
+    for e in &replicated {
+        store.apply_replicated(e).await.map_err(|e| e.to_string())?;
+    }
+    let loaded = store
+        .load(&own.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    let all: Vec<RecordedEvent> = appended.iter().chain(&replicated).cloned().collect();
+    expect(loaded == all, || {
+        format!("loaded {loaded:?}\nexpected, with their metadata, {all:?}")
+    })?;
+    for e in &all {
+        let got = store
+            .read(e.stream(), e.version())
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(got.as_ref() == Some(e), || {
+            format!("read of {} v{} gave {got:?}", e.stream(), e.version())
+        })?;
+    }
+    let listed = list_all(store, "aws", None, None, 10).await?;
+    same_events(&listed, &appended, "a listing, with the metadata")?;
+    let mut replays = Vec::new();
+    for e in &replicated {
+        replays.push(e.clone().with_metadata(EventMetadata::default()));
+        replays.push(e.clone().with_metadata(trace(3)?));
+    }
+    for replay in replays {
+        let r = store.apply_replicated(&replay).await;
+        expect(matches!(r, Ok(ReplicatedApply::AlreadyPresent)), || {
+            format!("a replay with other metadata gave {r:?}")
+        })?;
+    }
+    let reloaded = store
+        .load(&own.aggregate)
+        .await
+        .map_err(|e| e.to_string())?;
+    expect(reloaded == all, || {
+        format!("a replay with other metadata changed the stored event: {reloaded:?}")
+    })
+}
+
 /// A reachable store answers its check.
 pub async fn a_reachable_store_checks_ok<S: EventStore>(store: &S) -> Check {
     store
@@ -970,6 +1039,7 @@ macro_rules! store_contract_tests {
             a_listing_since_an_instant_keeps_later_events,
             a_foreign_cursor_is_invalid,
             a_stored_event_reads_back_by_stream_and_version,
+            event_metadata_is_kept_and_never_makes_a_replay_diverge,
             a_saved_snapshot_loads_back_whole,
             only_a_newer_snapshot_replaces_the_stored_one,
             a_snapshot_over_the_limit_is_refused_whole,

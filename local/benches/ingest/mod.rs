@@ -50,7 +50,7 @@ pub(crate) fn deliveries(origin: &str, prefix: &str, signer: Option<&Signer>) ->
             }
         }
     }
-    wire::batches(&events, None, signer, wire::MAX_BATCH_BYTES, BATCH)
+    wire::batches(&events, signer, wire::MAX_BATCH_BYTES, BATCH)
         .unwrap()
         .into_iter()
         .map(|b| b.body)

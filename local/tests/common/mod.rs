@@ -194,6 +194,28 @@ pub(crate) fn until_gone(pids: &BTreeSet<u32>) {
     }
 }
 
+/// The first JSON line of the log at `path` that `matches`, waiting up to
+/// 30 s for it to be written.
+pub(crate) async fn until_logged(path: &Path, matches: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| matches(l))
+        {
+            return line;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no such line in {}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub(crate) async fn until_both_agree(
     client: &reqwest::Client,
     status: &Value,
