@@ -3,7 +3,7 @@
 //! over), the shared deployment for a URL.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
 use std::time::Duration;
@@ -295,6 +295,8 @@ pub struct AzureProcess {
     peer: String,
     store: ProcessStore,
     auth: Option<TargetAuth>,
+    /// Where its log lines go (`RUST_LOG=info`); none: no logs.
+    log_file: Option<PathBuf>,
 }
 
 impl AzureProcess {
@@ -307,6 +309,7 @@ impl AzureProcess {
             peer: peer.to_owned(),
             store: ProcessStore::Memory,
             auth: None,
+            log_file: None,
         }
     }
 
@@ -314,6 +317,13 @@ impl AzureProcess {
     #[must_use]
     pub fn with_auth(mut self, auth: TargetAuth) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// The same, its log lines (at `info`) appended to `path`.
+    #[must_use]
+    pub fn with_log_file(mut self, path: &Path) -> Self {
+        self.log_file = Some(path.to_owned());
         self
     }
 
@@ -394,21 +404,26 @@ impl Target for AzureProcess {
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
-                .env("RUST_LOG", "off")
+                .env(
+                    "RUST_LOG",
+                    if self.log_file.is_some() {
+                        "info"
+                    } else {
+                        "off"
+                    },
+                )
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("starting handler: {e}"))?;
             let stdout = child.stdout.take().ok_or("no stdout")?;
+            let mut stdout = BufReader::new(stdout);
             let mut line = String::new();
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                BufReader::new(stdout).read_line(&mut line),
-            )
-            .await
-            .map_err(|_| "handler printed no URL within 10 s".to_owned())?
-            .map_err(|e| e.to_string())?;
+            tokio::time::timeout(Duration::from_secs(10), stdout.read_line(&mut line))
+                .await
+                .map_err(|_| "handler printed no URL within 10 s".to_owned())?
+                .map_err(|e| e.to_string())?;
             let address = line
                 .trim()
                 .rsplit("http://")
@@ -416,6 +431,22 @@ impl Target for AzureProcess {
                 .filter(|a| a.starts_with("127.0.0.1:"))
                 .ok_or_else(|| format!("no URL in {line:?}"))?
                 .to_owned();
+            // The rest of stdout is its log: copied to the file, or read and
+            // dropped (a closed pipe would fail its writes).
+            let mut sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &self.log_file {
+                Some(path) => Box::new(
+                    tokio::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .await
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => Box::new(tokio::io::sink()),
+            };
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut stdout, &mut sink).await;
+            });
             let session: Box<dyn Session> = Box::new(ProcessSession {
                 address,
                 _child: child,
@@ -434,6 +465,8 @@ pub struct LambdaProcess {
     peer: String,
     store: ProcessStore,
     auth: Option<TargetAuth>,
+    /// Where its log lines go (`RUST_LOG=info`); none: no logs.
+    log_file: Option<PathBuf>,
 }
 
 impl LambdaProcess {
@@ -447,6 +480,7 @@ impl LambdaProcess {
             peer: peer.to_owned(),
             store: ProcessStore::Memory,
             auth: None,
+            log_file: None,
         }
     }
 
@@ -454,6 +488,13 @@ impl LambdaProcess {
     #[must_use]
     pub fn with_auth(mut self, auth: TargetAuth) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// The same, its log lines (at `info`) appended to `path`.
+    #[must_use]
+    pub fn with_log_file(mut self, path: &Path) -> Self {
+        self.log_file = Some(path.to_owned());
         self
     }
 
@@ -482,6 +523,19 @@ impl LambdaProcess {
         self.name = format!("{}-dynamodb", self.name);
         self.store = ProcessStore::DynamoDb(endpoint.to_owned(), Some(table.to_owned()));
         self
+    }
+}
+
+/// Where a process's stdout (its log) goes: appended to `file`, or nowhere.
+fn log_output(file: Option<&Path>) -> Result<Stdio, String> {
+    match file {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        None => Ok(Stdio::null()),
     }
 }
 
@@ -590,8 +644,15 @@ impl Target for LambdaProcess {
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
-                .env("RUST_LOG", "off")
-                .stdout(Stdio::null())
+                .env(
+                    "RUST_LOG",
+                    if self.log_file.is_some() {
+                        "info"
+                    } else {
+                        "off"
+                    },
+                )
+                .stdout(log_output(self.log_file.as_deref())?)
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()

@@ -39,10 +39,23 @@ pub fn app_with<A: CellApi + 'static>(
     replication: Option<twincell_http::Replication>,
     auth: Option<Arc<twincell_http::auth::Authenticator>>,
 ) -> App {
-    let normalize: fn(Request) -> Request = strip_stage;
+    let normalize: fn(Request) -> Request = |request| strip_stage(with_request_id(request));
     ServiceBuilder::new()
         .map_request(normalize)
         .service(twincell_http::router_with(service, replication, auth))
+}
+
+/// Hands the router the Lambda request id of the invocation carrying the
+/// request, for its log lines (`function_request_id`).
+#[must_use]
+pub fn with_request_id(mut request: Request) -> Request {
+    let id = request
+        .lambda_context_ref()
+        .and_then(|context| twincell_http::FunctionRequestId::checked(&context.request_id));
+    if let Some(id) = id {
+        request.extensions_mut().insert(id);
+    }
+    request
 }
 
 /// Routes on the path the client sent, without the API Gateway stage.

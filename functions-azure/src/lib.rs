@@ -267,6 +267,19 @@ async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Resul
     serve(config, service).await
 }
 
+/// Hands the router the id of the Functions invocation carrying the request
+/// (the host's `X-Azure-Functions-InvocationId`), for its log lines
+/// (`function_request_id`).
+async fn with_invocation_id(mut request: axum::extract::Request) -> axum::extract::Request {
+    let id = twincell_http::headers::last_item(request.headers(), "x-azure-functions-invocationid")
+        .and_then(Result::ok)
+        .and_then(twincell_http::FunctionRequestId::checked);
+    if let Some(id) = id {
+        request.extensions_mut().insert(id);
+    }
+    request
+}
+
 async fn serve<S, C, I>(config: Config, service: Service<S, C, I>) -> anyhow::Result<()>
 where
     S: EventStore + 'static,
@@ -323,7 +336,9 @@ where
     }
     #[cfg(not(feature = "contract-mode"))]
     let _ = trigger;
-    let app = outbound.merge(twincell_http::router_with(service, replication, auth));
+    let app = outbound
+        .merge(twincell_http::router_with(service, replication, auth))
+        .layer(axum::middleware::map_request(with_invocation_id));
     server::serve(listener, app, limits, shutdown())
         .await
         .context("serving")

@@ -139,19 +139,18 @@ async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_
         );
         until_both_agree(&client, &status, &path).await;
         let line = until_logged(&dir.join("data/logs").join(format!("{peer}.log")), |line| {
-            line["fields"]["message"] == "replicated event applied"
-                && line["fields"]["trace_id"] == trace_id
+            line["message"] == "replicated event applied" && line["trace_id"] == trace_id
         })
         .await;
-        assert_eq!(line["fields"]["origin_cell"], origin, "{line}");
-        assert_eq!(line["fields"]["outcome"], "stored", "{line}");
+        assert_eq!(line["origin_cell"], origin, "{line}");
+        assert_eq!(line["outcome"], "stored", "{line}");
         assert_eq!(
-            line["fields"]["event_type"], "twincell.transaction.created.v1",
+            line["event_type"], "twincell.transaction.created.v1",
             "{line}"
         );
         // The span that committed it is the one the response named.
         assert_eq!(
-            Some(line["fields"]["parent_span_id"].as_str().unwrap()),
+            Some(line["parent_span_id"].as_str().unwrap()),
             answered.get(36..52),
             "{line} {answered}"
         );

@@ -291,37 +291,6 @@ fn store(
     })
 }
 
-/// Where a binary's log lines go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogTo {
-    /// JSON lines on stdout with their time: the Functions host's log
-    /// stream (the Azure handler).
-    Stdout,
-    /// JSON lines on stdout without a time or colours: CloudWatch stamps
-    /// each line (the Lambda functions).
-    Lambda,
-    /// JSON lines on stderr: a local tool, whose stdout carries its own
-    /// answers.
-    Stderr,
-}
-
-/// The one log set-up of every binary: JSON lines, at the level
-/// `RUST_LOG` names, else `info` (the Cosmos DB SDK, which logs its routing
-/// at info, at `warn`). Call once, first thing in `main`.
-pub fn init_logs(to: LogTo) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,azure_core=warn,azure_data_cosmos=warn,azure_data_cosmos_driver=warn",
-        )
-    });
-    let json = tracing_subscriber::fmt().json().with_env_filter(filter);
-    match to {
-        LogTo::Stdout => json.init(),
-        LogTo::Lambda => json.with_ansi(false).without_time().init(),
-        LogTo::Stderr => json.with_writer(std::io::stderr).init(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -17,6 +17,7 @@ mod clock;
 pub mod config;
 pub mod extract;
 pub mod headers;
+pub mod logging;
 pub mod normalize;
 pub mod problem;
 pub mod replication;
@@ -37,7 +38,8 @@ use twincell_core::CellApi;
 
 pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
-pub use config::{CellConfig, CellDefaults, LogTo, StoreChoice, StoreKind, init_logs};
+pub use config::{CellConfig, CellDefaults, StoreChoice, StoreKind};
+pub use logging::{FunctionRequestId, LogTo, init_logs};
 pub use problem::{Problem, ProblemKind};
 pub use replication::Replication;
 pub use routes::{Access, IDEMPOTENT_REPLAYED, ROUTES, Route, scopes};
@@ -117,8 +119,10 @@ pub fn router_with<A: CellApi + 'static>(
         Some(shared) => routes.merge(replicated.with_state(shared)),
         None => routes,
     };
-    // After the merge, so the replication routes answer 405 alike.
+    // After the merge, so the replication routes answer 405 alike; the
+    // matched route's template goes on the request's span (logging.rs).
     let routes = routes
+        .route_layer(middleware::from_fn(record_route))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
     // Routing happens on the normalized path: the outer router hands every
@@ -165,8 +169,18 @@ fn valid_request_id(value: &HeaderValue) -> bool {
     (1..=128).contains(&bytes.len()) && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
-/// Outermost layer: request id and cell on every response, and the log line
-/// of every 5xx with its cause and the request id.
+/// Puts the template of the route that matched (`/inventory/{sku}`, never
+/// the raw path) on the request's span.
+async fn record_route(request: Request, next: Next) -> Response {
+    if let Some(route) = request.extensions().get::<axum::extract::MatchedPath>() {
+        tracing::Span::current().record("route", route.as_str());
+    }
+    next.run(request).await
+}
+
+/// Outermost layer: request id, cell and trace on every response, the
+/// request's span, one `request served` line per request, and the line of
+/// every 5xx with its cause.
 async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) -> Response {
     let request_id = headers::last_item(request.headers(), REQUEST_ID_HEADER)
         .and_then(Result::ok)
@@ -174,19 +188,31 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         .filter(valid_request_id)
         .unwrap_or_else(new_request_id);
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
     let trace = trace::TraceContext::of(request.headers());
-    // The request's span: every line logged while serving it carries the
-    // request id and the trace, and the caller once a token names one
-    // (auth::guard).
+    let started = std::time::Instant::now();
+    let process = logging::process();
+    let function_request_id = request
+        .extensions()
+        .get::<logging::FunctionRequestId>()
+        .map(|id| id.0.clone());
+    // The request's span: every line logged while serving it carries these
+    // fields (logging.rs), the route once one matches, the caller once a
+    // token names one (auth::guard), and the status and time at the end.
     let span = tracing::info_span!(
         "request",
+        service = process.service.as_str(),
+        cell = cell.to_str().unwrap_or_default(),
+        function_name = process.function_name.as_str(),
+        function_request_id,
+        cold_start = logging::cold_start(),
         request_id = request_id.to_str().unwrap_or_default(),
         trace_id = trace.trace_id_hex(),
         span_id = trace.span_id_hex(),
         xray_trace_id = trace.xray_trace_id.map(|x| x.to_string()),
         %method,
-        path,
+        route = tracing::field::Empty,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
         caller.sub = tracing::field::Empty,
         caller.oid = tracing::field::Empty,
         caller.tid = tracing::field::Empty,
@@ -194,18 +220,19 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     );
     let mut request = request;
     request.extensions_mut().insert(trace);
-    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
-    if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
-        tracing::error!(
-            request_id = request_id.to_str().unwrap_or_default(),
-            trace_id = trace.trace_id_hex(),
-            %method,
-            path,
-            status = response.status().as_u16(),
-            cause,
-            "request failed"
-        );
-    }
+    let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
+    let status = response.status().as_u16();
+    span.record("status", status);
+    span.record(
+        "latency_ms",
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    );
+    span.in_scope(|| {
+        if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
+            tracing::error!(cause, "request failed");
+        }
+        tracing::info!("request served");
+    });
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(CELL_HEADER, cell);

@@ -1,0 +1,230 @@
+//! One log shape in both cells: the same requests through the Azure
+//! `handler` and the Lambda `api`, both real processes, give log lines with
+//! the same fields and, but for those of the cell and its platform, the
+//! same values; and no line holds a request's body.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde_json::Value;
+use twincell_contract::case::HttpRequest;
+use twincell_contract::lambda_events::Shape;
+use twincell_contract::target::{AzureProcess, LambdaProcess, Target};
+
+/// Fields whose values are the cell's or its platform's own (Lambda hands
+/// the function an X-Ray trace of its own making when the invocation did
+/// not come with one, as under the Runtime API emulator here).
+const PER_CELL: [&str; 7] = [
+    "timestamp",
+    "xray_trace_id",
+    "cell",
+    "function_name",
+    "function_request_id",
+    "span_id",
+    "latency_ms",
+];
+
+/// The Powertools Logger keys and twincell's own that every line of a
+/// request that matched a route carries.
+const REQUIRED: [&str; 16] = [
+    "level",
+    "message",
+    "timestamp",
+    "service",
+    "cold_start",
+    "function_name",
+    "function_request_id",
+    "xray_trace_id",
+    "cell",
+    "trace_id",
+    "span_id",
+    "request_id",
+    "route",
+    "method",
+    "status",
+    "latency_ms",
+];
+
+fn request(n: usize, method: &str, path: &str, body: &str, key: Option<&str>) -> HttpRequest {
+    let mut headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-request-id".to_owned(), format!("log-shape-{n}")),
+        (
+            "traceparent".to_owned(),
+            format!("00-4bf92f3577b34da6a3ce929d0e0e47{n:02}-00f067aa0ba902b7-01"),
+        ),
+        (
+            "x-amzn-trace-id".to_owned(),
+            format!("Root=1-5759e988-bd862e3fe1be46a9942727{n:02};Sampled=1"),
+        ),
+        // What the Functions host adds to every request it forwards; the
+        // AWS cell takes the Lambda request id instead.
+        (
+            "x-azure-functions-invocationid".to_owned(),
+            format!("0d6f5a5e-0000-4000-8000-0000000000{n:02}"),
+        ),
+    ];
+    if let Some(key) = key {
+        headers.push(("idempotency-key".to_owned(), key.to_owned()));
+    }
+    HttpRequest {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        headers,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// The lines of `path` of the requests this test sent, by request id.
+fn lines(path: &Path) -> BTreeMap<String, Vec<Value>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        !text.contains("acct-log-shape") && !text.contains("\"quantity\""),
+        "a body reached the log: {text}"
+    );
+    let mut by_request: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for line in text.lines() {
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(value.is_object(), "{line}");
+        for (key, field) in value.as_object().unwrap() {
+            assert!(
+                !field.is_object() && !field.is_array(),
+                "{key} is nested: {line}"
+            );
+        }
+        if let Some(id) = value["request_id"]
+            .as_str()
+            .filter(|id| id.starts_with("log-shape-"))
+        {
+            by_request.entry(id.to_owned()).or_default().push(value);
+        }
+    }
+    by_request
+}
+
+async fn run(target: &dyn Target, requests: &[HttpRequest]) -> Vec<u16> {
+    let mut session = target.session().await.unwrap();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(session.send(r).await.unwrap().status);
+    }
+    drop(session);
+    // The processes are gone (killed on drop); their last lines are written.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_cells_log_the_same_fields_and_values_for_the_same_requests() {
+    let dir = std::env::temp_dir().join(format!(
+        "twincell-log-shape-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (azure_log, aws_log) = (dir.join("azure.log"), dir.join("aws.log"));
+    let payment = r#"{"account_id": "acct-log-shape", "amount": "19.90", "currency": "USD"}"#;
+    let requests = [
+        request(1, "POST", "/transactions", payment, Some("log-shape-key")),
+        request(2, "POST", "/transactions", payment, Some("log-shape-key")),
+        request(
+            3,
+            "POST",
+            "/inventory/sku-log/receipts",
+            r#"{"quantity": 5}"#,
+            Some("log-shape-receipt"),
+        ),
+        request(4, "GET", "/inventory/sku-log", "", None),
+        request(
+            5,
+            "POST",
+            "/inventory/sku-log/reservations",
+            r#"{"quantity": 0}"#,
+            None,
+        ),
+        request(6, "GET", "/no/such/route", "", None),
+    ];
+    let azure = AzureProcess::new("azure", "aws").with_log_file(&azure_log);
+    let aws = LambdaProcess::new(Shape::HttpV2, "aws", "azure").with_log_file(&aws_log);
+    let azure_statuses = run(&azure, &requests).await;
+    let aws_statuses = run(&aws, &requests).await;
+    assert_eq!(azure_statuses, [201, 201, 200, 200, 422, 404]);
+    assert_eq!(aws_statuses, azure_statuses);
+
+    let (azure, aws) = (lines(&azure_log), lines(&aws_log));
+    assert_eq!(
+        azure.keys().collect::<Vec<_>>(),
+        aws.keys().collect::<Vec<_>>(),
+        "the same requests logged"
+    );
+    assert_eq!(azure.len(), requests.len());
+    for (id, azure_lines) in &azure {
+        let aws_lines = &aws[id];
+        assert_eq!(
+            azure_lines.len(),
+            aws_lines.len(),
+            "{id}: {azure_lines:?}\n{aws_lines:?}"
+        );
+        for (a, b) in azure_lines.iter().zip(aws_lines) {
+            let keys = |v: &Value| {
+                v.as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+            };
+            assert_eq!(keys(a), keys(b), "{id}: the same fields\n{a}\n{b}");
+            for (key, value) in a.as_object().unwrap() {
+                if !PER_CELL.contains(&key.as_str()) {
+                    assert_eq!(value, &b[key], "{id}: {key}\n{a}\n{b}");
+                }
+            }
+            assert_eq!(a["cell"], "azure");
+            assert_eq!(b["cell"], "aws");
+            assert_ne!(a["span_id"], b["span_id"], "each cell's own span");
+        }
+        let served = azure_lines
+            .iter()
+            .find(|l| l["message"] == "request served")
+            .unwrap_or_else(|| panic!("{id}: no request served line"));
+        let required: &[&str] = if id == "log-shape-6" {
+            &REQUIRED[..12]
+        } else {
+            &REQUIRED
+        };
+        for field in required {
+            assert!(!served[*field].is_null(), "{id}: no {field}: {served}");
+        }
+    }
+    // The values a query would select on.
+    let first = &azure["log-shape-1"][0];
+    assert_eq!(first["cold_start"], true);
+    assert_eq!(first["route"], "/transactions");
+    assert_eq!(first["status"], 201);
+    assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4701");
+    assert_eq!(
+        first["xray_trace_id"],
+        "1-5759e988-bd862e3fe1be46a994272701"
+    );
+    assert_eq!(azure["log-shape-2"][0]["cold_start"], false);
+    assert_eq!(azure["log-shape-4"][0]["route"], "/inventory/{sku}");
+    assert_eq!(
+        azure["log-shape-1"][0]["function_request_id"],
+        "0d6f5a5e-0000-4000-8000-000000000001"
+    );
+    assert_ne!(
+        aws["log-shape-1"][0]["function_request_id"], "0d6f5a5e-0000-4000-8000-000000000001",
+        "the Lambda request id, not a header"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
