@@ -1,7 +1,9 @@
 //! One log shape in both cells: the same requests through the Azure
 //! `handler` and the Lambda `api`, both real processes, give log lines with
 //! the same fields and, but for those of the cell and its platform, the
-//! same values; and no line holds a request's body.
+//! same values; and no line holds a request's body. Both write the same
+//! metrics for the same requests, as CloudWatch Embedded Metric Format
+//! documents that keep the specification's rules.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -81,6 +83,128 @@ fn request(n: usize, method: &str, path: &str, body: &str, key: Option<&str>) ->
     }
 }
 
+/// The units CloudWatch accepts (`MetricDatum.Unit`).
+const UNITS: [&str; 27] = [
+    "Seconds",
+    "Microseconds",
+    "Milliseconds",
+    "Bytes",
+    "Kilobytes",
+    "Megabytes",
+    "Gigabytes",
+    "Terabytes",
+    "Bits",
+    "Kilobits",
+    "Megabits",
+    "Gigabits",
+    "Terabits",
+    "Percent",
+    "Count",
+    "Bytes/Second",
+    "Kilobytes/Second",
+    "Megabytes/Second",
+    "Gigabytes/Second",
+    "Terabytes/Second",
+    "Bits/Second",
+    "Kilobits/Second",
+    "Megabits/Second",
+    "Gigabits/Second",
+    "Terabits/Second",
+    "Count/Second",
+    "None",
+];
+
+/// One metric directive: its namespace, its dimension sets with their
+/// values, its metrics with their values.
+type Directive = (
+    String,
+    Vec<Vec<(String, String)>>,
+    Vec<(String, Vec<Value>)>,
+);
+
+/// Checks `doc` against the Embedded Metric Format specification's rules
+/// and gives its directives.
+fn emf(doc: &Value) -> Vec<Directive> {
+    let aws = doc["_aws"].as_object().expect("_aws is an object");
+    let timestamp = aws["Timestamp"]
+        .as_u64()
+        .expect("Timestamp: milliseconds since the epoch");
+    assert!(timestamp > 1_600_000_000_000, "{doc}");
+    let directives = aws["CloudWatchMetrics"]
+        .as_array()
+        .expect("CloudWatchMetrics is an array");
+    assert!(!directives.is_empty(), "{doc}");
+    let mut out = Vec::new();
+    for directive in directives {
+        let namespace = directive["Namespace"].as_str().expect("a Namespace string");
+        assert!((1..=255).contains(&namespace.len()), "{doc}");
+        let mut sets = Vec::new();
+        for set in directive["Dimensions"]
+            .as_array()
+            .expect("Dimensions is an array")
+        {
+            let set = set.as_array().expect("a DimensionSet is an array");
+            assert!(set.len() <= 30, "at most 30 dimensions: {doc}");
+            let mut values = Vec::new();
+            for name in set {
+                let name = name.as_str().expect("a dimension is named by a string");
+                let value = doc[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("dimension {name} is not a string member: {doc}"));
+                assert!((1..=1024).contains(&value.len()), "{doc}");
+                values.push((name.to_owned(), value.to_owned()));
+            }
+            sets.push(values);
+        }
+        let metrics = directive["Metrics"]
+            .as_array()
+            .expect("Metrics is an array");
+        assert!(
+            !metrics.is_empty() && metrics.len() <= 100,
+            "1 to 100 metrics: {doc}"
+        );
+        let mut named = Vec::new();
+        for metric in metrics {
+            let name = metric["Name"].as_str().expect("a metric Name");
+            assert!((1..=255).contains(&name.len()), "{doc}");
+            if let Some(unit) = metric.get("Unit") {
+                assert!(
+                    UNITS.contains(&unit.as_str().unwrap_or("")),
+                    "unit {unit}: {doc}"
+                );
+            }
+            if let Some(resolution) = metric.get("StorageResolution") {
+                assert!(resolution == 1 || resolution == 60, "{doc}");
+            }
+            let values = match &doc[name] {
+                number @ Value::Number(_) => vec![number.clone()],
+                Value::Array(items) => {
+                    assert!(
+                        !items.is_empty() && items.len() <= 100,
+                        "1 to 100 values: {doc}"
+                    );
+                    assert!(items.iter().all(Value::is_number), "{doc}");
+                    items.clone()
+                }
+                other => panic!("metric {name} has no numeric member ({other}): {doc}"),
+            };
+            named.push((name.to_owned(), values));
+        }
+        out.push((namespace.to_owned(), sets, named));
+    }
+    out
+}
+
+/// The EMF documents of `path`, in order.
+fn metric_documents(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect()
+}
+
 /// The lines of `path` of the requests this test sent, by request id.
 fn lines(path: &Path) -> BTreeMap<String, Vec<Value>> {
     let text = std::fs::read_to_string(path).unwrap();
@@ -93,6 +217,9 @@ fn lines(path: &Path) -> BTreeMap<String, Vec<Value>> {
         let value: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
         assert!(value.is_object(), "{line}");
+        if value.get("_aws").is_some() {
+            continue;
+        }
         for (key, field) in value.as_object().unwrap() {
             assert!(
                 !field.is_object() && !field.is_array(),
@@ -226,5 +353,65 @@ async fn both_cells_log_the_same_fields_and_values_for_the_same_requests() {
         aws["log-shape-1"][0]["function_request_id"], "0d6f5a5e-0000-4000-8000-000000000001",
         "the Lambda request id, not a header"
     );
+
+    // The metrics: every document keeps EMF's rules, and both cells wrote
+    // the same documents (less the cell dimension and the latencies) for
+    // the same requests, in the same order.
+    let view = |path: &Path| -> Vec<Vec<Directive>> {
+        metric_documents(path)
+            .iter()
+            .map(|doc| {
+                emf(doc)
+                    .into_iter()
+                    .map(|(namespace, sets, metrics)| {
+                        let sets = sets
+                            .into_iter()
+                            .map(|set| set.into_iter().filter(|(k, _)| k != "cell").collect())
+                            .collect();
+                        let metrics = metrics
+                            .into_iter()
+                            .map(|(name, values)| {
+                                let values = if name == "latency" { vec![] } else { values };
+                                (name, values)
+                            })
+                            .collect();
+                        (namespace, sets, metrics)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let azure_metrics = view(&azure_log);
+    assert!(!azure_metrics.is_empty());
+    assert_eq!(azure_metrics, view(&aws_log));
+    let requests_by_route: Vec<(String, String)> = metric_documents(&azure_log)
+        .iter()
+        .filter(|doc| doc.get("requests").is_some())
+        .map(|doc| {
+            assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "twincell");
+            assert_eq!(doc["cell"], "azure");
+            assert_eq!(doc["service"], "twincell");
+            assert_eq!(doc["requests"], 1, "one request per flush: {doc}");
+            (
+                doc["route"].as_str().unwrap().to_owned(),
+                doc["status_class"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("/transactions", "2xx"),
+        ("/transactions", "2xx"),
+        ("/inventory/{sku}/receipts", "2xx"),
+        ("/inventory/{sku}", "2xx"),
+        ("/inventory/{sku}/reservations", "4xx"),
+        ("unmatched", "4xx"),
+    ]
+    .map(|(r, c)| (r.to_owned(), c.to_owned()));
+    assert_eq!(requests_by_route, expected);
+    let cold_starts = metric_documents(&aws_log)
+        .iter()
+        .filter(|doc| doc.get("cold_starts").is_some())
+        .count();
+    assert_eq!(cold_starts, 1, "one cold start");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -77,6 +77,7 @@ async fn serve<S: EventStore + 'static>(
         fixed_clock_ms,
         ..
     } = config;
+    twincell_http::init_metrics(topology.this().as_str());
     twincell_http::auth::start(auth.as_deref()).await;
     let origin_keys = replication.origin_keys;
     let replication = replication.key.map(|key| twincell_http::Replication {

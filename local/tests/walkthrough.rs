@@ -148,6 +148,22 @@ async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_
             line["event_type"], "twincell.transaction.created.v1",
             "{line}"
         );
+        // Its metrics: the apply counted by origin and outcome, its lag.
+        let log = dir.join("data/logs").join(format!("{peer}.log"));
+        let counted = until_logged(&log, |line| {
+            line["replicated_events"].is_number()
+                && line["origin_cell"] == origin
+                && line["outcome"] == "stored"
+        })
+        .await;
+        assert_eq!(
+            counted["_aws"]["CloudWatchMetrics"][0]["Namespace"], "twincell",
+            "{counted}"
+        );
+        until_logged(&log, |line| {
+            line["replication_lag"].is_array() && line["origin_cell"] == origin
+        })
+        .await;
         // The span that committed it is the one the response named.
         assert_eq!(
             Some(line["parent_span_id"].as_str().unwrap()),

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod body;
 mod clock;
 pub mod config;
+pub mod emf;
 pub mod extract;
 pub mod headers;
 pub mod logging;
@@ -39,6 +40,7 @@ use twincell_core::CellApi;
 pub use body::BODY_LIMIT;
 pub use clock::TokioClock;
 pub use config::{CellConfig, CellDefaults, StoreChoice, StoreKind};
+pub use emf::init_metrics;
 pub use logging::{FunctionRequestId, LogTo, init_logs};
 pub use problem::{Problem, ProblemKind};
 pub use replication::Replication;
@@ -172,10 +174,18 @@ fn valid_request_id(value: &HeaderValue) -> bool {
 /// Puts the template of the route that matched (`/inventory/{sku}`, never
 /// the raw path) on the request's span.
 async fn record_route(request: Request, next: Next) -> Response {
-    if let Some(route) = request.extensions().get::<axum::extract::MatchedPath>() {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    if let Some(route) = &route {
         tracing::Span::current().record("route", route.as_str());
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
+    response
 }
 
 /// Outermost layer: request id, cell and trace on every response, the
@@ -198,13 +208,14 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     // The request's span: every line logged while serving it carries these
     // fields (logging.rs), the route once one matches, the caller once a
     // token names one (auth::guard), and the status and time at the end.
+    let cold_start = logging::cold_start();
     let span = tracing::info_span!(
         "request",
         service = process.service.as_str(),
         cell = cell.to_str().unwrap_or_default(),
         function_name = process.function_name.as_str(),
         function_request_id,
-        cold_start = logging::cold_start(),
+        cold_start,
         request_id = request_id.to_str().unwrap_or_default(),
         trace_id = trace.trace_id_hex(),
         span_id = trace.span_id_hex(),
@@ -222,17 +233,35 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     request.extensions_mut().insert(trace);
     let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status().as_u16();
+    let latency = started.elapsed();
     span.record("status", status);
     span.record(
         "latency_ms",
-        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
     );
+    let route = response
+        .extensions_mut()
+        .remove::<axum::extract::MatchedPath>()
+        .map_or(std::borrow::Cow::Borrowed("unmatched"), |r| {
+            std::borrow::Cow::Owned(r.as_str().to_owned())
+        });
     span.in_scope(|| {
         if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
             tracing::error!(cause, "request failed");
         }
         tracing::info!("request served");
     });
+    let labels = [
+        ("route", route.into_owned()),
+        ("status_class", emf::status_class(status).to_owned()),
+    ];
+    metrics::counter!(emf::REQUESTS, &labels).increment(1);
+    metrics::histogram!(emf::LATENCY, &labels)
+        .record(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+    if cold_start {
+        metrics::counter!(emf::COLD_STARTS).increment(1);
+    }
+    emf::flush();
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(CELL_HEADER, cell);

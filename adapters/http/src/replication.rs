@@ -41,13 +41,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use twincell_core::{
     CellApi, CellId, ListCursor, Listing, RecordedEvent, ReplicatedApply, ServiceError,
-    StreamProgress, Timestamp,
+    StreamProgress, Timestamp, Topology,
 };
 use twincell_replication::signing::{OriginKeys, Untrusted};
 use twincell_replication::wire::{self, BodyError, Refusal};
 use twincell_replication::{Publish, ReceiveLog, Secret};
 
 use crate::Access;
+use crate::emf;
 use crate::problem::{EventRef, Problem, ProblemKind};
 use crate::routes::json;
 
@@ -363,14 +364,36 @@ impl<'a> Tally<'a> {
         self.causes.entry(refused).or_insert_with(cause);
     }
 
-    /// The outcome of applying `event`.
+    /// The outcome of applying `event`, `now` on this cell's clock.
     fn applied(
         &mut self,
         event: &'a RecordedEvent,
         id: Option<&str>,
         outcome: &Result<ReplicatedApply, ServiceError>,
+        now: Timestamp,
+        topology: &Topology,
     ) {
         let id_text = id.unwrap_or_default();
+        let counted = match outcome {
+            Ok(ReplicatedApply::Stored) => "stored",
+            Ok(ReplicatedApply::AlreadyPresent) => "already_present",
+            Err(ServiceError::ReplicaDiverged { .. }) => "diverged",
+            Err(ServiceError::OwnEventReplicated(_)) => "own_origin",
+            Err(_) => "unavailable",
+        };
+        count_replicated(topology, Some(event.origin()), counted);
+        if matches!(outcome, Ok(ReplicatedApply::Stored)) {
+            let lag = now
+                .unix_millis()
+                .saturating_sub(event.recorded_at().unix_millis());
+            // Whole milliseconds, at most 49 days (a clock skewed behind
+            // the origin's reads 0).
+            let lag = u32::try_from(lag.max(0)).unwrap_or(u32::MAX);
+            if topology.contains(event.origin()) {
+                metrics::histogram!(emf::REPLICATION_LAG, "origin_cell" => event.origin().to_string())
+                    .record(lag);
+            }
+        }
         match outcome {
             Ok(applied) => {
                 *self.by_peer.entry(event.origin()).or_default() += 1;
@@ -527,6 +550,7 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
                     &item.signature,
                 ) {
                     tracing::error!(event = %event.event_id(), origin = %event.origin(), stream = %event.stream(), version = event.version(), reason = %why, "a delivered event was refused: not shown to come from its origin");
+                    count_replicated(topology, Some(event.origin()), "untrusted");
                     tally.refuse(Refused::Untrusted, item.id.as_deref(), why.to_string());
                     continue;
                 }
@@ -534,21 +558,25 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
                 ids.push(item.id);
             }
             Err(Refusal::Malformed(why)) => {
-                tally.refuse(Refused::Malformed, item.id.as_deref(), why)
+                count_replicated(topology, None, "malformed");
+                tally.refuse(Refused::Malformed, item.id.as_deref(), why);
             }
-            Err(Refusal::UnknownType(ty)) => tally.refuse(
-                Refused::UnknownType,
-                item.id.as_deref(),
-                format!("unknown event type {ty}"),
-            ),
+            Err(Refusal::UnknownType(ty)) => {
+                count_replicated(topology, None, "unknown_type");
+                tally.refuse(
+                    Refused::UnknownType,
+                    item.id.as_deref(),
+                    format!("unknown event type {ty}"),
+                );
+            }
         }
     }
     let report = shared.api.apply_replicated_batch(&events).await;
+    let now = shared.api.now();
     for ((event, id), outcome) in events.iter().zip(&ids).zip(&report.outcomes) {
-        tally.applied(event, id.as_deref(), outcome);
+        tally.applied(event, id.as_deref(), outcome, now, topology);
     }
     tally.followed_up(&report.follow_up);
-    let now = shared.api.now();
     for (peer, count) in &tally.by_peer {
         shared.log.received(peer, *count, now);
     }
@@ -556,6 +584,21 @@ pub(crate) async fn receive(State(shared): St, request: Request) -> Result<Respo
         shared.log.progress(progress);
     }
     tally.answer(received)
+}
+
+/// Counts one delivered event by its origin (`unknown` unless it is a cell
+/// of the deployment: a sender never picks a dimension value) and what
+/// became of it.
+fn count_replicated(topology: &Topology, origin: Option<&CellId>, outcome: &'static str) {
+    let origin = origin
+        .filter(|o| topology.contains(o))
+        .map_or("unknown", CellId::as_str);
+    metrics::counter!(
+        emf::REPLICATED_EVENTS,
+        "origin_cell" => origin.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 const REQUEST_ORIGIN: &str = "webhook-request-origin";

@@ -22,6 +22,10 @@ use crate::timestamp::Timestamp;
 /// [`Clock::pause`].
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 64;
 
+/// The counter (on the `metrics` facade) of lost version races, each
+/// followed by a retry or by [`ServiceError::Contention`].
+pub const CONTENTION_RETRIES_METRIC: &str = "contention_retries";
+
 /// Appends of owed reconcile events one command may make before its own
 /// (each holds up to [`crate::MAX_EVENTS_PER_APPEND`]): far more than any
 /// history produces; reaching it means a bug, reported as
@@ -211,6 +215,7 @@ impl<S: EventStore, C: Clock, I: IdGenerator> Service<S, C, I> {
                     // what the winner appended since.
                     let before = after.and_then(|state| fold.rewind(state));
                     lost += 1;
+                    metrics::counter!(CONTENTION_RETRIES_METRIC).increment(1);
                     if lost >= self.max_attempts {
                         return (Err(ServiceError::Contention), before);
                     }

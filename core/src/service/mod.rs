@@ -38,7 +38,8 @@ use crate::validation::{
 
 pub use crate::error::ServiceError;
 pub use command_loop::{
-    BACKOFF_BASE, BACKOFF_CAP, DEFAULT_MAX_ATTEMPTS, MAX_RECONCILE_CHUNKS, backoff,
+    BACKOFF_BASE, BACKOFF_CAP, CONTENTION_RETRIES_METRIC, DEFAULT_MAX_ATTEMPTS,
+    MAX_RECONCILE_CHUNKS, backoff,
 };
 pub use stock::{DEFAULT_CACHE_CAPACITY, DEFAULT_SNAPSHOT_EVERY};
 

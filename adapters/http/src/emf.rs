@@ -1,0 +1,116 @@
+//! Metrics, as CloudWatch Embedded Metric Format lines, the same in both
+//! cells: CloudWatch turns a Lambda's lines into metrics, and in Azure the
+//! same lines are log records (the Functions host's `traces`) that a Kusto
+//! query aggregates.
+//!
+//! Code anywhere records through the `metrics` facade (`metrics::counter!`
+//! and `histogram!`); `metrics_cloudwatch_embedded`, a kept recorder for
+//! that facade, aggregates and writes the documents. The router flushes
+//! after every request, as Powertools flushes after every invocation, so a
+//! Lambda frozen between invocations keeps nothing unwritten and one
+//! request's metrics sit next to its log lines.
+//!
+//! Namespace [`NAMESPACE`]; every document has the dimensions `service`
+//! and `cell`, request metrics also `route` (the template) and
+//! `status_class` (`2xx` …), replication ones `origin_cell` and `outcome`.
+//! No dimension is per request (no id, no raw path), so a dimension set has
+//! a bounded number of values, within EMF's 30 dimensions and 100 metrics.
+//!
+//! | metric | unit | dimensions beyond service and cell |
+//! |---|---|---|
+//! | [`REQUESTS`] | Count | route, status_class |
+//! | [`LATENCY`] | Microseconds | route, status_class |
+//! | [`COLD_STARTS`] | Count | |
+//! | [`CONTENTION_RETRIES`] | Count | |
+//! | [`REPLICATED_EVENTS`] | Count | origin_cell, outcome (`stored`, `already_present`, `diverged`, `own_origin`, `untrusted`, `malformed`, `unknown_type`, `unavailable`) |
+//! | [`REPLICATION_LAG`] | Milliseconds | origin_cell (commit at the origin to stored here) |
+
+use std::sync::OnceLock;
+
+use metrics::Unit;
+use metrics_cloudwatch_embedded::Collector;
+
+/// The one CloudWatch namespace of both cells.
+pub const NAMESPACE: &str = "twincell";
+/// Requests answered.
+pub const REQUESTS: &str = "requests";
+/// Time to answer a request.
+pub const LATENCY: &str = "latency";
+/// First requests of a process.
+pub const COLD_STARTS: &str = "cold_starts";
+/// Lost version races a command retried (the core's command loop).
+pub const CONTENTION_RETRIES: &str = twincell_core::service::CONTENTION_RETRIES_METRIC;
+/// Replicated events received, by what became of them.
+pub const REPLICATED_EVENTS: &str = "replicated_events";
+/// From the origin's commit of an event to its storing here.
+pub const REPLICATION_LAG: &str = "replication_lag";
+
+static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
+
+/// Installs the recorder for this process's cell (once; later calls change
+/// nothing). `TWINCELL_METRICS=off` leaves metrics out.
+pub fn init_metrics(cell: &str) {
+    if std::env::var("TWINCELL_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
+        return;
+    }
+    if COLLECTOR.get().is_some() {
+        return;
+    }
+    let service = crate::logging::process().service.clone();
+    let built = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(NAMESPACE)
+        .with_dimension("service", service)
+        .with_dimension("cell", cell.to_owned())
+        .init();
+    match built {
+        Ok(collector) => {
+            let _ = COLLECTOR.set(collector);
+            metrics::describe_counter!(REQUESTS, Unit::Count, "requests answered");
+            metrics::describe_histogram!(LATENCY, Unit::Microseconds, "time to answer");
+            metrics::describe_counter!(COLD_STARTS, Unit::Count, "first requests of a process");
+            metrics::describe_counter!(CONTENTION_RETRIES, Unit::Count, "lost version races");
+            metrics::describe_counter!(REPLICATED_EVENTS, Unit::Count, "replicated events");
+            metrics::describe_histogram!(
+                REPLICATION_LAG,
+                Unit::Milliseconds,
+                "origin commit to stored here"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics are off: the recorder did not install"),
+    }
+}
+
+/// Writes what was recorded since the last flush, one EMF document per
+/// dimension set, to stdout (where the cells' log lines go).
+pub fn flush() {
+    if let Some(collector) = COLLECTOR.get() {
+        let out = std::io::stdout();
+        if let Err(e) = collector.flush(out.lock()) {
+            tracing::warn!(error = %e, "metrics were not written");
+        }
+    }
+}
+
+/// `2xx`, `4xx` … of a status.
+pub(crate) fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(
+            [101, 200, 304, 422, 503, 600].map(status_class),
+            ["1xx", "2xx", "3xx", "4xx", "5xx", "5xx"]
+        );
+    }
+}
