@@ -73,6 +73,7 @@ mod gate;
 pub mod ids;
 pub mod inventory;
 pub mod memory;
+pub mod metered;
 pub mod money;
 pub mod ports;
 pub mod quantity;
@@ -97,6 +98,7 @@ pub use inventory::{
     Inventory, InventoryCommand, InventoryError, InventoryOutcome, InventoryView, ReservationView,
 };
 pub use memory::InMemoryEventStore;
+pub use metered::Metered;
 pub use money::{Currency, Money};
 pub use ports::{
     Clock, EventPage, EventStore, IdGenerator, ListCursor, Listing, MAX_EVENT_BYTES,

@@ -58,6 +58,22 @@ pub enum StoreError {
     InvalidCursor(String),
 }
 
+impl StoreError {
+    /// The kind, as a metric dimension names it (`conflict`, `unavailable` …).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Conflict { .. } => "conflict",
+            Self::Diverged { .. } => "diverged",
+            Self::InvalidBatch(_) => "invalid_batch",
+            Self::TooLarge(_) => "too_large",
+            Self::Unavailable(_) => "unavailable",
+            Self::Corrupt(_) => "corrupt",
+            Self::InvalidCursor(_) => "invalid_cursor",
+        }
+    }
+}
+
 /// Where a listing of one origin's events ([`EventStore::list_origin`])
 /// resumes. Opaque text that only the kind of store that made it reads, and
 /// valid in another process later: a resync can stop and continue.

@@ -78,6 +78,8 @@ async fn serve<S: EventStore + 'static>(
         ..
     } = config;
     twincell_http::init_metrics(topology.this().as_str());
+    // Every store call counted and timed (the store_* metrics).
+    let store = twincell_core::Metered::new(store);
     twincell_http::auth::start(auth.as_deref()).await;
     let origin_keys = replication.origin_keys;
     let replication = replication.key.map(|key| twincell_http::Replication {

@@ -247,6 +247,8 @@ fn trigger_standin(store: &twincell_cosmos::CosmosEventStore) -> anyhow::Result<
 /// Serves `store` with the system clock, or in contract mode with the frozen
 /// clock when one is configured.
 async fn run<S: EventStore + 'static>(config: Config, store: S) -> anyhow::Result<()> {
+    // Every store call counted and timed (the store_* metrics).
+    let store = twincell_core::Metered::new(store);
     #[cfg(feature = "contract-mode")]
     if let Some(ms) = config.cell.fixed_clock_ms {
         use twincell_core::testing::{ManualClock, SequentialIds};

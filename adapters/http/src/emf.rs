@@ -24,6 +24,8 @@
 //! | [`CONTENTION_RETRIES`] | Count | |
 //! | [`REPLICATED_EVENTS`] | Count | origin_cell, outcome (`stored`, `already_present`, `diverged`, `own_origin`, `untrusted`, `malformed`, `unknown_type`, `unavailable`) |
 //! | [`REPLICATION_LAG`] | Milliseconds | origin_cell (commit at the origin to stored here) |
+//! | `publisher_backlog` (gauge) | Count | (a cell on SQLite: its own events on the change feed not yet published; in the clouds Lambda's `IteratorAge` and the Cosmos DB change feed estimator say it) |
+//! | `store_calls`, `store_errors`, `store_latency` | Count, Count, Microseconds | op, and error for errors ([`twincell_core::metered`]) |
 
 use std::sync::OnceLock;
 
@@ -44,6 +46,23 @@ pub const CONTENTION_RETRIES: &str = twincell_core::service::CONTENTION_RETRIES_
 pub const REPLICATED_EVENTS: &str = "replicated_events";
 /// From the origin's commit of an event to its storing here.
 pub const REPLICATION_LAG: &str = "replication_lag";
+
+/// Every metric the cells write and the dimensions of its documents beyond
+/// `service` and `cell`, in the order EMF lists them: what the dashboards
+/// (`dashboards/`) are checked against, and what the cells' documents are
+/// checked to carry.
+pub const DOCUMENTS: [(&str, &[&str]); 10] = [
+    (REQUESTS, &["route", "status_class"]),
+    (LATENCY, &["route", "status_class"]),
+    (COLD_STARTS, &[]),
+    (CONTENTION_RETRIES, &[]),
+    (REPLICATED_EVENTS, &["origin_cell", "outcome"]),
+    (REPLICATION_LAG, &["origin_cell"]),
+    (twincell_core::metered::STORE_CALLS, &["op"]),
+    (twincell_core::metered::STORE_ERRORS, &["op", "error"]),
+    (twincell_core::metered::STORE_LATENCY, &["op"]),
+    ("publisher_backlog", &[]),
+];
 
 static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
 
@@ -70,6 +89,26 @@ pub fn init_metrics(cell: &str) {
             metrics::describe_counter!(COLD_STARTS, Unit::Count, "first requests of a process");
             metrics::describe_counter!(CONTENTION_RETRIES, Unit::Count, "lost version races");
             metrics::describe_counter!(REPLICATED_EVENTS, Unit::Count, "replicated events");
+            metrics::describe_counter!(
+                twincell_core::metered::STORE_CALLS,
+                Unit::Count,
+                "store calls"
+            );
+            metrics::describe_counter!(
+                twincell_core::metered::STORE_ERRORS,
+                Unit::Count,
+                "store calls that failed"
+            );
+            metrics::describe_histogram!(
+                twincell_core::metered::STORE_LATENCY,
+                Unit::Microseconds,
+                "store call time"
+            );
+            metrics::describe_gauge!(
+                "publisher_backlog",
+                Unit::Count,
+                "own events not yet published"
+            );
             metrics::describe_histogram!(
                 REPLICATION_LAG,
                 Unit::Milliseconds,

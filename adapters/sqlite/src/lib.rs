@@ -293,6 +293,15 @@ impl ChangeFeed {
             .collect())
     }
 
+    /// Events of `origin` after the reader's checkpoint: what it still has
+    /// to do.
+    ///
+    /// # Errors
+    /// As [`SqliteEventStore::backlog`].
+    pub async fn backlog(&self, origin: &CellId) -> Result<u64, StoreError> {
+        self.store.backlog(&self.reader, origin).await
+    }
+
     /// Commits the reader's position at `seq` (the last event it is done
     /// with).
     ///

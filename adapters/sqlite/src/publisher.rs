@@ -27,6 +27,10 @@ pub const FEED_POLL: Duration = Duration::from_millis(250);
 /// target accepts).
 pub const PASS_EVENTS: usize = 500;
 
+/// The gauge (on the `metrics` facade) of this cell's own events on the
+/// change feed not yet published, set after every pass.
+pub const BACKLOG_METRIC: &str = "publisher_backlog";
+
 /// Why a pass stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PassError {
@@ -138,7 +142,11 @@ impl FeedPublisher {
         tokio::pin!(stop);
         let mut failures = 0u32;
         loop {
-            let wait = match self.pass().await {
+            let pass = self.pass().await;
+            if let Ok(backlog) = self.feed.backlog(&self.origin).await {
+                metrics::gauge!(BACKLOG_METRIC).set(u32::try_from(backlog).unwrap_or(u32::MAX));
+            }
+            let wait = match pass {
                 Ok(pass) => {
                     failures = 0;
                     if pass.published > 0 {
