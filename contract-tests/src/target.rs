@@ -320,7 +320,9 @@ impl AzureProcess {
         self
     }
 
-    /// The same, its log lines (at `info`) appended to `path`.
+    /// The same, its log lines (at `info`, the router's at `debug`, so with
+    /// a line per request) and its metrics (`TWINCELL_METRICS=emf`)
+    /// appended to `path`.
     #[must_use]
     pub fn with_log_file(mut self, path: &Path) -> Self {
         self.log_file = Some(path.to_owned());
@@ -407,7 +409,15 @@ impl Target for AzureProcess {
                 .env(
                     "RUST_LOG",
                     if self.log_file.is_some() {
-                        "info"
+                        "info,twincell_http=debug"
+                    } else {
+                        "off"
+                    },
+                )
+                .env(
+                    "TWINCELL_METRICS",
+                    if self.log_file.is_some() {
+                        "emf"
                     } else {
                         "off"
                     },
@@ -491,7 +501,9 @@ impl LambdaProcess {
         self
     }
 
-    /// The same, its log lines (at `info`) appended to `path`.
+    /// The same, its log lines (at `info`, the router's at `debug`, so with
+    /// a line per request) and its metrics (`TWINCELL_METRICS=emf`)
+    /// appended to `path`.
     #[must_use]
     pub fn with_log_file(mut self, path: &Path) -> Self {
         self.log_file = Some(path.to_owned());
@@ -647,7 +659,15 @@ impl Target for LambdaProcess {
                 .env(
                     "RUST_LOG",
                     if self.log_file.is_some() {
-                        "info"
+                        "info,twincell_http=debug"
+                    } else {
+                        "off"
+                    },
+                )
+                .env(
+                    "TWINCELL_METRICS",
+                    if self.log_file.is_some() {
+                        "emf"
                     } else {
                         "off"
                     },

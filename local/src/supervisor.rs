@@ -458,6 +458,9 @@ impl Matrix {
                 ("TWINCELL_LOCAL_PORT", port.to_string()),
                 ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string()),
                 ("RUST_LOG", options.log.clone()),
+                // A matrix on a laptop is for watching: its cells write
+                // their metrics (off by default in a deployment).
+                ("TWINCELL_METRICS", "emf".to_owned()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))

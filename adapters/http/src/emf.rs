@@ -66,14 +66,25 @@ pub const DOCUMENTS: [(&str, &[&str]); 10] = [
 
 static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
 
-/// Installs the recorder for this process's cell (once; later calls change
-/// nothing). `TWINCELL_METRICS=off` leaves metrics out.
-pub fn init_metrics(cell: &str) {
-    if std::env::var("TWINCELL_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
-        return;
+/// Installs the recorder for this process's cell when `TWINCELL_METRICS`
+/// is `emf` (once; later calls change nothing). Unset or `off`: no metrics.
+/// They are off by default because they cost more than their budget on the
+/// request path (docs/observability.md#what-they-cost).
+///
+/// # Errors
+/// Any other value of `TWINCELL_METRICS`, named.
+pub fn init_metrics(cell: &str) -> Result<(), String> {
+    match std::env::var("TWINCELL_METRICS").ok().as_deref() {
+        None | Some("" | "off") => return Ok(()),
+        Some("emf") => {}
+        Some(other) => {
+            return Err(format!(
+                "TWINCELL_METRICS={other:?}: expected \"emf\" (CloudWatch EMF lines) or \"off\""
+            ));
+        }
     }
     if COLLECTOR.get().is_some() {
-        return;
+        return Ok(());
     }
     let service = crate::logging::process().service.clone();
     let built = metrics_cloudwatch_embedded::Builder::new()
@@ -117,14 +128,30 @@ pub fn init_metrics(cell: &str) {
         }
         Err(e) => tracing::warn!(error = %e, "metrics are off: the recorder did not install"),
     }
+    Ok(())
+}
+
+/// Whether this process writes metrics.
+#[must_use]
+pub fn enabled() -> bool {
+    COLLECTOR.get().is_some()
 }
 
 /// Writes what was recorded since the last flush, one EMF document per
 /// dimension set, to stdout (where the cells' log lines go).
 pub fn flush() {
     if let Some(collector) = COLLECTOR.get() {
-        let out = std::io::stdout();
-        if let Err(e) = collector.flush(out.lock()) {
+        // Into memory first, so that a flush of several documents is one
+        // write, not one per line.
+        let mut buffer = Vec::with_capacity(2048);
+        let written = collector.flush(&mut buffer).and_then(|()| {
+            if buffer.is_empty() {
+                Ok(())
+            } else {
+                std::io::Write::write_all(&mut std::io::stdout().lock(), &buffer)
+            }
+        });
+        if let Err(e) = written {
             tracing::warn!(error = %e, "metrics were not written");
         }
     }

@@ -182,7 +182,7 @@ async fn record_route(request: Request, next: Next) -> Response {
         tracing::Span::current().record("route", route.as_str());
     }
     let mut response = next.run(request).await;
-    if let Some(route) = route {
+    if let Some(route) = route.filter(|_| emf::enabled()) {
         response.extensions_mut().insert(route);
     }
     response
@@ -200,7 +200,6 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     let method = request.method().clone();
     let trace = trace::TraceContext::of(request.headers());
     let started = std::time::Instant::now();
-    let process = logging::process();
     let function_request_id = request
         .extensions()
         .get::<logging::FunctionRequestId>()
@@ -210,10 +209,9 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     // token names one (auth::guard), and the status and time at the end.
     let cold_start = logging::cold_start();
     let span = tracing::info_span!(
+        parent: logging::process_span(),
         "request",
-        service = process.service.as_str(),
         cell = cell.to_str().unwrap_or_default(),
-        function_name = process.function_name.as_str(),
         function_request_id,
         cold_start,
         request_id = request_id.to_str().unwrap_or_default(),
@@ -234,34 +232,39 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
     let mut response = tracing::Instrument::instrument(next.run(request), span.clone()).await;
     let status = response.status().as_u16();
     let latency = started.elapsed();
-    span.record("status", status);
-    span.record(
-        "latency_ms",
-        u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
-    );
-    let route = response
-        .extensions_mut()
-        .remove::<axum::extract::MatchedPath>()
-        .map_or(std::borrow::Cow::Borrowed("unmatched"), |r| {
-            std::borrow::Cow::Owned(r.as_str().to_owned())
+    let cause = response.extensions_mut().remove::<problem::InternalCause>();
+    // Only what a line will carry is recorded: recording costs (the
+    // request line is at debug, see docs/observability.md).
+    if cause.is_some() || tracing::enabled!(tracing::Level::DEBUG) {
+        span.record("status", status);
+        span.record(
+            "latency_ms",
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        );
+        span.in_scope(|| {
+            if let Some(problem::InternalCause(cause)) = cause {
+                tracing::error!(cause, "request failed");
+            }
+            tracing::debug!("request served");
         });
-    span.in_scope(|| {
-        if let Some(problem::InternalCause(cause)) = response.extensions_mut().remove() {
-            tracing::error!(cause, "request failed");
-        }
-        tracing::info!("request served");
-    });
-    let labels = [
-        ("route", route.into_owned()),
-        ("status_class", emf::status_class(status).to_owned()),
-    ];
-    metrics::counter!(emf::REQUESTS, &labels).increment(1);
-    metrics::histogram!(emf::LATENCY, &labels)
-        .record(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
-    if cold_start {
-        metrics::counter!(emf::COLD_STARTS).increment(1);
     }
-    emf::flush();
+    if emf::enabled() {
+        let route = response
+            .extensions_mut()
+            .remove::<axum::extract::MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned());
+        let labels = [
+            ("route", route),
+            ("status_class", emf::status_class(status).to_owned()),
+        ];
+        metrics::counter!(emf::REQUESTS, &labels).increment(1);
+        metrics::histogram!(emf::LATENCY, &labels)
+            .record(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        if cold_start {
+            metrics::counter!(emf::COLD_STARTS).increment(1);
+        }
+        emf::flush();
+    }
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(CELL_HEADER, cell);

@@ -88,6 +88,21 @@ pub(crate) fn process() -> &'static Process {
     })
 }
 
+/// The span every request's span is a child of: the process's own fields
+/// (`service`, `function_name`), recorded once rather than per request.
+pub(crate) fn process_span() -> &'static tracing::Span {
+    static SPAN: OnceLock<tracing::Span> = OnceLock::new();
+    SPAN.get_or_init(|| {
+        let process = process();
+        tracing::info_span!(
+            parent: None,
+            "process",
+            service = process.service.as_str(),
+            function_name = process.function_name.as_str(),
+        )
+    })
+}
+
 /// `true` the first time it is called in this process.
 pub(crate) fn cold_start() -> bool {
     static WARM: AtomicBool = AtomicBool::new(false);
