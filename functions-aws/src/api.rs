@@ -77,7 +77,11 @@ async fn serve<S: EventStore + 'static>(
         fixed_clock_ms,
         ..
     } = config;
-    twincell_http::init_metrics(topology.this().as_str()).map_err(anyhow::Error::msg)?;
+    twincell_http::init_metrics(
+        topology.this().as_str(),
+        twincell_http::emf::Flush::EveryRequest,
+    )
+    .map_err(anyhow::Error::msg)?;
     // Every store call counted and timed (the store_* metrics).
     let store = twincell_core::Metered::new(store);
     twincell_http::auth::start(auth.as_deref()).await;

@@ -150,8 +150,11 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     // Contract mode adds the trigger stand-in to it.
     #[cfg_attr(not(feature = "contract-mode"), allow(unused_mut))]
     let mut config = Config::from_env(args.local)?;
-    twincell_http::init_metrics(config.cell.topology.this().as_str())
-        .map_err(anyhow::Error::msg)?;
+    twincell_http::init_metrics(
+        config.cell.topology.this().as_str(),
+        twincell_http::emf::Flush::EverySecond,
+    )
+    .map_err(anyhow::Error::msg)?;
     match config.cell.store.clone() {
         StoreChoice::Memory => run(config, InMemoryEventStore::new()).await,
         StoreChoice::Sqlite(path) => {

@@ -263,7 +263,7 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
         if cold_start {
             metrics::counter!(emf::COLD_STARTS).increment(1);
         }
-        emf::flush();
+        emf::flush_due();
     }
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);

@@ -4,11 +4,11 @@
 //! query aggregates.
 //!
 //! Code anywhere records through the `metrics` facade (`metrics::counter!`
-//! and `histogram!`); `metrics_cloudwatch_embedded`, a kept recorder for
-//! that facade, aggregates and writes the documents. The router flushes
-//! after every request, as Powertools flushes after every invocation, so a
-//! Lambda frozen between invocations keeps nothing unwritten and one
-//! request's metrics sit next to its log lines.
+//! and `histogram!`); the recorder in `recorder.rs` aggregates and writes
+//! the documents (why not a kept crate: see there). A Lambda flushes after
+//! every invocation, as Powertools does, so a function frozen between
+//! invocations keeps nothing unwritten ([`Flush::EveryRequest`]); the Azure
+//! handler, which lives on, once a second ([`Flush::EverySecond`]).
 //!
 //! Namespace [`NAMESPACE`]; every document has the dimensions `service`
 //! and `cell`, request metrics also `route` (the template) and
@@ -27,10 +27,12 @@
 //! | `publisher_backlog` (gauge) | Count | (a cell on SQLite: its own events on the change feed not yet published; in the clouds Lambda's `IteratorAge` and the Cosmos DB change feed estimator say it) |
 //! | `store_calls`, `store_errors`, `store_latency` | Count, Count, Microseconds | op, and error for errors ([`twincell_core::metered`]) |
 
-use std::sync::OnceLock;
+mod recorder;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::Unit;
-use metrics_cloudwatch_embedded::Collector;
 
 /// The one CloudWatch namespace of both cells.
 pub const NAMESPACE: &str = "twincell";
@@ -64,7 +66,28 @@ pub const DOCUMENTS: [(&str, &[&str]); 10] = [
     ("publisher_backlog", &[]),
 ];
 
-static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
+/// When a cell writes what it recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// After every request (a Lambda: frozen between invocations).
+    EveryRequest,
+    /// Once a second, by a timer, off the request path (a long-lived
+    /// process).
+    EverySecond,
+}
+
+struct Installed {
+    emf: Arc<recorder::Emf>,
+    flush: Flush,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Installs the recorder for this process's cell when `TWINCELL_METRICS`
 /// is `emf` (once; later calls change nothing). Unset or `off`: no metrics.
@@ -73,7 +96,7 @@ static COLLECTOR: OnceLock<&'static Collector> = OnceLock::new();
 ///
 /// # Errors
 /// Any other value of `TWINCELL_METRICS`, named.
-pub fn init_metrics(cell: &str) -> Result<(), String> {
+pub fn init_metrics(cell: &str, flush: Flush) -> Result<(), String> {
     match std::env::var("TWINCELL_METRICS").ok().as_deref() {
         None | Some("" | "off") => return Ok(()),
         Some("emf") => {}
@@ -83,18 +106,32 @@ pub fn init_metrics(cell: &str) -> Result<(), String> {
             ));
         }
     }
-    if COLLECTOR.get().is_some() {
+    if INSTALLED.get().is_some() {
         return Ok(());
     }
     let service = crate::logging::process().service.clone();
-    let built = metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace(NAMESPACE)
-        .with_dimension("service", service)
-        .with_dimension("cell", cell.to_owned())
-        .init();
-    match built {
-        Ok(collector) => {
-            let _ = COLLECTOR.set(collector);
+    let emf = Arc::new(recorder::Emf::new(
+        NAMESPACE,
+        vec![("service", service), ("cell", cell.to_owned())],
+    ));
+    match metrics::set_global_recorder(recorder::Shared(Arc::clone(&emf))) {
+        Ok(()) => {
+            let _ = INSTALLED.set(Installed { emf, flush });
+            if flush == Flush::EverySecond
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                runtime.spawn(async {
+                    let mut every = tokio::time::interval(Duration::from_secs(1));
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                    loop {
+                        every.tick().await;
+                        // Off the runtime's workers: a second of a busy
+                        // cell's values takes milliseconds to write, which
+                        // no request should wait behind.
+                        let _ = tokio::task::spawn_blocking(self::flush).await;
+                    }
+                });
+            }
             metrics::describe_counter!(REQUESTS, Unit::Count, "requests answered");
             metrics::describe_histogram!(LATENCY, Unit::Microseconds, "time to answer");
             metrics::describe_counter!(COLD_STARTS, Unit::Count, "first requests of a process");
@@ -126,7 +163,7 @@ pub fn init_metrics(cell: &str) -> Result<(), String> {
                 "origin commit to stored here"
             );
         }
-        Err(e) => tracing::warn!(error = %e, "metrics are off: the recorder did not install"),
+        Err(_) => tracing::warn!("metrics are off: another recorder is installed"),
     }
     Ok(())
 }
@@ -134,26 +171,31 @@ pub fn init_metrics(cell: &str) -> Result<(), String> {
 /// Whether this process writes metrics.
 #[must_use]
 pub fn enabled() -> bool {
-    COLLECTOR.get().is_some()
+    INSTALLED.get().is_some()
 }
 
 /// Writes what was recorded since the last flush, one EMF document per
-/// dimension set, to stdout (where the cells' log lines go).
+/// dimension set (more when a histogram holds over 100 values), to stdout
+/// (where the cells' log lines go) in one write.
 pub fn flush() {
-    if let Some(collector) = COLLECTOR.get() {
-        // Into memory first, so that a flush of several documents is one
-        // write, not one per line.
-        let mut buffer = Vec::with_capacity(2048);
-        let written = collector.flush(&mut buffer).and_then(|()| {
-            if buffer.is_empty() {
-                Ok(())
-            } else {
-                std::io::Write::write_all(&mut std::io::stdout().lock(), &buffer)
-            }
-        });
-        if let Err(e) = written {
+    if let Some(installed) = INSTALLED.get() {
+        let lines = installed.emf.drain(now_ms());
+        if !lines.is_empty()
+            && let Err(e) = std::io::Write::write_all(&mut std::io::stdout().lock(), &lines)
+        {
             tracing::warn!(error = %e, "metrics were not written");
         }
+    }
+}
+
+/// What the router calls at the end of a request: [`flush`] when this
+/// process flushes after every request; otherwise the timer does.
+pub fn flush_due() {
+    if INSTALLED
+        .get()
+        .is_some_and(|installed| installed.flush == Flush::EveryRequest)
+    {
+        flush();
     }
 }
 
