@@ -406,22 +406,7 @@ impl Target for AzureProcess {
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
-                .env(
-                    "RUST_LOG",
-                    if self.log_file.is_some() {
-                        "info,twincell_http=debug"
-                    } else {
-                        "off"
-                    },
-                )
-                .env(
-                    "TWINCELL_METRICS",
-                    if self.log_file.is_some() {
-                        "emf"
-                    } else {
-                        "off"
-                    },
-                )
+                .envs(observability_env(self.log_file.is_some()))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
@@ -535,6 +520,19 @@ impl LambdaProcess {
         self.name = format!("{}-dynamodb", self.name);
         self.store = ProcessStore::DynamoDb(endpoint.to_owned(), Some(table.to_owned()));
         self
+    }
+}
+
+/// `RUST_LOG` and `TWINCELL_METRICS` of a process: a line per request and
+/// its metrics when its log is kept, nothing otherwise.
+fn observability_env(kept: bool) -> [(&'static str, &'static str); 2] {
+    if kept {
+        [
+            ("RUST_LOG", "info,twincell_http=debug"),
+            ("TWINCELL_METRICS", "emf"),
+        ]
+    } else {
+        [("RUST_LOG", "off"), ("TWINCELL_METRICS", "off")]
     }
 }
 
@@ -656,22 +654,7 @@ impl Target for LambdaProcess {
                 .env("TWINCELL_FIXED_CLOCK_MS", FIXED_CLOCK_MS.to_string())
                 .env("TWINCELL_REPLICATION_KEY", REPLICATION_KEY)
                 .env("TWINCELL_ORIGIN_KEYS", origin_keys(&self.peer)?)
-                .env(
-                    "RUST_LOG",
-                    if self.log_file.is_some() {
-                        "info,twincell_http=debug"
-                    } else {
-                        "off"
-                    },
-                )
-                .env(
-                    "TWINCELL_METRICS",
-                    if self.log_file.is_some() {
-                        "emf"
-                    } else {
-                        "off"
-                    },
-                )
+                .envs(observability_env(self.log_file.is_some()))
                 .stdout(log_output(self.log_file.as_deref())?)
                 .stderr(Stdio::piped())
                 .kill_on_drop(true)
