@@ -186,6 +186,10 @@ fn emf(doc: &Value) -> Vec<Directive> {
                     assert!(items.iter().all(Value::is_number), "{doc}");
                     items.clone()
                 }
+                Value::Object(histogram) => {
+                    aggregated(histogram, doc);
+                    vec![doc[name].clone()]
+                }
                 other => panic!("metric {name} has no numeric member ({other}): {doc}"),
             };
             named.push((name.to_owned(), values));
@@ -193,6 +197,60 @@ fn emf(doc: &Value) -> Vec<Directive> {
         out.push((namespace.to_owned(), sets, named));
     }
     out
+}
+
+/// Checks an aggregated value, `{"Values", "Counts", "Max", "Min",
+/// "Count", "Sum"}` (the form of CloudWatch's `PutMetricData` and of the
+/// OpenTelemetry EMF exporter's histograms): 1 to 100 values with a count
+/// each, the counts adding up to `Count`, every value and the sum within
+/// what `Min` and `Max` allow.
+// Metric values are JSON numbers (times and counts, never money).
+#[allow(
+    clippy::disallowed_types,
+    clippy::float_arithmetic,
+    clippy::as_conversions,
+    clippy::cast_precision_loss
+)]
+fn aggregated(histogram: &serde_json::Map<String, Value>, doc: &Value) {
+    let mut keys: Vec<&str> = histogram.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["Count", "Counts", "Max", "Min", "Sum", "Values"],
+        "{doc}"
+    );
+    let numbers = |name: &str| -> Vec<f64> {
+        histogram[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} is an array: {doc}"))
+            .iter()
+            .map(|v| {
+                v.as_f64()
+                    .unwrap_or_else(|| panic!("{name}: numbers: {doc}"))
+            })
+            .collect()
+    };
+    let (values, counts) = (numbers("Values"), numbers("Counts"));
+    assert!(
+        (1..=100).contains(&values.len()) && values.len() == counts.len(),
+        "1 to 100 values, a count each: {doc}"
+    );
+    let number = |name: &str| {
+        histogram[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} is a number: {doc}"))
+    };
+    let (min, max, sum) = (number("Min"), number("Max"), number("Sum"));
+    let count = histogram["Count"].as_u64().expect("Count: a whole number");
+    assert!(counts.iter().all(|c| *c >= 1.0), "{doc}");
+    assert_eq!(counts.iter().sum::<f64>(), count as f64, "{doc}");
+    assert!(min <= max, "{doc}");
+    assert!(values.iter().all(|v| (min..=max).contains(v)), "{doc}");
+    let n = count as f64;
+    assert!(
+        min * n <= sum + 1e-9 && sum <= max * n + 1e-9,
+        "a possible sum: {doc}"
+    );
 }
 
 /// The EMF documents of `path`, in order.
@@ -383,13 +441,16 @@ async fn both_cells_log_the_same_fields_and_values_for_the_same_requests() {
                         .filter(|(k, _)| k != "cell")
                         .cloned()
                         .collect();
-                    // A histogram adds its number of values, a counter its
-                    // count.
-                    let added = if name.ends_with("latency") {
-                        u64::try_from(values.len()).unwrap()
-                    } else {
-                        values.iter().map(|v| v.as_u64().unwrap()).sum()
-                    };
+                    assert_eq!(
+                        values.iter().all(Value::is_object),
+                        twincell_http::emf::HISTOGRAMS.contains(&name.as_str()),
+                        "a histogram is written aggregated, a count as a number: {doc}"
+                    );
+                    // A histogram adds its count, a counter its count.
+                    let added: u64 = values
+                        .iter()
+                        .map(|v| v.get("Count").unwrap_or(v).as_u64().unwrap())
+                        .sum();
                     *totals.entry((name, dimensions)).or_insert(0) += added;
                 }
             }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use crate::event::{AggregateId, RecordedEvent, StreamId};
@@ -24,37 +25,116 @@ pub const STORE_ERRORS: &str = "store_errors";
 /// How long a store call took.
 pub const STORE_LATENCY: &str = "store_latency";
 
+/// The operations, in the order of [`OPS`].
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Append,
+    Load,
+    LoadAfter,
+    Read,
+    ApplyReplicated,
+    ListOrigin,
+    SaveSnapshot,
+    LoadSnapshots,
+    Check,
+}
+
+/// The `op` dimension of each [`Op`].
+const OPS: [&str; 9] = [
+    "append",
+    "load",
+    "load_after",
+    "read",
+    "apply_replicated",
+    "list_origin",
+    "save_snapshot",
+    "load_snapshots",
+    "check",
+];
+
+impl Op {
+    /// Its index in [`OPS`].
+    fn index(self) -> usize {
+        match self {
+            Op::Append => 0,
+            Op::Load => 1,
+            Op::LoadAfter => 2,
+            Op::Read => 3,
+            Op::ApplyReplicated => 4,
+            Op::ListOrigin => 5,
+            Op::SaveSnapshot => 6,
+            Op::LoadSnapshots => 7,
+            Op::Check => 8,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        OPS.get(self.index()).copied().unwrap_or("unknown")
+    }
+}
+
+/// An operation's handles: its calls and its time.
+#[derive(Debug)]
+struct OpHandles {
+    calls: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
 /// `S`, its calls counted and timed.
+///
+/// The handles of each operation's metrics are taken from the recorder
+/// installed at its first call (once per `Metered`: a call does not build a
+/// key or look one up); install the recorder before the store is first
+/// used.
 #[derive(Debug)]
 pub struct Metered<S> {
     inner: S,
+    handles: OnceLock<Vec<OpHandles>>,
 }
 
 impl<S> Metered<S> {
     /// Counts and times the calls to `inner`.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            handles: OnceLock::new(),
+        }
     }
 
     /// The store inside.
     pub fn inner(&self) -> &S {
         &self.inner
     }
-}
 
-async fn timed<T>(
-    op: &'static str,
-    call: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    let started = Instant::now();
-    let result = call.await;
-    let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-    metrics::counter!(STORE_CALLS, "op" => op).increment(1);
-    metrics::histogram!(STORE_LATENCY, "op" => op).record(micros);
-    if let Err(e) = &result {
-        metrics::counter!(STORE_ERRORS, "op" => op, "error" => e.kind()).increment(1);
+    fn timed<T>(
+        &self,
+        op: Op,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> impl Future<Output = Result<T, StoreError>> {
+        let handles = self.handles.get_or_init(|| {
+            OPS.iter()
+                .map(|op| OpHandles {
+                    calls: metrics::counter!(STORE_CALLS, "op" => *op),
+                    latency: metrics::histogram!(STORE_LATENCY, "op" => *op),
+                })
+                .collect()
+        });
+        let handles = handles.get(op.index());
+        async move {
+            let started = Instant::now();
+            let result = call.await;
+            let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            if let Some(handles) = handles {
+                handles.calls.increment(1);
+                handles.latency.record(micros);
+            }
+            if let Err(e) = &result {
+                metrics::counter!(STORE_ERRORS, "op" => op.name(), "error" => e.kind())
+                    .increment(1);
+            }
+            result
+        }
     }
-    result
 }
 
 impl<S: EventStore> EventStore for Metered<S> {
@@ -64,8 +144,8 @@ impl<S: EventStore> EventStore for Metered<S> {
         expected_version: u64,
         events: &[RecordedEvent],
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        timed(
-            "append",
+        self.timed(
+            Op::Append,
             self.inner.append(stream, expected_version, events),
         )
     }
@@ -74,7 +154,7 @@ impl<S: EventStore> EventStore for Metered<S> {
         &self,
         aggregate: &AggregateId,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        timed("load", self.inner.load(aggregate))
+        self.timed(Op::Load, self.inner.load(aggregate))
     }
 
     fn load_after(
@@ -82,7 +162,7 @@ impl<S: EventStore> EventStore for Metered<S> {
         aggregate: &AggregateId,
         after: &BTreeMap<CellId, u64>,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        timed("load_after", self.inner.load_after(aggregate, after))
+        self.timed(Op::LoadAfter, self.inner.load_after(aggregate, after))
     }
 
     fn read(
@@ -90,38 +170,38 @@ impl<S: EventStore> EventStore for Metered<S> {
         stream: &StreamId,
         version: u64,
     ) -> impl Future<Output = Result<Option<RecordedEvent>, StoreError>> + Send {
-        timed("read", self.inner.read(stream, version))
+        self.timed(Op::Read, self.inner.read(stream, version))
     }
 
     fn apply_replicated(
         &self,
         event: &RecordedEvent,
     ) -> impl Future<Output = Result<ReplicatedApply, StoreError>> + Send {
-        timed("apply_replicated", self.inner.apply_replicated(event))
+        self.timed(Op::ApplyReplicated, self.inner.apply_replicated(event))
     }
 
     fn list_origin(
         &self,
         listing: &Listing,
     ) -> impl Future<Output = Result<EventPage, StoreError>> + Send {
-        timed("list_origin", self.inner.list_origin(listing))
+        self.timed(Op::ListOrigin, self.inner.list_origin(listing))
     }
 
     fn save_snapshot(
         &self,
         snapshot: &Snapshot,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        timed("save_snapshot", self.inner.save_snapshot(snapshot))
+        self.timed(Op::SaveSnapshot, self.inner.save_snapshot(snapshot))
     }
 
     fn load_snapshots(
         &self,
         aggregate: &AggregateId,
     ) -> impl Future<Output = Result<Vec<Snapshot>, StoreError>> + Send {
-        timed("load_snapshots", self.inner.load_snapshots(aggregate))
+        self.timed(Op::LoadSnapshots, self.inner.load_snapshots(aggregate))
     }
 
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        timed("check", self.inner.check())
+        self.timed(Op::Check, self.inner.check())
     }
 }

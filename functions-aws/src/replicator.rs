@@ -122,7 +122,14 @@ impl Replicator {
                 "a record to retry has no sequence number; failing the whole batch".into(),
             )),
         };
-        match self.publisher.publish_traced(&events, traceparent).await {
+        let result = self.publisher.publish_traced(&events, traceparent).await;
+        twincell_replication::metrics::record_publish(
+            &events,
+            result
+                .as_ref()
+                .map_or_else(|e| e.published, |_| events.len()),
+        );
+        match result {
             Ok(published) => {
                 tracing::info!(
                     published,

@@ -161,7 +161,14 @@ where
             }
         }
     }
-    match shared.publisher.publish(&events).await {
+    let result = shared.publisher.publish(&events).await;
+    twincell_replication::metrics::record_publish(
+        &events,
+        result
+            .as_ref()
+            .map_or_else(|e| e.published, |_| events.len()),
+    );
+    match result {
         Ok(published) => {
             let line = format!(
                 "published {published} of {} documents ({others} replicated from other cells, {snapshots} snapshots, {refused} refused)",

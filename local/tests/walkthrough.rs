@@ -164,6 +164,16 @@ async fn a_cell_killed_mid_session_costs_the_client_nothing_and_the_cells_agree_
             !line["replication_lag"].is_null() && line["origin_cell"] == origin
         })
         .await;
+        // And the origin's publisher counted it out, with its lag.
+        let origin_log = dir.join("data/logs").join(format!("{origin}.log"));
+        until_logged(&origin_log, |line| {
+            line["published_events"].as_u64() > Some(0) && line["outcome"] == "published"
+        })
+        .await;
+        until_logged(&origin_log, |line| {
+            line["publish_lag"]["Count"].as_u64() > Some(0)
+        })
+        .await;
         // The span that committed it is the one the response named.
         assert_eq!(
             Some(line["parent_span_id"].as_str().unwrap()),

@@ -248,23 +248,12 @@ async fn stamp(State(cell): State<HeaderValue>, request: Request, next: Next) ->
             tracing::debug!("request served");
         });
     }
-    if emf::enabled() {
-        let route = response
-            .extensions_mut()
-            .remove::<axum::extract::MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |r| r.as_str().to_owned());
-        let labels = [
-            ("route", route),
-            ("status_class", emf::status_class(status).to_owned()),
-        ];
-        metrics::counter!(emf::REQUESTS, &labels).increment(1);
-        metrics::histogram!(emf::LATENCY, &labels)
-            .record(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
-        if cold_start {
-            metrics::counter!(emf::COLD_STARTS).increment(1);
-        }
-        emf::flush_due();
-    }
+    let route = response
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str);
+    emf::record_request(route, status, latency, cold_start);
+    emf::flush_due();
     let headers = response.headers_mut();
     headers.insert(REQUEST_ID_HEADER, request_id);
     headers.insert(CELL_HEADER, cell);

@@ -96,7 +96,7 @@ fn the_cloudwatch_dashboard_searches_what_the_cells_write() {
     }
     // Every metric a cell writes in both clouds has a widget.
     for (name, _) in emf::DOCUMENTS {
-        if name != "publisher_backlog" {
+        if name != emf::PUBLISHER_BACKLOG {
             assert!(searched.contains(name), "no widget shows {name}");
         }
     }
@@ -130,6 +130,21 @@ fn the_azure_workbook_reads_what_the_cells_write() {
                         continue;
                     }
                     assert!(known.contains(field.as_str()), "{field} in {query}");
+                    // A member of a field is one of a histogram's
+                    // (`emf::HISTOGRAMS`, written in EMF's aggregated form).
+                    let rest = &query[i + 2 + field.len()..];
+                    if let Some(member) = rest.strip_prefix('.') {
+                        let member: String = member
+                            .chars()
+                            .take_while(char::is_ascii_alphanumeric)
+                            .collect();
+                        assert!(
+                            emf::HISTOGRAMS.contains(&field.as_str())
+                                && ["Values", "Counts", "Count", "Sum", "Min", "Max"]
+                                    .contains(&member.as_str()),
+                            "{field}.{member} in {query}"
+                        );
+                    }
                     read_metrics.insert(field);
                 }
             }
@@ -142,6 +157,8 @@ fn the_azure_workbook_reads_what_the_cells_write() {
         "replicated_events",
         "replication_lag",
         "store_calls",
+        "published_events",
+        "publish_lag",
     ] {
         assert!(read_metrics.contains(name), "no query reads {name}");
     }

@@ -18,6 +18,7 @@
 pub mod config;
 mod key;
 mod log;
+pub mod metrics;
 #[cfg(feature = "publish")]
 pub mod publish;
 pub mod signing;

@@ -29,7 +29,7 @@ pub const PASS_EVENTS: usize = 500;
 
 /// The gauge (on the `metrics` facade) of this cell's own events on the
 /// change feed not yet published, set after every pass.
-pub const BACKLOG_METRIC: &str = "publisher_backlog";
+pub const BACKLOG_METRIC: &str = twincell_replication::metrics::PUBLISHER_BACKLOG;
 
 /// Why a pass stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +108,14 @@ impl FeedPublisher {
             .filter(|e| e.event.origin() == &self.origin)
             .map(|e| (e.seq, e.event))
             .unzip();
-        match self.publisher.publish(&events).await {
+        let result = self.publisher.publish(&events).await;
+        twincell_replication::metrics::record_publish(
+            &events,
+            result
+                .as_ref()
+                .map_or_else(|e| e.published, |_| events.len()),
+        );
+        match result {
             Ok(_) => {
                 self.feed.commit(last).await?;
                 Ok(Pass {

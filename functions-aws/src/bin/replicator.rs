@@ -10,6 +10,9 @@
 //!   `TWINCELL_REPLICATION_TARGET_KEY_SECRET_ID` (Secrets Manager) or,
 //!   locally, `TWINCELL_REPLICATION_TARGET_KEY`. Required.
 //! - `RUST_LOG`: log filter (default `info`); JSON lines to CloudWatch.
+//! - `TWINCELL_METRICS`: `emf` (the default) writes the publishing metrics
+//!   (`published_events`, `publish_lag`) as CloudWatch EMF lines after
+//!   every invocation; `off` writes none.
 
 use lambda_http::lambda_runtime::{self, LambdaEvent, service_fn};
 use twincell_aws::replicator::{Replicator, traceparent_from_xray};
@@ -23,6 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .filter(|c| !c.trim().is_empty())
         .unwrap_or_else(|| "aws".to_owned());
     let this = CellId::new(cell.trim()).map_err(|e| format!("TWINCELL_CELL {cell:?}: {e}"))?;
+    twincell_http::init_metrics(this.as_str(), twincell_http::emf::Flush::EveryRequest)?;
     let settings = twincell_aws::secrets::replication_settings().await?;
     let target = settings
         .target
@@ -39,10 +43,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 .xray_trace_id
                 .as_deref()
                 .and_then(traceparent_from_xray);
-            replicator
-                .handle(event.payload, trace.as_deref())
-                .await
-                .map_err(lambda_runtime::Error::from)
+            let handled = replicator.handle(event.payload, trace.as_deref()).await;
+            // Written before the answer: the function may be frozen after.
+            twincell_http::emf::flush();
+            handled.map_err(lambda_runtime::Error::from)
         },
     ))
     .await

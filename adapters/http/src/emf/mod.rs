@@ -24,15 +24,18 @@
 //! | [`CONTENTION_RETRIES`] | Count | |
 //! | [`REPLICATED_EVENTS`] | Count | origin_cell, outcome (`stored`, `already_present`, `diverged`, `own_origin`, `untrusted`, `malformed`, `unknown_type`, `unavailable`) |
 //! | [`REPLICATION_LAG`] | Milliseconds | origin_cell (commit at the origin to stored here) |
-//! | `publisher_backlog` (gauge) | Count | (a cell on SQLite: its own events on the change feed not yet published; in the clouds Lambda's `IteratorAge` and the Cosmos DB change feed estimator say it) |
+//! | [`PUBLISHED_EVENTS`] | Count | outcome (`published`, `failed`): every publisher of own events, the AWS `replicator`, Azure's `replicate-outbound`, a SQLite cell's feed |
+//! | [`PUBLISH_LAG`] | Milliseconds | (an own event's commit to its publishing: how far behind the publisher is) |
+//! | [`PUBLISHER_BACKLOG`] (gauge) | Count | (a cell on SQLite: its own events on the change feed not yet published; in the clouds Lambda's `IteratorAge` and the Cosmos DB change feed estimator count it) |
 //! | `store_calls`, `store_errors`, `store_latency` | Count, Count, Microseconds | op, and error for errors ([`twincell_core::metered`]) |
 
 mod recorder;
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metrics::Unit;
+use metrics::{Counter, Histogram, Unit};
 
 /// The one CloudWatch namespace of both cells.
 pub const NAMESPACE: &str = "twincell";
@@ -48,12 +51,19 @@ pub const CONTENTION_RETRIES: &str = twincell_core::service::CONTENTION_RETRIES_
 pub const REPLICATED_EVENTS: &str = "replicated_events";
 /// From the origin's commit of an event to its storing here.
 pub const REPLICATION_LAG: &str = "replication_lag";
+/// Own events handed to the replication target, by outcome (every
+/// publisher: `twincell_replication::metrics`).
+pub const PUBLISHED_EVENTS: &str = twincell_replication::metrics::PUBLISHED_EVENTS;
+/// From an own event's commit to its publishing.
+pub const PUBLISH_LAG: &str = twincell_replication::metrics::PUBLISH_LAG;
+/// Own events not yet published (a SQLite cell).
+pub const PUBLISHER_BACKLOG: &str = twincell_replication::metrics::PUBLISHER_BACKLOG;
 
 /// Every metric the cells write and the dimensions of its documents beyond
 /// `service` and `cell`, in the order EMF lists them: what the dashboards
 /// (`dashboards/`) are checked against, and what the cells' documents are
 /// checked to carry.
-pub const DOCUMENTS: [(&str, &[&str]); 10] = [
+pub const DOCUMENTS: [(&str, &[&str]); 12] = [
     (REQUESTS, &["route", "status_class"]),
     (LATENCY, &["route", "status_class"]),
     (COLD_STARTS, &[]),
@@ -63,7 +73,19 @@ pub const DOCUMENTS: [(&str, &[&str]); 10] = [
     (twincell_core::metered::STORE_CALLS, &["op"]),
     (twincell_core::metered::STORE_ERRORS, &["op", "error"]),
     (twincell_core::metered::STORE_LATENCY, &["op"]),
-    ("publisher_backlog", &[]),
+    (PUBLISHED_EVENTS, &["outcome"]),
+    (PUBLISH_LAG, &[]),
+    (PUBLISHER_BACKLOG, &[]),
+];
+
+/// The metrics that are histograms, written in EMF's aggregated form
+/// (`{"Values", "Counts", "Max", "Min", "Count", "Sum"}`, see
+/// `recorder.rs`); the others are counts or a gauge, written as a number.
+pub const HISTOGRAMS: [&str; 4] = [
+    LATENCY,
+    REPLICATION_LAG,
+    twincell_core::metered::STORE_LATENCY,
+    PUBLISH_LAG,
 ];
 
 /// When a cell writes what it recorded.
@@ -89,17 +111,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Installs the recorder for this process's cell when `TWINCELL_METRICS`
-/// is `emf` (once; later calls change nothing). Unset or `off`: no metrics.
-/// They are off by default because they cost more than their budget on the
-/// request path (docs/observability.md#what-they-cost).
+/// Installs the recorder for this process's cell (once; later calls change
+/// nothing) unless `TWINCELL_METRICS` is `off`: metrics are on by default
+/// (`emf`), at about 2 % of the request path's CPU
+/// (docs/observability.md#what-they-cost).
 ///
 /// # Errors
-/// Any other value of `TWINCELL_METRICS`, named.
+/// Any value of `TWINCELL_METRICS` but `emf` or `off`, named.
 pub fn init_metrics(cell: &str, flush: Flush) -> Result<(), String> {
     match std::env::var("TWINCELL_METRICS").ok().as_deref() {
-        None | Some("" | "off") => return Ok(()),
-        Some("emf") => {}
+        Some("off") => return Ok(()),
+        None | Some("" | "emf") => {}
         Some(other) => {
             return Err(format!(
                 "TWINCELL_METRICS={other:?}: expected \"emf\" (CloudWatch EMF lines) or \"off\""
@@ -125,9 +147,9 @@ pub fn init_metrics(cell: &str, flush: Flush) -> Result<(), String> {
                     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                     loop {
                         every.tick().await;
-                        // Off the runtime's workers: a second of a busy
-                        // cell's values takes milliseconds to write, which
-                        // no request should wait behind.
+                        // Off the runtime's workers: the write to stdout
+                        // may block (a full pipe), which no request should
+                        // wait behind.
                         let _ = tokio::task::spawn_blocking(self::flush).await;
                     }
                 });
@@ -152,8 +174,14 @@ pub fn init_metrics(cell: &str, flush: Flush) -> Result<(), String> {
                 Unit::Microseconds,
                 "store call time"
             );
+            metrics::describe_counter!(PUBLISHED_EVENTS, Unit::Count, "own events published");
+            metrics::describe_histogram!(
+                PUBLISH_LAG,
+                Unit::Milliseconds,
+                "own event commit to published"
+            );
             metrics::describe_gauge!(
-                "publisher_backlog",
+                PUBLISHER_BACKLOG,
                 Unit::Count,
                 "own events not yet published"
             );
@@ -199,14 +227,85 @@ pub fn flush_due() {
     }
 }
 
-/// `2xx`, `4xx` … of a status.
-pub(crate) fn status_class(status: u16) -> &'static str {
+/// The status classes, in the order [`class_of`] numbers them.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of a status's class.
+fn class_of(status: u16) -> usize {
     match status / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+        1 => 0,
+        2 => 1,
+        3 => 2,
+        4 => 3,
+        _ => 4,
+    }
+}
+
+/// `2xx`, `4xx` … of a status.
+#[cfg(test)]
+fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES
+        .get(class_of(status))
+        .copied()
+        .unwrap_or("5xx")
+}
+
+/// A request metric's handles: its count and its latency.
+type RequestHandles = (Counter, Histogram);
+
+/// The request metrics' handles by route template and status class, each
+/// made once: a request finds its own under a read lock without building a
+/// key. Bounded: routes are the router's templates and `unmatched`.
+static REQUEST_HANDLES: OnceLock<RwLock<HashMap<String, [Option<RequestHandles>; 5]>>> =
+    OnceLock::new();
+
+/// Counts a request answered and records its latency, by `route` (the
+/// matched template, or `unmatched`) and status class, and a cold start.
+/// Nothing when metrics are off.
+pub(crate) fn record_request(route: &str, status: u16, latency: Duration, cold_start: bool) {
+    if !enabled() {
+        return;
+    }
+    let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+    let class = class_of(status);
+    let handles = REQUEST_HANDLES.get_or_init(|| RwLock::new(HashMap::new()));
+    let found = handles
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+        .and_then(|classes| classes.get(class))
+        .and_then(Option::as_ref)
+        .map(|(count, latency)| {
+            count.increment(1);
+            latency.record(micros);
+        });
+    if found.is_none() {
+        let mut all = handles.write().unwrap_or_else(PoisonError::into_inner);
+        let classes = all.entry(route.to_owned()).or_default();
+        if let Some(slot) = classes.get_mut(class) {
+            let (count, latency) = slot.get_or_insert_with(|| {
+                let labels = [
+                    ("route", route.to_owned()),
+                    (
+                        "status_class",
+                        STATUS_CLASSES
+                            .get(class)
+                            .copied()
+                            .unwrap_or("5xx")
+                            .to_owned(),
+                    ),
+                ];
+                (
+                    metrics::counter!(REQUESTS, &labels),
+                    metrics::histogram!(LATENCY, &labels),
+                )
+            });
+            count.increment(1);
+            latency.record(micros);
+        }
+    }
+    if cold_start {
+        metrics::counter!(COLD_STARTS).increment(1);
     }
 }
 
