@@ -118,6 +118,31 @@ fn the_deployed_api_is_told_to_run_on_its_table() {
 }
 
 #[test]
+fn both_functions_write_metrics_unless_the_stack_says_off() {
+    let t = template();
+    let param = &t["Parameters"]["Metrics"];
+    assert_eq!(param["Default"].as_str(), Some("emf"));
+    let allowed: Vec<&str> = param["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["emf", "off"],
+        "\"off\" quoted: YAML reads a bare off as false"
+    );
+    for function in ["ApiFunction", "ReplicatorFunction"] {
+        let env = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
+        assert!(
+            text(&env["TWINCELL_METRICS"]).contains("Metrics"),
+            "{function}: {env:?}"
+        );
+    }
+}
+
+#[test]
 fn events_are_signed_with_a_key_from_secrets_manager_and_checked_against_the_peers_keys() {
     let t = template();
     let replicator = &t["Resources"]["ReplicatorFunction"]["Properties"];
