@@ -123,12 +123,7 @@ impl Replicator {
             )),
         };
         let result = self.publisher.publish_traced(&events, traceparent).await;
-        twincell_replication::metrics::record_publish(
-            &events,
-            result
-                .as_ref()
-                .map_or_else(|e| e.published, |_| events.len()),
-        );
+        twincell_replication::metrics::record_publish(&events, &result);
         match result {
             Ok(published) => {
                 tracing::info!(

@@ -162,12 +162,7 @@ where
         }
     }
     let result = shared.publisher.publish(&events).await;
-    twincell_replication::metrics::record_publish(
-        &events,
-        result
-            .as_ref()
-            .map_or_else(|e| e.published, |_| events.len()),
-    );
+    twincell_replication::metrics::record_publish(&events, &result);
     match result {
         Ok(published) => {
             let line = format!(

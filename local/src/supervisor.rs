@@ -459,7 +459,7 @@ impl Matrix {
                 ("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string()),
                 ("RUST_LOG", options.log.clone()),
                 // A matrix on a laptop is for watching: its cells write
-                // their metrics (off by default in a deployment).
+                // their metrics whatever the shell's TWINCELL_METRICS says.
                 ("TWINCELL_METRICS", "emf".to_owned()),
             ]
             .into_iter()

@@ -14,6 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use twincell_core::RecordedEvent;
 
+use crate::PublishError;
+
 /// Own events handed to the replication target, by outcome.
 pub const PUBLISHED_EVENTS: &str = "published_events";
 /// From an event's commit to its publishing.
@@ -23,9 +25,13 @@ pub const PUBLISH_LAG: &str = "publish_lag";
 /// change feed estimator count it).
 pub const PUBLISHER_BACKLOG: &str = "publisher_backlog";
 
-/// Counts a publish of `events` of which the first `published` went out
-/// (all of them when it succeeded), and the lag of each that did.
-pub fn record_publish(events: &[RecordedEvent], published: usize) {
+/// Counts a publish of `events` that ended in `result` (on a failure, the
+/// events before the first one not published went out), and the lag of
+/// each that went out.
+pub fn record_publish(events: &[RecordedEvent], result: &Result<usize, PublishError>) {
+    let published = result
+        .as_ref()
+        .map_or_else(|e| e.published, |_| events.len());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

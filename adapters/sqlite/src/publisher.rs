@@ -109,12 +109,7 @@ impl FeedPublisher {
             .map(|e| (e.seq, e.event))
             .unzip();
         let result = self.publisher.publish(&events).await;
-        twincell_replication::metrics::record_publish(
-            &events,
-            result
-                .as_ref()
-                .map_or_else(|e| e.published, |_| events.len()),
-        );
+        twincell_replication::metrics::record_publish(&events, &result);
         match result {
             Ok(_) => {
                 self.feed.commit(last).await?;

@@ -242,7 +242,6 @@ fn class_of(status: u16) -> usize {
 }
 
 /// `2xx`, `4xx` … of a status.
-#[cfg(test)]
 fn status_class(status: u16) -> &'static str {
     STATUS_CLASSES
         .get(class_of(status))
@@ -267,41 +266,33 @@ pub(crate) fn record_request(route: &str, status: u16, latency: Duration, cold_s
         return;
     }
     let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+    let record = |(count, latency): &RequestHandles| {
+        count.increment(1);
+        latency.record(micros);
+    };
     let class = class_of(status);
     let handles = REQUEST_HANDLES.get_or_init(|| RwLock::new(HashMap::new()));
-    let found = handles
+    let known = handles
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .get(route)
         .and_then(|classes| classes.get(class))
         .and_then(Option::as_ref)
-        .map(|(count, latency)| {
-            count.increment(1);
-            latency.record(micros);
-        });
-    if found.is_none() {
+        .map(record);
+    if known.is_none() {
+        // The first of its route and class: made under the write lock.
         let mut all = handles.write().unwrap_or_else(PoisonError::into_inner);
-        let classes = all.entry(route.to_owned()).or_default();
-        if let Some(slot) = classes.get_mut(class) {
-            let (count, latency) = slot.get_or_insert_with(|| {
+        if let Some(slot) = all.entry(route.to_owned()).or_default().get_mut(class) {
+            record(slot.get_or_insert_with(|| {
                 let labels = [
                     ("route", route.to_owned()),
-                    (
-                        "status_class",
-                        STATUS_CLASSES
-                            .get(class)
-                            .copied()
-                            .unwrap_or("5xx")
-                            .to_owned(),
-                    ),
+                    ("status_class", status_class(status).to_owned()),
                 ];
                 (
                     metrics::counter!(REQUESTS, &labels),
                     metrics::histogram!(LATENCY, &labels),
                 )
-            });
-            count.increment(1);
-            latency.record(micros);
+            }));
         }
     }
     if cold_start {
